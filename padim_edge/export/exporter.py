@@ -1,0 +1,224 @@
+"""Write the one ONNX graph: traced preprocessing + backbone + reduction, then the built head.
+
+Input ``images``: uint8 ``[N, H, W, 3]`` (N, H, W dynamic). Outputs ``anomaly_map`` float32
+``[N, crop, crop]`` and ``score`` float32 ``[N]``. Metadata in ``metadata_props``
+(:mod:`padim_edge.metadata`). Files whose constants would pass the protobuf limit are written with
+their tensors in one external-data file beside the model (``<name>.onnx.data``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import onnx
+import torch
+from torch import nn
+
+from padim_edge import __version__, metadata
+from padim_edge.export.anomaly_map import separable_operator
+from padim_edge.export.graph_head import anomaly_map_nodes, mahalanobis_nodes
+from padim_edge.export.model import PadimModule
+
+OPSET = 18
+INPUT_NAME = "images"
+MAP_OUTPUT = "anomaly_map"
+SCORE_OUTPUT = "score"
+#: Above this many bytes of constants the model is written with external data (protobuf caps at 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: Column blocks of the packed symmetric Sigma^-1 storage (see graph_head); measured in benchmarks/.
+DEFAULT_BLOCKS = 3
+
+ExternalData = Literal["auto", "always", "never"]
+
+
+class _FeatureGraph(nn.Module):
+    """Preprocess + backbone (+ reduction): the traced part of the graph."""
+
+    def __init__(self, model: PadimModule, *, reduce: bool) -> None:
+        super().__init__()
+        self.preprocess = model.preprocess
+        self.features = model.features
+        self.reducer = model.reducer if reduce else None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        maps = self.features(self.preprocess(images))
+        return self.reducer(maps) if self.reducer is not None else tuple(maps)
+
+
+def _rename_dims(model: onnx.ModelProto, names: dict[int, str]) -> None:
+    """Give the input's dynamic axes readable names everywhere they appear."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    mapping = {dims[i].dim_param: name for i, name in names.items() if dims[i].dim_param}
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in mapping:
+                dim.dim_param = mapping[dim.dim_param]
+
+
+def trace_features(model: PadimModule, *, reduce: bool = True) -> onnx.ModelProto:
+    """Trace preprocessing + truncated backbone (+ channel reduction) to ONNX with the dynamo exporter.
+
+    Args:
+        model: The PaDiM model (fitted or not; the head is not part of this graph).
+        reduce: Output the reduced embedding ``[N, dims, grid, grid]`` (else the three tapped maps,
+            which is "the truncated backbone alone" that benchmarks compare against).
+    """
+    module = _FeatureGraph(model.to("cpu").eval(), reduce=reduce).eval()
+    example = torch.zeros(2, model.config.resize + 8, model.config.resize + 24, 3, dtype=torch.uint8)
+    dynamic = torch.export.Dim.DYNAMIC
+    outputs = ["embedding"] if reduce else ["layer1", "layer2", "layer3"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for noisy in ("torch.onnx", "onnxscript", "torch.export"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=outputs,
+            dynamic_shapes=({0: dynamic, 1: dynamic, 2: dynamic},),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    _rename_dims(proto, {0: "N", 1: "H", 2: "W"})
+    return proto
+
+
+def build_graph(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> onnx.ModelProto:
+    """The full fused graph of a fitted model (no metadata yet)."""
+    if model.mahalanobis is None:
+        raise RuntimeError("fit the model before exporting it")
+    proto = trace_features(model, reduce=True)
+    graph = proto.graph
+    (embedding,) = [o.name for o in graph.output]
+    mean = model.mahalanobis.mean.cpu().numpy()
+    inv_covariance = model.mahalanobis.inv_covariance.cpu().numpy()
+    nodes, inits, distance = mahalanobis_nodes(embedding, mean, inv_covariance, grid=model.grid, blocks=blocks)
+    operator = separable_operator(model.anomaly_map, model.grid).numpy()
+    map_nodes, map_inits = anomaly_map_nodes(distance, operator, map_output=MAP_OUTPUT, score_output=SCORE_OUTPUT)
+    graph.node.extend(nodes + map_nodes)
+    graph.initializer.extend(inits + map_inits)
+    del graph.output[:]
+    crop = model.config.crop
+    graph.output.extend(
+        [
+            onnx.helper.make_tensor_value_info(MAP_OUTPUT, onnx.TensorProto.FLOAT, ["N", crop, crop]),
+            onnx.helper.make_tensor_value_info(SCORE_OUTPUT, onnx.TensorProto.FLOAT, ["N"]),
+        ]
+    )
+    graph.name = f"padim_{model.config.spec.name}"
+    return proto
+
+
+def model_metadata(model: PadimModule, *, weights: str, train_images: int) -> dict[str, str]:
+    """The ``metadata_props`` a freshly exported model carries."""
+    config = model.config
+    return metadata.encode(
+        {
+            "version": __version__,
+            "backbone": config.spec.name,
+            "dims": config.dims,
+            "channels": config.spec.total_channels,
+            "resize": config.resize,
+            "crop": config.crop,
+            "feature_size": model.grid,
+            "sigma": config.sigma,
+            "weights": weights,
+            "seed": config.seed,
+            "channel_indices": [int(i) for i in model.indices],
+            "train_images": train_images,
+            "precision": "fp32",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes held by the model's initializers (inline or external)."""
+    total = 0
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            total += int({e.key: e.value for e in tensor.external_data}.get("length", 0))
+        else:
+            total += len(tensor.raw_data) or onnx.numpy_helper.to_array(tensor).nbytes
+    return total
+
+
+def save_model(
+    model: onnx.ModelProto, path: str | Path, *, external_data: ExternalData = "auto", check: bool = True
+) -> list[Path]:
+    """Write ``model`` to ``path``, with external data when asked or when it is too big to inline.
+
+    Returns:
+        The files written: the ``.onnx`` and, with external data, ``<name>.data`` beside it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_file = path.with_name(path.name + ".data")
+    data_file.unlink(missing_ok=True)  # onnx appends to an existing data file
+    external = external_data == "always" or (
+        external_data == "auto" and initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    )
+    if external_data == "never" and initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+        raise ValueError("the model's constants exceed the 2 GB protobuf limit; use external data")
+    if external:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_file.name,
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
+    if check:
+        onnx.checker.check_model(str(path), full_check=True)
+    return [path, data_file] if external else [path]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Files an export wrote and their total size."""
+
+    files: list[Path]
+
+    @property
+    def bytes(self) -> int:
+        """Total size on disk."""
+        return sum(f.stat().st_size for f in self.files)
+
+
+def export_model(
+    model: PadimModule,
+    path: str | Path,
+    *,
+    weights: str,
+    train_images: int,
+    external_data: ExternalData = "auto",
+    blocks: int = DEFAULT_BLOCKS,
+) -> ExportResult:
+    """Export a fitted model as one ONNX graph with its metadata.
+
+    Args:
+        model: Fitted PaDiM model.
+        path: Output ``.onnx`` path.
+        weights: Weights identity for the metadata (from :func:`build_backbone`).
+        train_images: Images the Gaussians were fitted on.
+        external_data: ``auto`` (only when too big to inline), ``always`` or ``never``.
+        blocks: Column blocks of the packed Sigma^-1 storage.
+    """
+    proto = build_graph(model, blocks=blocks)
+    onnx.helper.set_model_props(proto, model_metadata(model, weights=weights, train_images=train_images))
+    proto.doc_string = (
+        f"PaDiM {model.config.spec.paper_name} exported by padim-edge {__version__}: uint8 NHWC frames in, "
+        "anomaly_map and score out."
+    )
+    return ExportResult(save_model(proto, path, external_data=external_data))

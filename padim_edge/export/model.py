@@ -1,0 +1,108 @@
+"""The PaDiM model in PyTorch: preprocessing, truncated backbone, reduction, Gaussians, anomaly map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
+from padim_edge.export.backbones import BackboneSpec
+from padim_edge.export.features import EmbeddingReducer, FeatureExtractor, select_channels
+from padim_edge.export.mahalanobis import MahalanobisDistance
+from padim_edge.export.preprocessing import Preprocess
+
+
+@dataclass(frozen=True)
+class PadimConfig:
+    """Everything that shapes a PaDiM model besides the backbone weights.
+
+    Attributes:
+        spec: Backbone row from :data:`padim_edge.export.backbones.BACKBONES`.
+        dims: Channels kept by the random reduction.
+        resize: Square resize edge.
+        crop: Center-crop edge.
+        seed: Seed of the channel subset.
+        sigma: Anomaly-map blur sigma.
+    """
+
+    spec: BackboneSpec
+    dims: int
+    resize: int = 256
+    crop: int = 224
+    seed: int = 0
+    sigma: float = SIGMA
+
+
+class PadimModule(nn.Module):
+    """PaDiM end to end, uint8 frames in, anomaly maps and scores out.
+
+    Before :meth:`set_gaussians` the model can embed (that is what the fit does) but not score.
+
+    Args:
+        backbone: Full torchvision network with its weights.
+        config: Model configuration.
+    """
+
+    def __init__(self, backbone: nn.Module, config: PadimConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.preprocess = Preprocess(resize=config.resize, crop=config.crop)
+        self.features = FeatureExtractor(backbone, config.spec)
+        self.indices = select_channels(config.spec.total_channels, config.dims, config.seed)
+        self.reducer = EmbeddingReducer(config.spec.channels, self.indices)
+        self.anomaly_map = AnomalyMapGenerator(crop=config.crop, sigma=config.sigma)
+        self.mahalanobis: MahalanobisDistance | None = None
+        self.grid = self._grid_size()
+        self.eval()
+
+    def _grid_size(self) -> int:
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.config.crop, self.config.crop)
+            return int(self.features(probe)[0].shape[-1])
+
+    @property
+    def patches(self) -> int:
+        """Patch positions per image."""
+        return self.grid * self.grid
+
+    def frames_to_tensor(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """Preprocess frames of any sizes into one normalised ``[N, 3, crop, crop]`` batch."""
+        device = self.preprocess.scale.device
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            return self.preprocess(torch.from_numpy(images).to(device))
+        return torch.cat([self.preprocess(torch.from_numpy(np.asarray(im))[None].to(device)) for im in images])
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised frames ``[N, 3, crop, crop]`` -> embedding ``[N, dims, grid, grid]``."""
+        return self.reducer(self.features(frames))
+
+    def embed(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """uint8 frames -> embedding ``[N, dims, grid, grid]``."""
+        return self.embed_frames(self.frames_to_tensor(images))
+
+    def set_gaussians(self, mean: torch.Tensor, inv_covariance: torch.Tensor) -> None:
+        """Install the fitted per-patch means ``[P, d]`` and inverse covariances ``[P, d, d]``."""
+        expected = (self.patches, self.config.dims)
+        if tuple(mean.shape) != expected or tuple(inv_covariance.shape) != (*expected, self.config.dims):
+            raise ValueError(f"Gaussians of shape {tuple(mean.shape)} do not fit the model {expected}")
+        device = self.preprocess.scale.device
+        self.mahalanobis = MahalanobisDistance(mean.to(device), inv_covariance.to(device))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``[N, H, W, 3]`` -> (anomaly map ``[N, crop, crop]``, score ``[N]``)."""
+        if self.mahalanobis is None:
+            raise RuntimeError("the model is not fitted yet")
+        distances = self.mahalanobis(self.embed_frames(self.preprocess(images)))
+        return self.anomaly_map(distances)
+
+    def score_frames(self, images: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score uint8 frames of any sizes; returns numpy (maps, scores)."""
+        if self.mahalanobis is None:
+            raise RuntimeError("the model is not fitted yet")
+        with torch.inference_mode():
+            maps, scores = self.anomaly_map(self.mahalanobis(self.embed(images)))
+        return maps.cpu().numpy(), scores.cpu().numpy()

@@ -1,0 +1,97 @@
+"""Finding and decoding image files (Pillow + numpy; no torch).
+
+Every image becomes ``uint8 [H, W, 3]`` RGB: grayscale, palette, 16-bit and RGBA files are converted,
+so the model always sees what the graph's ``images`` input expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+class ImageError(ValueError):
+    """An image path could not be found or decoded."""
+
+
+def is_image(path: Path) -> bool:
+    """Whether ``path`` has one of the supported image suffixes (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """List the image files directly inside ``folder``, sorted by name.
+
+    Raises:
+        ImageError: The folder does not exist, is not a folder, or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageError(f"folder not found: {folder}")
+    if not folder.is_dir():
+        raise ImageError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
+    if not files:
+        raise ImageError(
+            f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, not in sub-folders)"
+        )
+    return files
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand a mix of image files and folders into image files (folders: their direct images)."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(list_images(path))
+        elif path.is_file():
+            if not is_image(path):
+                raise ImageError(f"not a supported image file: {path}")
+            out.append(path)
+        else:
+            raise ImageError(f"no such file or folder: {path}")
+    return out
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow image to a ``uint8 [H, W, 3]`` RGB array."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() if array.size and array.max() > 255 else 255.0
+        image = Image.fromarray((array * (255.0 / peak)).clip(0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode one image file to ``uint8 [H, W, 3]`` RGB.
+
+    Raises:
+        ImageError: The file is missing, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except FileNotFoundError as exc:
+        raise ImageError(f"image not found: {path}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot decode image {path}: {exc}") from exc
+
+
+def iter_batches(paths: list[Path], batch_size: int) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Decode ``paths`` lazily in batches of ``(path, image)`` pairs; never holds more than a batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    for start in range(0, len(paths), batch_size):
+        yield [(p, load_image(p)) for p in paths[start : start + batch_size]]

@@ -1,0 +1,213 @@
+"""Open a padim-edge ONNX model and predict with it (numpy + onnxruntime only)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from padim_edge import metadata
+from padim_edge.metadata import ModelInfo
+from padim_edge.runtime import providers as _providers
+
+INPUT_NAME = "images"
+REQUIRED_OUTPUTS = ("anomaly_map", "score")
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, is not ONNX, is not ours, or lacks its external-data file."""
+
+
+class InputError(ValueError):
+    """Frames given to :meth:`PadimModel.predict` are not uint8 ``[H, W, 3]`` images."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result.
+
+    Attributes:
+        score: Image anomaly score (the anomaly map's maximum).
+        anomaly_map: float32 ``[crop, crop]`` per-pixel Mahalanobis distance, blurred.
+        is_anomalous: Decision at the baked threshold (``None`` when the model has none).
+        normalized_score: ``score / threshold`` (1.0 is the decision boundary), or ``None``.
+    """
+
+    score: float
+    anomaly_map: np.ndarray
+    is_anomalous: bool | None = None
+    normalized_score: float | None = None
+
+
+def _load_error(path: Path, exc: Exception) -> ModelLoadError:
+    message = str(exc)
+    data_file = path.with_name(path.name + ".data")
+    lowered = message.lower()
+    if "external" in lowered or (not data_file.exists() and ".data" in message):
+        return ModelLoadError(
+            f"{path} keeps its constants in an external-data file that could not be read "
+            f"(expected {data_file.name} beside it, as padim-export wrote it; copy both files together). "
+            f"onnxruntime said: {message.strip()[:300]}"
+        )
+    if "protobuf" in lowered or "parse" in lowered or "invalid_graph" in lowered:
+        return ModelLoadError(f"{path} is not a readable ONNX model: {message.strip()[:300]}")
+    return ModelLoadError(f"cannot load {path}: {message.strip()[:500]}")
+
+
+def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
+    """Validate frames and group them into same-size batches.
+
+    Args:
+        images: One uint8 ``[H, W, 3]`` frame, a sequence of them (sizes may differ), or a uint8
+            ``[N, H, W, 3]`` batch.
+
+    Returns:
+        ``(positions, batch)`` pairs: each batch is ``[n, H, W, 3]`` and ``positions`` says where its
+        frames were in the input.
+
+    Raises:
+        InputError: Wrong type, dtype, rank or channel count (the message says which frame).
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            _check_frame(images[0] if len(images) else images.reshape(images.shape[1:]), "batch", images.dtype)
+            return [(list(range(len(images))), np.ascontiguousarray(images))] if len(images) else []
+        if images.ndim in (2, 3):
+            images = [images]
+        else:
+            raise InputError(f"expected [H, W, 3] or [N, H, W, 3] uint8 frames, got an array of shape {images.shape}")
+    if not isinstance(images, Sequence):
+        raise InputError(f"expected a numpy array or a sequence of arrays, got {type(images).__name__}")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, frame in enumerate(images):
+        if not isinstance(frame, np.ndarray):
+            raise InputError(f"frame {i}: expected a numpy array, got {type(frame).__name__}")
+        _check_frame(frame, f"frame {i}", frame.dtype)
+        groups.setdefault(frame.shape, []).append(i)
+    return [(pos, np.stack([images[i] for i in pos])) for pos in groups.values()]
+
+
+def _check_frame(frame: np.ndarray, where: str, dtype: np.dtype) -> None:
+    if dtype != np.uint8:
+        hint = " (for 0-1 floats use (x * 255).round().astype(np.uint8))" if np.issubdtype(dtype, np.floating) else ""
+        raise InputError(f"{where}: frames must be uint8 RGB, got dtype {dtype}{hint}")
+    if frame.ndim == 2:
+        raise InputError(f"{where}: grayscale [H, W] frame; stack it to RGB with np.repeat(x[..., None], 3, -1)")
+    if frame.ndim != 3:
+        raise InputError(f"{where}: expected [H, W, 3], got shape {frame.shape}")
+    if frame.shape[-1] != 3:
+        kind = {1: "one channel (grayscale)", 4: "4 channels (RGBA: drop alpha with x[..., :3])"}
+        raise InputError(
+            f"{where}: expected 3 channels (RGB, channels last), got "
+            f"{kind.get(frame.shape[-1], f'{frame.shape[-1]} channels')} in shape {frame.shape}"
+        )
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise InputError(f"{where}: empty frame of shape {frame.shape}")
+
+
+class PadimModel:
+    """A padim-edge ONNX model opened for inference.
+
+    Safe to share between threads: :meth:`predict` keeps no state between calls (onnxruntime's
+    ``InferenceSession.run`` is thread-safe).
+
+    Args:
+        path: The ``.onnx`` file (its ``.onnx.data`` file beside it, if it has one).
+        device: ``auto`` (TensorRT, then CUDA, then CPU, whichever this build has), ``cpu``,
+            ``cuda`` or ``tensorrt``.
+        threads: Intra-op threads for the CPU provider (``None``: onnxruntime's default, all cores).
+
+    Raises:
+        ModelLoadError: Missing file, not ONNX, missing external data, or not a padim-edge model.
+        padim_edge.runtime.providers.ProviderError: The device is not available.
+
+    Example:
+        >>> model = PadimModel("model.onnx", device="auto")
+        >>> result = model.predict(frame)[0]  # frame: uint8 [H, W, 3] RGB
+        >>> result.score, result.anomaly_map.shape
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, device: str = "auto", threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file not found: {self.path}")
+        self.device = device
+        wanted = _providers.resolve(device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=wanted, provider_options=_providers.provider_options(wanted)
+            )
+        except Exception as exc:
+            raise _load_error(self.path, exc) from exc
+        self.providers: list[str] = list(self.session.get_providers())
+        if device != "auto" and wanted[0] not in self.providers:
+            raise _providers.ProviderError(
+                f"{wanted[0]} is in this onnxruntime build but could not start (check the CUDA / TensorRT "
+                f"libraries); the session only got {self.providers}"
+            )
+        try:
+            self.info: ModelInfo = metadata.parse(
+                self.session.get_modelmeta().custom_metadata_map, source=str(self.path)
+            )
+        except metadata.NotAPadimModelError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or any(o not in self.outputs for o in REQUIRED_OUTPUTS):
+            raise ModelLoadError(f"{self.path}: unexpected inputs {inputs} / outputs {self.outputs}")
+        self.threads = threads
+
+    def __repr__(self) -> str:
+        info = self.info
+        return (
+            f"PadimModel({str(self.path)!r}, backbone={info.backbone}, dims={info.dims}, crop={info.crop}, "
+            f"precision={info.precision}, providers={self.providers})"
+        )
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one validated uint8 ``[N, H, W, 3]`` batch; returns every graph output by name."""
+        values = self.session.run(None, {INPUT_NAME: batch})
+        return dict(zip(self.outputs, values, strict=True))
+
+    def predict(self, images: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
+        """Score frames.
+
+        Args:
+            images: One uint8 ``[H, W, 3]`` RGB frame, a sequence of them (any sizes), or a uint8
+                ``[N, H, W, 3]`` batch.
+            batch_size: Most frames per session run.
+
+        Returns:
+            One :class:`Prediction` per frame, in input order.
+
+        Raises:
+            InputError: The frames are not uint8 RGB images.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        results: dict[int, Prediction] = {}
+        for positions, batch in as_batches(images):
+            for lo in range(0, len(positions), batch_size):
+                out = self.run(batch[lo : lo + batch_size])
+                for k, pos in enumerate(positions[lo : lo + batch_size]):
+                    flag = out.get("is_anomalous")
+                    norm = out.get("normalized_score")
+                    results[pos] = Prediction(
+                        score=float(out["score"][k]),
+                        anomaly_map=out["anomaly_map"][k],
+                        is_anomalous=None if flag is None else bool(flag[k]),
+                        normalized_score=None if norm is None else float(norm[k]),
+                    )
+        return [results[i] for i in range(len(results))]
