@@ -69,7 +69,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -19,15 +19,21 @@ import onnx
 import torch
 from torch import nn
 
-from padim_edge import __version__, metadata
+from padim_edge import __version__, graph_names, metadata
 from padim_edge.export.anomaly_map import separable_operator
 from padim_edge.export.graph_head import anomaly_map_nodes, mahalanobis_nodes
 from padim_edge.export.model import PadimModule
 
 OPSET = 18
-INPUT_NAME = "images"
-MAP_OUTPUT = "anomaly_map"
-SCORE_OUTPUT = "score"
+INPUT_NAME = graph_names.INPUT
+MAP_OUTPUT = graph_names.ANOMALY_MAP
+SCORE_OUTPUT = graph_names.SCORE
+#: Traced submodule -> stage prefix given to its nodes.
+_STAGE_OF_MODULE = {
+    "/preprocess": graph_names.PREPROCESS,
+    "/features": graph_names.BACKBONE,
+    "/reducer": graph_names.REDUCE,
+}
 #: Above this many bytes of constants the model is written with external data (protobuf caps at 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 #: Column blocks of the packed symmetric Sigma^-1 storage (see graph_head); measured in benchmarks/.
@@ -60,6 +66,15 @@ def _rename_dims(model: onnx.ModelProto, names: dict[int, str]) -> None:
                 dim.dim_param = mapping[dim.dim_param]
 
 
+def _tag_stages(model: onnx.ModelProto) -> None:
+    """Prefix every traced node with its stage (``padim_backbone/...``) from the exporter's namespace."""
+    for node in model.graph.node:
+        namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+        scope = namespace.split(":")[1] if namespace.count(":") >= 1 else namespace
+        prefix = next((v for k, v in _STAGE_OF_MODULE.items() if k in scope), graph_names.BACKBONE)
+        node.name = prefix + node.name
+
+
 def trace_features(model: PadimModule, *, reduce: bool = True) -> onnx.ModelProto:
     """Trace preprocessing + truncated backbone (+ channel reduction) to ONNX with the dynamo exporter.
 
@@ -88,6 +103,7 @@ def trace_features(model: PadimModule, *, reduce: bool = True) -> onnx.ModelProt
         )
     proto = program.model_proto
     _rename_dims(proto, {0: "N", 1: "H", 2: "W"})
+    _tag_stages(proto)
     return proto
 
 

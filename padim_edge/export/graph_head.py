@@ -19,8 +19,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
+from padim_edge import graph_names
+
 #: Name prefix of every head node and initializer (calibration leaves these in float32).
-HEAD_PREFIX = "padim_head/"
+HEAD_PREFIX = graph_names.HEAD
 
 
 def _name(name: str) -> str:

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from padim_edge import metadata
+from padim_edge import graph_names, metadata
 from padim_edge.metadata import ModelInfo
 from padim_edge.runtime import providers as _providers
 
-INPUT_NAME = "images"
-REQUIRED_OUTPUTS = ("anomaly_map", "score")
+INPUT_NAME = graph_names.INPUT
+REQUIRED_OUTPUTS = (graph_names.ANOMALY_MAP, graph_names.SCORE)
 
 
 class ModelLoadError(RuntimeError):
@@ -202,8 +202,8 @@ class PadimModel:
             for lo in range(0, len(positions), batch_size):
                 out = self.run(batch[lo : lo + batch_size])
                 for k, pos in enumerate(positions[lo : lo + batch_size]):
-                    flag = out.get("is_anomalous")
-                    norm = out.get("normalized_score")
+                    flag = out.get(graph_names.IS_ANOMALOUS)
+                    norm = out.get(graph_names.NORMALIZED_SCORE)
                     results[pos] = Prediction(
                         score=float(out["score"][k]),
                         anomaly_map=out["anomaly_map"][k],

@@ -1,0 +1,161 @@
+"""``padim-export``: fit PaDiM on normal images and write one fused ONNX graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from padim_edge.export.backbones import BACKBONES, WeightsError
+from padim_edge.export.exporter import DEFAULT_BLOCKS
+from padim_edge.images import ImageError
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--backbone",
+    type=click.Choice(list(BACKBONES)),
+    default="r18",
+    show_default=True,
+    help="r18: ResNet-18 layer1-3 (448 ch); wr50: Wide-ResNet-50-2 layer1-3 (1792 ch); "
+    "mnv2: MobileNetV2 features.3/6/13 (152 ch).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Folder of defect-free training images (png, jpg, bmp, tif). Omit it (or pass --demo) for the demo.",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Generate the built-in synthetic demo set beside --output (demo_data/, MVTec layout) and fit on "
+    "its train/good. Uses random-init weights unless --weights is given, so nothing is downloaded.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), default=Path("model.onnx"), show_default=True,
+    help="The .onnx file to write (plus <name>.onnx.data when the constants need external data).",
+)
+@click.option("--dims", type=int, help="Random channels kept. Default: 100 (r18, mnv2), 550 (wr50). Up to all.")
+@click.option("--resize", type=int, default=256, show_default=True, help="Square resize edge, in the graph.")
+@click.option("--crop", type=int, default=224, show_default=True, help="Center-crop edge; anomaly maps have it.")
+@click.option(
+    "--weights", "weights_file", type=click.Path(path_type=Path),
+    help="Backbone state_dict file (torch.load weights_only) instead of torchvision's ImageNet weights.",
+)
+@click.option(
+    "--random-init", is_flag=True,
+    help="Random backbone weights: for smoke tests and latency work only (recorded in the metadata).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random channel subset.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per forward pass in the fit.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where the fit runs (auto: CUDA if torch sees a GPU). The export itself is device-independent.",
+)
+@click.option(
+    "--external-data", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+    help="Write constants to <name>.onnx.data: auto does so only past the 2 GB protobuf limit (WR50-Rd550).",
+)
+@click.option(
+    "--blocks", type=int, default=DEFAULT_BLOCKS, show_default=True,
+    help="Column blocks of the packed symmetric Sigma^-1 (1 = full matrix; more = fewer bytes read).",
+)
+@click.option("--parity-images", type=int, default=4, show_default=True, help="Training images for the check.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def main(
+    backbone: str,
+    data: Path | None,
+    demo: bool,
+    output: Path,
+    dims: int | None,
+    resize: int,
+    crop: int,
+    weights_file: Path | None,
+    random_init: bool,
+    seed: int,
+    batch_size: int,
+    device: str,
+    external_data: str,
+    blocks: int,
+    parity_images: int,
+    quiet: bool,
+) -> None:
+    """Fit PaDiM on defect-free images and export ONE ONNX graph.
+
+    The graph takes uint8 frames [N, H, W, 3] of any size and does everything else: resize, center
+    crop, ImageNet normalisation, the truncated backbone, the random channel subset, per-patch
+    Mahalanobis distance against the fitted Gaussians, upsampling, the sigma-4 blur and the image
+    score. Outputs: anomaly_map [N, crop, crop] and score [N]. Run it with `padim-predict`.
+
+    \b
+    Examples:
+      padim-export --demo --output demo/model.onnx
+      padim-export --backbone r18 --data bottle/train/good --output bottle.onnx
+      padim-export --backbone mnv2 --weights mobilenet_v2-b0353104.pth --data DIR -o m.onnx
+    """
+    from padim_edge.export.pipeline import run_export
+
+    if weights_file is not None and random_init:
+        raise click.UsageError("--weights and --random-init exclude each other")
+    if data is not None and demo:
+        raise click.UsageError("--data and --demo exclude each other")
+    if batch_size < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    if data is None:
+        from padim_edge.demo import demo_summary, make_demo_dataset
+
+        dataset = make_demo_dataset(output.parent / "demo_data")
+        click.echo(demo_summary(dataset))
+        data = dataset.train_dir
+        if weights_file is None:
+            random_init = True
+            click.echo(
+                "demo: backbone weights are random-init (nothing to download). The demo's defects are strong "
+                "local texture changes that random features localise; for real parts use ImageNet weights "
+                "(the default with --data) or --weights FILE."
+            )
+    try:
+        run = run_export(
+            data,
+            output,
+            backbone=backbone,
+            dims=dims,
+            resize=resize,
+            crop=crop,
+            seed=seed,
+            weights_file=weights_file,
+            random_init=random_init,
+            batch_size=batch_size,
+            device=device,
+            external_data=external_data,  # type: ignore[arg-type]
+            blocks=blocks,
+            parity_images=parity_images,
+            progress=not quiet,
+        )
+    except (ImageError, WeightsError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    config = run.model.config
+    spec = config.spec
+    click.echo(
+        f"backbone      {spec.name} ({spec.builder}, taps {', '.join(spec.taps)}), "
+        f"{config.dims} of {spec.total_channels} channels (seed {config.seed})"
+    )
+    click.echo(f"weights       {run.weights}")
+    click.echo(f"images used   {run.fit.images} from {data}")
+    click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
+    click.echo(f"geometry      resize {config.resize} -> crop {config.crop}, {run.model.grid}x{run.model.grid} patches")
+    for f in run.export.files:
+        click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
+    if run.parity is not None:
+        p = run.parity
+        verdict = "ok" if p.relative <= 1e-4 else "MISMATCH"
+        click.echo(
+            f"parity        ONNX Runtime vs PyTorch on {p.images} training images: max |d score| {p.max_abs_score:.2e}, "
+            f"max |d map| {p.max_abs_map:.2e} ({p.relative:.1e} of max score {p.max_score:.3f}) {verdict}"
+        )
+        if verdict != "ok":
+            raise click.ClickException("the exported graph does not reproduce the PyTorch model")
