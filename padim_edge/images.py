@@ -43,19 +43,33 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand a mix of image files and folders into image files (folders: their direct images)."""
-    out: list[Path] = []
+def expand_paths(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """Expand image files and folders into ``(name, file)`` pairs.
+
+    A folder contributes every image below it (recursively), named by its path relative to the
+    folder (``scratch/003.png``); a file is named by its file name. Names stay unique: a clash keeps
+    the path as given.
+
+    Raises:
+        ImageError: A path does not exist, a file is not a supported image, or nothing was found.
+    """
+    out: list[tuple[str, Path]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.extend(list_images(path))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+            if not found:
+                raise ImageError(f"no images in {path} or its sub-folders")
+            out.extend((p.relative_to(path).as_posix(), p) for p in found)
         elif path.is_file():
             if not is_image(path):
-                raise ImageError(f"not a supported image file: {path}")
-            out.append(path)
+                raise ImageError(f"not a supported image file: {path} (use {', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.append((path.name, path))
         else:
             raise ImageError(f"no such file or folder: {path}")
+    names = [name for name, _ in out]
+    if len(set(names)) != len(names):
+        out = [(str(file), file) for _, file in out]
     return out
 
 

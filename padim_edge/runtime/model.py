@@ -80,8 +80,11 @@ def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int
             images = [images]
         else:
             raise InputError(f"expected [H, W, 3] or [N, H, W, 3] uint8 frames, got an array of shape {images.shape}")
-    if not isinstance(images, Sequence):
-        raise InputError(f"expected a numpy array or a sequence of arrays, got {type(images).__name__}")
+    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+        raise InputError(
+            f"expected a numpy array or a sequence of arrays, got {type(images).__name__} "
+            "(decode files first, e.g. with padim_edge.images.load_image)"
+        )
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, frame in enumerate(images):
         if not isinstance(frame, np.ndarray):

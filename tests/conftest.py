@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny fitted models (random-init, small crop) and the ../shared data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
+MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+
+#: A small but real configuration: the full r18 taps, a 64x64 crop (16x16 patches), 24 channels.
+SMALL = {"backbone": "r18", "dims": 24, "resize": 72, "crop": 64, "random_init": True}
+
+
+def needs_shared():
+    """Skip marker for tests that read ../shared (absent in a user's fresh clone)."""
+    return pytest.mark.skipif(
+        not (MAGNETIC_TILE.is_dir() and MNV2_WEIGHTS.is_file()),
+        reason=f"needs the shared dataset and MobileNetV2 weights at {SHARED} (not part of a fresh clone)",
+    )
+
+
+def write_images(folder: Path, count: int, *, seed: int = 0, sizes: list[tuple[int, int]] | None = None) -> list[Path]:
+    """Write ``count`` textured RGB PNGs (smooth noise + stripes, so the features are not degenerate)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        h, w = sizes[i % len(sizes)] if sizes else (80, 96)
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = 128 + 40 * np.sin(xx / 3.0 + rng.uniform(0, 6)) + rng.normal(0, 12, (h, w))
+        image = np.stack([base, base * 0.9 + 10, base * 0.8 + 20], axis=-1).clip(0, 255).astype(np.uint8)
+        path = folder / f"img_{i:03d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("train")
+    write_images(folder, 12, sizes=[(80, 96), (64, 64), (100, 90)])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_export(train_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A fitted small model exported to ONNX: returns the ExportRun (``.model`` is the torch module)."""
+    from padim_edge.export.pipeline import run_export
+
+    out = tmp_path_factory.mktemp("model") / "small.onnx"
+    return run_export(train_dir, out, batch_size=5, device="cpu", parity_images=0, progress=False, **SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_onnx(small_export) -> Path:
+    return small_export.export.files[0]
+
+
+@pytest.fixture()
+def frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(80, 96, 3), (64, 64, 3), (80, 96, 3)]]

@@ -1,0 +1,115 @@
+"""Fitted statistics and the Mahalanobis head against independent float64 numpy / scipy computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from scipy import ndimage
+
+from padim_edge.export.anomaly_map import AnomalyMapGenerator, separable_operator
+from padim_edge.export.gaussian import EPSILON, GaussianAccumulator
+from padim_edge.export.graph_head import anomaly_map_nodes, block_bounds, mahalanobis_nodes
+from padim_edge.export.mahalanobis import MahalanobisDistance
+
+
+def reference_gaussians(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """samples [n, d, P] -> mean [P, d], inverse covariance [P, d, d] via numpy.cov and an explicit inverse."""
+    n, d, patches = samples.shape
+    mean = samples.mean(axis=0).T
+    inverse = np.stack(
+        [np.linalg.inv(np.cov(samples[:, :, p], rowvar=False) + EPSILON * np.eye(d)) for p in range(patches)]
+    )
+    return mean, inverse
+
+
+def reference_map(embedding: np.ndarray, mean: np.ndarray, inverse: np.ndarray, crop: int) -> np.ndarray:
+    """float64: Mahalanobis per patch, bilinear upsample (half-pixel), Gaussian blur sigma 4 (mirror)."""
+    d, h, w = embedding.shape
+    delta = embedding.reshape(d, -1).T - mean
+    dist = np.sqrt(np.maximum(np.einsum("pd,pde,pe->p", delta, inverse, delta), 0)).reshape(h, w)
+    up = ndimage.zoom(dist, crop / h, order=1, mode="nearest", grid_mode=True)
+    return ndimage.gaussian_filter(up, sigma=4, mode="mirror", truncate=4.0)
+
+
+@pytest.mark.parametrize("batches", [[40], [7, 13, 20], [1, 1, 38]])
+def test_streaming_statistics_match_numpy_cov(batches: list[int]) -> None:
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(sum(batches), 5, 6)) * rng.uniform(0.5, 3, size=(1, 5, 1))
+    samples += 1000.0  # a large offset: the naive E[xx] - mu^2 formula loses digits here
+    acc = GaussianAccumulator(patches=6, dims=5, chunk=4)
+    start = 0
+    for b in batches:
+        acc.update(torch.from_numpy(samples[start : start + b].reshape(b, 5, 2, 3)))
+        start += b
+    mean, inverse = acc.finalize()
+    ref_mean, ref_inverse = reference_gaussians(samples)
+    assert acc.count == 40
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-6)
+    np.testing.assert_allclose(inverse.numpy(), ref_inverse, rtol=2e-5, atol=1e-6)
+
+
+def test_finalize_needs_two_samples() -> None:
+    acc = GaussianAccumulator(patches=4, dims=3)
+    acc.update(torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        acc.finalize()
+
+
+def _fitted(rng: np.random.Generator, d: int, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    train = rng.normal(size=(30, d, grid * grid)) + rng.normal(size=(1, d, grid * grid))
+    mean, inverse = reference_gaussians(train)
+    test = rng.normal(size=(3, d, grid, grid)) * 1.5
+    return mean, inverse, test
+
+
+def _head_session(mean: np.ndarray, inverse: np.ndarray, grid: int, crop: int, blocks: int) -> ort.InferenceSession:
+    d = mean.shape[1]
+    nodes, inits, distance = mahalanobis_nodes("embedding", mean, inverse, grid=grid, blocks=blocks)
+    operator = separable_operator(AnomalyMapGenerator(crop=crop), grid).numpy()
+    more_nodes, more_inits = anomaly_map_nodes(distance, operator, map_output="anomaly_map", score_output="score")
+    graph = onnx.helper.make_graph(
+        nodes + more_nodes,
+        "head",
+        [onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["N", d, grid, grid])],
+        [
+            onnx.helper.make_tensor_value_info("anomaly_map", onnx.TensorProto.FLOAT, ["N", crop, crop]),
+            onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["N"]),
+        ],
+        inits + more_inits,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 5])
+def test_onnx_head_matches_float64_reference(blocks: int) -> None:
+    rng = np.random.default_rng(blocks)
+    d, grid, crop = 10, 8, 40
+    mean, inverse, test = _fitted(rng, d, grid)
+    session = _head_session(mean.astype(np.float32), inverse.astype(np.float32), grid, crop, blocks)
+    maps, scores = session.run(None, {"embedding": test.astype(np.float32)})
+    for k in range(len(test)):
+        ref = reference_map(test[k], mean, inverse, crop)
+        np.testing.assert_allclose(maps[k], ref, rtol=0, atol=1e-4 * ref.max())
+        assert scores[k] == pytest.approx(ref.max(), rel=1e-5)
+
+
+def test_torch_reference_head_matches_float64() -> None:
+    rng = np.random.default_rng(7)
+    d, grid, crop = 6, 8, 32
+    mean, inverse, test = _fitted(rng, d, grid)
+    distances = MahalanobisDistance(torch.from_numpy(mean), torch.from_numpy(inverse))(torch.from_numpy(test))
+    maps, scores = AnomalyMapGenerator(crop=crop)(distances)
+    for k in range(len(test)):
+        ref = reference_map(test[k], mean, inverse, crop)
+        np.testing.assert_allclose(maps[k].numpy(), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_block_bounds_cover_all_columns() -> None:
+    assert block_bounds(100, 3) == [0, 33, 67, 100]
+    assert block_bounds(4, 10) == [0, 1, 2, 3, 4]
+    assert block_bounds(7, 1) == [0, 7]

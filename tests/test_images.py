@@ -1,0 +1,55 @@
+"""Image decoding: every supported file becomes uint8 [H, W, 3] RGB; bad files give clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from padim_edge.images import ImageError, expand_paths, list_images, load_image
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [("L", ".png"), ("RGBA", ".png"), ("RGB", ".jpg"), ("P", ".bmp"), ("I;16", ".tif"), ("RGB", ".tiff")],
+)
+def test_modes_become_rgb(tmp_path: Path, mode: str, suffix: str) -> None:
+    array = (np.arange(20 * 30).reshape(20, 30) % 256).astype(np.uint8)
+    if mode == "I;16":
+        image = Image.fromarray(array.astype(np.uint16) * 256)
+    elif mode == "RGBA":
+        image = Image.fromarray(np.stack([array] * 3 + [np.full_like(array, 255)], -1), "RGBA")
+    else:
+        image = Image.fromarray(array).convert(mode)
+    path = tmp_path / f"x{suffix}"
+    image.save(path)
+    out = load_image(path)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8 and out.flags.writeable
+    if mode in ("L", "RGBA", "I;16"):
+        np.testing.assert_array_equal(out[..., 0], out[..., 2])
+        assert abs(int(out[5, 7, 0]) - int(array[5, 7])) <= 1
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_text("not an image")
+    with pytest.raises(ImageError, match=r"cannot decode image .*a\.png"):
+        load_image(tmp_path / "a.png")
+    with pytest.raises(ImageError, match="image not found"):
+        load_image(tmp_path / "b.png")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match="not a supported image file"):
+        expand_paths([tmp_path / "notes.txt"])
+    with pytest.raises(ImageError, match="no such file or folder"):
+        expand_paths([tmp_path / "nope"])
+    with pytest.raises(ImageError, match="not a folder"):
+        list_images(tmp_path / "notes.txt")
+
+
+def test_expand_paths_recurses_with_relative_names(tmp_path: Path) -> None:
+    for sub in ("good", "crack"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / sub / "000.png")
+    names = [name for name, _ in expand_paths([tmp_path])]
+    assert names == ["crack/000.png", "good/000.png"]
