@@ -1,0 +1,138 @@
+"""``padim-eval``: image AUROC, pixel AUROC and PRO of a padim-edge model on an MVTec AD test set."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from padim_edge.evaluation.dataset import (
+    AnomalyModel,
+    DatasetError,
+    PredictionError,
+    find_categories,
+    predict_category,
+)
+from padim_edge.evaluation.metrics import evaluate_category
+from padim_edge.evaluation.report import (
+    EvaluationSummary,
+    format_text,
+    write_grid_png,
+    write_json,
+    write_markdown,
+    write_roc_png,
+)
+from padim_edge.images import ImageError
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def open_model(path: Path, device: str) -> AnomalyModel:
+    """Load the model with the torch-free runtime (the one place the CLI touches it; tests replace it).
+
+    Returns:
+        A :class:`padim_edge.runtime.PadimModel`.
+    """
+    from padim_edge.runtime import PadimModel
+
+    return PadimModel(str(path), device=device)
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=(
+        "ROOT is one MVTec AD category (ROOT/test/good/, ROOT/test/<defect>/, "
+        "ROOT/ground_truth/<defect>/<stem>_mask.png) or a folder of categories (ROOT/bottle/, "
+        "ROOT/cable/, ...), which is evaluated per category with a mean row. Image AUROC: image scores, "
+        "good vs defect images. Pixel AUROC: every test pixel (good images' pixels are normal). PRO: "
+        "per-region overlap (8-connected ground-truth regions) integrated over pixel FPR 0..0.3 and "
+        "divided by 0.3. Per-defect rows use that defect's images plus every good image."
+    ),
+)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write metrics.json, metrics.md, roc.png (image- and pixel-level ROC curves) and grid.png "
+    "(highest- and lowest-scoring images with heat maps and mask outlines) into this folder; with "
+    "several categories, roc.png and grid.png go into one sub-folder per category.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where to run the model: auto picks the best onnxruntime provider available.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Images decoded and run per inference batch.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (image_auroc, pixel_auroc, pro, per_defect, categories, model, images, "
+    "providers, ...) instead of the tables; the progress bar stays on stderr.",
+)
+def main(model: Path, root: Path, output: Path | None, device: str, batch_size: int, as_json: bool) -> None:
+    """Evaluate MODEL (a padim-edge .onnx file) on the MVTec AD test set in ROOT."""
+    try:
+        categories = find_categories(root)
+    except (DatasetError, ImageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        loaded = open_model(model, device)
+    except Exception as exc:
+        raise click.ClickException(f"cannot load model {model}: {exc}") from exc
+
+    multi = len(categories) > 1
+    results = []
+    for category in categories:
+        with tqdm(
+            total=len(category.samples), desc=category.name, unit="img", file=sys.stderr, leave=False
+        ) as bar:
+            try:
+                predictions = predict_category(loaded, category, batch_size=batch_size, progress=bar.update)
+            except (DatasetError, ImageError, PredictionError) as exc:
+                raise click.ClickException(str(exc)) from exc
+        result = evaluate_category(predictions)
+        results.append(result)
+        if output is not None:
+            folder = output / category.name if multi else output
+            write_roc_png(result, folder / "roc.png")
+            write_grid_png(predictions, folder / "grid.png")
+        del predictions
+
+    summary = EvaluationSummary(
+        model_path=model,
+        info=loaded.info,
+        providers=list(loaded.providers),
+        device=device,
+        root=root,
+        categories=results,
+        multi=multi,
+    )
+    if output is not None:
+        write_json(summary, output / "metrics.json")
+        write_markdown(summary, output / "metrics.md")
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(format_text(summary), nl=False)
+        if output is not None:
+            plots = "<category>/roc.png, <category>/grid.png" if multi else "roc.png, grid.png"
+            click.echo(f"wrote metrics.json, metrics.md, {plots} to {output}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
