@@ -63,7 +63,9 @@ def expand_paths(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
             out.extend((p.relative_to(path).as_posix(), p) for p in found)
         elif path.is_file():
             if not is_image(path):
-                raise ImageError(f"not a supported image file: {path} (use {', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise ImageError(
+                    f"not a supported image file: {path} (use {', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
             out.append((path.name, path))
         else:
             raise ImageError(f"no such file or folder: {path}")

@@ -82,7 +82,11 @@ def parse(props: dict[str, str], *, source: str = "model") -> ModelInfo:
             f"{source} is an ONNX model but not a padim-edge model (no '{FORMAT_KEY}' metadata); "
             "export one with `padim-export`."
         )
-    missing = [k for k in ("backbone", "dims", "resize", "crop", "weights", "train_images") if PREFIX + k not in props]
+    missing = [
+        k
+        for k in ("backbone", "dims", "resize", "crop", "weights", "train_images")
+        if PREFIX + k not in props
+    ]
     if missing:
         raise NotAPadimModelError(f"{source}: padim-edge metadata is incomplete, missing {missing}")
 

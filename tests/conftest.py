@@ -25,14 +25,16 @@ def needs_shared():
     )
 
 
-def write_images(folder: Path, count: int, *, seed: int = 0, sizes: list[tuple[int, int]] | None = None) -> list[Path]:
+def write_images(
+    folder: Path, count: int, *, seed: int = 0, sizes: list[tuple[int, int]] | None = None
+) -> list[Path]:
     """Write ``count`` textured RGB PNGs (smooth noise + stripes, so the features are not degenerate)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         h, w = sizes[i % len(sizes)] if sizes else (80, 96)
-        yy, xx = np.mgrid[0:h, 0:w]
+        xx = np.mgrid[0:h, 0:w][1]
         base = 128 + 40 * np.sin(xx / 3.0 + rng.uniform(0, 6)) + rng.normal(0, 12, (h, w))
         image = np.stack([base, base * 0.9 + 10, base * 0.8 + 20], axis=-1).clip(0, 255).astype(np.uint8)
         path = folder / f"img_{i:03d}.png"

@@ -60,7 +60,17 @@ def test_metadata_and_checker(small_onnx: Path, small_export) -> None:
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version >= 17
     props = {p.key: p.value for p in proto.metadata_props}
-    for key in ("version", "backbone", "dims", "resize", "crop", "weights", "train_images", "created", "seed"):
+    for key in (
+        "version",
+        "backbone",
+        "dims",
+        "resize",
+        "crop",
+        "weights",
+        "train_images",
+        "created",
+        "seed",
+    ):
         assert f"padim_edge.{key}" in props, key
     assert props["padim_edge.backbone"] == "r18"
     assert props["padim_edge.weights"] == "random-init"
@@ -80,14 +90,18 @@ def test_metadata_and_checker(small_onnx: Path, small_export) -> None:
 
 def test_external_data_round_trip_and_missing_file(small_export, tmp_path: Path, frames) -> None:
     path = tmp_path / "ext.onnx"
-    result = exporter.export_model(small_export.model, path, weights="random-init", train_images=12, external_data="always")
+    result = exporter.export_model(
+        small_export.model, path, weights="random-init", train_images=12, external_data="always"
+    )
     data = tmp_path / "ext.onnx.data"
     assert result.files == [path, data]
     assert data.stat().st_size > path.stat().st_size
     onnx.checker.check_model(str(path), full_check=True)
     assert check_parity(small_export.model, path, frames).relative <= 1e-4
     # re-export over the same name does not append to the old data file
-    exporter.export_model(small_export.model, path, weights="random-init", train_images=12, external_data="always")
+    exporter.export_model(
+        small_export.model, path, weights="random-init", train_images=12, external_data="always"
+    )
     assert data.stat().st_size == result.files[1].stat().st_size
     data.unlink()
     with pytest.raises(ModelLoadError, match=r"ext\.onnx\.data"):
@@ -96,7 +110,9 @@ def test_external_data_round_trip_and_missing_file(small_export, tmp_path: Path,
 
 def test_external_data_is_automatic_past_the_threshold(small_export, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 1_000)
-    result = exporter.export_model(small_export.model, tmp_path / "auto.onnx", weights="random-init", train_images=1)
+    result = exporter.export_model(
+        small_export.model, tmp_path / "auto.onnx", weights="random-init", train_images=1
+    )
     assert [f.name for f in result.files] == ["auto.onnx", "auto.onnx.data"]
     assert PadimModel(result.files[0], device="cpu").info.dims == 24
 

@@ -16,8 +16,8 @@ from padim_edge.export.mahalanobis import MahalanobisDistance
 
 
 def reference_gaussians(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """samples [n, d, P] -> mean [P, d], inverse covariance [P, d, d] via numpy.cov and an explicit inverse."""
-    n, d, patches = samples.shape
+    """samples [n, d, P] -> mean [P, d], inverse [P, d, d] via numpy.cov and an explicit inverse."""
+    _, d, patches = samples.shape
     mean = samples.mean(axis=0).T
     inverse = np.stack(
         [np.linalg.inv(np.cov(samples[:, :, p], rowvar=False) + EPSILON * np.eye(d)) for p in range(patches)]
@@ -65,11 +65,15 @@ def _fitted(rng: np.random.Generator, d: int, grid: int) -> tuple[np.ndarray, np
     return mean, inverse, test
 
 
-def _head_session(mean: np.ndarray, inverse: np.ndarray, grid: int, crop: int, blocks: int) -> ort.InferenceSession:
+def _head_session(
+    mean: np.ndarray, inverse: np.ndarray, grid: int, crop: int, blocks: int
+) -> ort.InferenceSession:
     d = mean.shape[1]
     nodes, inits, distance = mahalanobis_nodes("embedding", mean, inverse, grid=grid, blocks=blocks)
     operator = separable_operator(AnomalyMapGenerator(crop=crop), grid).numpy()
-    more_nodes, more_inits = anomaly_map_nodes(distance, operator, map_output="anomaly_map", score_output="score")
+    more_nodes, more_inits = anomaly_map_nodes(
+        distance, operator, map_output="anomaly_map", score_output="score"
+    )
     graph = onnx.helper.make_graph(
         nodes + more_nodes,
         "head",
@@ -103,7 +107,7 @@ def test_torch_reference_head_matches_float64() -> None:
     d, grid, crop = 6, 8, 32
     mean, inverse, test = _fitted(rng, d, grid)
     distances = MahalanobisDistance(torch.from_numpy(mean), torch.from_numpy(inverse))(torch.from_numpy(test))
-    maps, scores = AnomalyMapGenerator(crop=crop)(distances)
+    maps, _ = AnomalyMapGenerator(crop=crop)(distances)
     for k in range(len(test)):
         ref = reference_map(test[k], mean, inverse, crop)
         np.testing.assert_allclose(maps[k].numpy(), ref, rtol=1e-10, atol=1e-10)

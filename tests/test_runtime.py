@@ -34,7 +34,9 @@ def test_predict_accepts_single_list_and_batch(small_onnx: Path, frames) -> None
     assert len(single) == 1 and single[0].anomaly_map.shape == (64, 64)
     listed = model.predict(frames, batch_size=2)
     assert [p.score for p in listed][1] == pytest.approx(single[0].score, rel=1e-6)
-    assert listed[0].score == pytest.approx(listed[2].score, rel=1e-6) or not np.array_equal(frames[0], frames[2])
+    assert listed[0].score == pytest.approx(listed[2].score, rel=1e-6) or not np.array_equal(
+        frames[0], frames[2]
+    )
     batched = model.predict(np.stack([frames[0], frames[2]]))
     assert [p.score for p in batched] == pytest.approx([listed[0].score, listed[2].score], rel=1e-6)
     assert all(p.is_anomalous is None and p.normalized_score is None for p in listed)
@@ -67,7 +69,7 @@ def test_not_a_model_and_not_ours(tmp_path: Path) -> None:
         PadimModel(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not protobuf at all" * 10)
-    with pytest.raises(ModelLoadError, match="junk.onnx"):
+    with pytest.raises(ModelLoadError, match=r"junk\.onnx"):
         PadimModel(junk, device="cpu")
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
@@ -97,7 +99,9 @@ def test_providers_resolution(monkeypatch) -> None:
     with pytest.raises(ProviderError, match=r"needs CUDAExecutionProvider.*padim-edge\[gpu\]"):
         providers_mod.resolve("cuda")
     monkeypatch.setattr(
-        providers_mod, "available", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        providers_mod,
+        "available",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
     )
     assert providers_mod.resolve("auto") == [
         "TensorrtExecutionProvider",
@@ -106,7 +110,9 @@ def test_providers_resolution(monkeypatch) -> None:
     ]
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" not in available(), reason="this onnxruntime build has no CUDA EP")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in available(), reason="this onnxruntime build has no CUDA EP"
+)
 def test_cuda_provider_matches_cpu(small_onnx: Path, frames) -> None:
     cpu = PadimModel(small_onnx, device="cpu").predict(frames)
     gpu = PadimModel(small_onnx, device="cuda").predict(frames)

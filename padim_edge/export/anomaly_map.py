@@ -53,7 +53,9 @@ class AnomalyMapGenerator(nn.Module):
 
     def forward(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances ``[N, h, w]`` -> (anomaly map ``[N, crop, crop]``, score ``[N]``)."""
-        up = F.interpolate(distances[:, None], size=(self.crop, self.crop), mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            distances[:, None], size=(self.crop, self.crop), mode="bilinear", align_corners=False
+        )
         anomaly_map = self.blur(up[:, 0])
         return anomaly_map, anomaly_map.amax(dim=(1, 2))
 
@@ -69,7 +71,9 @@ def separable_operator(generator: AnomalyMapGenerator, grid: int) -> torch.Tenso
     basis = torch.zeros(grid, grid, grid, dtype=torch.float64)
     basis[torch.arange(grid), torch.arange(grid), :] = 1.0
     with torch.no_grad():
-        up = F.interpolate(basis[:, None], size=(generator.crop, generator.crop), mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            basis[:, None], size=(generator.crop, generator.crop), mode="bilinear", align_corners=False
+        )
         out = generator.blur(up[:, 0])
     operator = out[:, :, 0].T.contiguous()
     if not math.isclose(float(operator.sum(dim=1).mean()), 1.0, rel_tol=1e-9):

@@ -160,7 +160,8 @@ def build_backbone(
     except Exception as exc:
         cache = imagenet_cache_file(spec)
         raise WeightsError(
-            f"could not load torchvision's ImageNet weights for {spec.name} ({exc.__class__.__name__}: {exc}). "
+            f"could not load torchvision's ImageNet weights for {spec.name} "
+            f"({exc.__class__.__name__}: {exc}). "
             f"torchvision looks for them at {cache} and downloads them there when it can. "
             f"Alternatives: put the file at that path, pass --weights FILE (a state_dict for "
             f"{spec.builder}), or pass --random-init (latency work only: scores are not meaningful)."

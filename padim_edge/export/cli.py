@@ -36,35 +36,59 @@ def _size(n: int) -> str:
     "its train/good. Uses random-init weights unless --weights is given, so nothing is downloaded.",
 )
 @click.option(
-    "--output", "-o", type=click.Path(path_type=Path), default=Path("model.onnx"), show_default=True,
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=Path("model.onnx"),
+    show_default=True,
     help="The .onnx file to write (plus <name>.onnx.data when the constants need external data).",
 )
-@click.option("--dims", type=int, help="Random channels kept. Default: 100 (r18, mnv2), 550 (wr50). Up to all.")
-@click.option("--resize", type=int, default=256, show_default=True, help="Square resize edge, in the graph.")
-@click.option("--crop", type=int, default=224, show_default=True, help="Center-crop edge; anomaly maps have it.")
 @click.option(
-    "--weights", "weights_file", type=click.Path(path_type=Path),
+    "--dims", type=int, help="Random channels kept. Default: 100 (r18, mnv2), 550 (wr50). Up to all."
+)
+@click.option("--resize", type=int, default=256, show_default=True, help="Square resize edge, in the graph.")
+@click.option(
+    "--crop", type=int, default=224, show_default=True, help="Center-crop edge; anomaly maps have it."
+)
+@click.option(
+    "--weights",
+    "weights_file",
+    type=click.Path(path_type=Path),
     help="Backbone state_dict file (torch.load weights_only) instead of torchvision's ImageNet weights.",
 )
 @click.option(
-    "--random-init", is_flag=True,
+    "--random-init",
+    is_flag=True,
     help="Random backbone weights: for smoke tests and latency work only (recorded in the metadata).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random channel subset.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per forward pass in the fit.")
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    "--batch-size", type=int, default=16, show_default=True, help="Images per forward pass in the fit."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
     help="Where the fit runs (auto: CUDA if torch sees a GPU). The export itself is device-independent.",
 )
 @click.option(
-    "--external-data", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+    "--external-data",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
     help="Write constants to <name>.onnx.data: auto does so only past the 2 GB protobuf limit (WR50-Rd550).",
 )
 @click.option(
-    "--blocks", type=int, default=DEFAULT_BLOCKS, show_default=True,
+    "--blocks",
+    type=int,
+    default=DEFAULT_BLOCKS,
+    show_default=True,
     help="Column blocks of the packed symmetric Sigma^-1 (1 = full matrix; more = fewer bytes read).",
 )
-@click.option("--parity-images", type=int, default=4, show_default=True, help="Training images for the check.")
+@click.option(
+    "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def main(
     backbone: str,
@@ -147,14 +171,18 @@ def main(
     click.echo(f"weights       {run.weights}")
     click.echo(f"images used   {run.fit.images} from {data}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
-    click.echo(f"geometry      resize {config.resize} -> crop {config.crop}, {run.model.grid}x{run.model.grid} patches")
+    click.echo(
+        f"geometry      resize {config.resize} -> crop {config.crop}, "
+        f"{run.model.grid}x{run.model.grid} patches"
+    )
     for f in run.export.files:
         click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
     if run.parity is not None:
         p = run.parity
         verdict = "ok" if p.relative <= 1e-4 else "MISMATCH"
         click.echo(
-            f"parity        ONNX Runtime vs PyTorch on {p.images} training images: max |d score| {p.max_abs_score:.2e}, "
+            f"parity        ONNX Runtime vs PyTorch on {p.images} training images: "
+            f"max |d score| {p.max_abs_score:.2e}, "
             f"max |d map| {p.max_abs_map:.2e} ({p.relative:.1e} of max score {p.max_score:.3f}) {verdict}"
         )
         if verdict != "ok":

@@ -116,9 +116,13 @@ def build_graph(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> onnx.Mod
     (embedding,) = [o.name for o in graph.output]
     mean = model.mahalanobis.mean.cpu().numpy()
     inv_covariance = model.mahalanobis.inv_covariance.cpu().numpy()
-    nodes, inits, distance = mahalanobis_nodes(embedding, mean, inv_covariance, grid=model.grid, blocks=blocks)
+    nodes, inits, distance = mahalanobis_nodes(
+        embedding, mean, inv_covariance, grid=model.grid, blocks=blocks
+    )
     operator = separable_operator(model.anomaly_map, model.grid).numpy()
-    map_nodes, map_inits = anomaly_map_nodes(distance, operator, map_output=MAP_OUTPUT, score_output=SCORE_OUTPUT)
+    map_nodes, map_inits = anomaly_map_nodes(
+        distance, operator, map_output=MAP_OUTPUT, score_output=SCORE_OUTPUT
+    )
     graph.node.extend(nodes + map_nodes)
     graph.initializer.extend(inits + map_inits)
     del graph.output[:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,7 +65,7 @@ class EmbeddingReducer(nn.Module):
         for count in channels:
             offsets.append(offsets[-1] + count)
         self.parts: list[int] = []
-        for layer, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        for layer, (lo, hi) in enumerate(pairwise(offsets)):
             local = indices[(indices >= lo) & (indices < hi)] - lo
             if local.numel():
                 self.register_buffer(f"keep{layer}", local, persistent=False)

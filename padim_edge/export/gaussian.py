@@ -23,7 +23,9 @@ class GaussianAccumulator:
         chunk: Patches updated at a time, which bounds the temporary memory of one update.
     """
 
-    def __init__(self, patches: int, dims: int, *, device: torch.device | str = "cpu", chunk: int = 512) -> None:
+    def __init__(
+        self, patches: int, dims: int, *, device: torch.device | str = "cpu", chunk: int = 512
+    ) -> None:
         self.count = 0
         self.chunk = chunk
         self.mean = torch.zeros(patches, dims, dtype=torch.float64, device=device)

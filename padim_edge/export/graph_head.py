@@ -16,6 +16,8 @@ are the reference this head is tested against.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
@@ -44,7 +46,7 @@ def packed_blocks(inv_covariance: np.ndarray, blocks: int) -> list[np.ndarray]:
     """
     bounds = block_bounds(inv_covariance.shape[-1], blocks)
     panels = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in pairwise(bounds):
         panel = np.array(inv_covariance[:, lo:, lo:hi], dtype=np.float32, copy=True)
         panel[:, hi - lo :, :] *= 2.0
         panels.append(panel)
@@ -77,7 +79,9 @@ def mahalanobis_nodes(
     ]
     nodes = [
         helper.make_node("Reshape", [embedding, n("flat_shape")], [n("flat")], name=n("flatten")),
-        helper.make_node("Transpose", [n("flat")], [n("patch_major")], perm=[2, 0, 1], name=n("to_patch_major")),
+        helper.make_node(
+            "Transpose", [n("flat")], [n("patch_major")], perm=[2, 0, 1], name=n("to_patch_major")
+        ),
         helper.make_node("Sub", [n("patch_major"), n("mean")], [n("delta")], name=n("centre")),
     ]
     bounds = block_bounds(dims, blocks)
@@ -95,11 +99,17 @@ def mahalanobis_nodes(
             ]
             rows, cols = n(f"delta_tail_{i}"), n(f"delta_block_{i}")
             nodes += [
-                helper.make_node("Slice", [n("delta"), n(f"lo_{i}"), n(f"end_{i}"), n("axis2")], [rows], name=rows),
-                helper.make_node("Slice", [n("delta"), n(f"lo_{i}"), n(f"hi_{i}"), n("axis2")], [cols], name=cols),
+                helper.make_node(
+                    "Slice", [n("delta"), n(f"lo_{i}"), n(f"end_{i}"), n("axis2")], [rows], name=rows
+                ),
+                helper.make_node(
+                    "Slice", [n("delta"), n(f"lo_{i}"), n(f"hi_{i}"), n("axis2")], [cols], name=cols
+                ),
             ]
         nodes += [
-            helper.make_node("MatMul", [rows, n(f"inv_covariance_{i}")], [n(f"t_{i}")], name=n(f"matmul_{i}")),
+            helper.make_node(
+                "MatMul", [rows, n(f"inv_covariance_{i}")], [n(f"t_{i}")], name=n(f"matmul_{i}")
+            ),
             helper.make_node("Mul", [n(f"t_{i}"), cols], [n(f"products_{i}")], name=n(f"mul_{i}")),
         ]
         partials.append(n(f"products_{i}"))
@@ -108,11 +118,17 @@ def mahalanobis_nodes(
     else:
         nodes.append(helper.make_node("Identity", partials, [n("products")], name=n("products")))
     nodes += [
-        helper.make_node("ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")),
-        helper.make_node("Transpose", [n("squared")], [n("squared_nm")], perm=[1, 0], name=n("to_batch_major")),
+        helper.make_node(
+            "ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")
+        ),
+        helper.make_node(
+            "Transpose", [n("squared")], [n("squared_nm")], perm=[1, 0], name=n("to_batch_major")
+        ),
         helper.make_node("Max", [n("squared_nm"), n("zero")], [n("clamped")], name=n("clamp")),
         helper.make_node("Sqrt", [n("clamped")], [n("distance_flat")], name=n("sqrt")),
-        helper.make_node("Reshape", [n("distance_flat"), n("grid_shape")], [n("distance")], name=n("to_grid")),
+        helper.make_node(
+            "Reshape", [n("distance_flat"), n("grid_shape")], [n("distance")], name=n("to_grid")
+        ),
     ]
     return nodes, inits, n("distance")
 
@@ -137,6 +153,8 @@ def anomaly_map_nodes(
     nodes = [
         helper.make_node("MatMul", [n("upsample_blur"), distance], [n("rows_done")], name=n("rows")),
         helper.make_node("MatMul", [n("rows_done"), n("upsample_blur_t")], [map_output], name=n("cols")),
-        helper.make_node("ReduceMax", [map_output, n("map_axes")], [score_output], keepdims=0, name=n("score")),
+        helper.make_node(
+            "ReduceMax", [map_output, n("map_axes")], [score_output], keepdims=0, name=n("score")
+        ),
     ]
     return nodes, inits

@@ -74,7 +74,9 @@ class PadimModule(nn.Module):
         device = self.preprocess.scale.device
         if isinstance(images, np.ndarray) and images.ndim == 4:
             return self.preprocess(torch.from_numpy(images).to(device))
-        return torch.cat([self.preprocess(torch.from_numpy(np.asarray(im))[None].to(device)) for im in images])
+        return torch.cat(
+            [self.preprocess(torch.from_numpy(np.asarray(im))[None].to(device)) for im in images]
+        )
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised frames ``[N, 3, crop, crop]`` -> embedding ``[N, dims, grid, grid]``."""

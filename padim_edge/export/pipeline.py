@@ -122,7 +122,13 @@ def run_export(
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, found {len(paths)} in {data}")
     model, weights = build_module(
-        backbone, dims=dims, resize=resize, crop=crop, seed=seed, weights_file=weights_file, random_init=random_init
+        backbone,
+        dims=dims,
+        resize=resize,
+        crop=crop,
+        seed=seed,
+        weights_file=weights_file,
+        random_init=random_init,
     )
     report = fit(model, paths, batch_size=batch_size, device=device, progress=progress)
     result = export_model(

@@ -11,7 +11,8 @@ try:
     import onnxruntime  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "padim_edge.runtime needs onnxruntime: pip install 'padim-edge[cpu]' (or 'padim-edge[gpu]' for CUDA / "
+        "padim_edge.runtime needs onnxruntime: pip install 'padim-edge[cpu]' "
+        "(or 'padim-edge[gpu]' for CUDA / "
         "TensorRT; never both)"
     ) from exc
 
@@ -19,4 +20,12 @@ from padim_edge.metadata import ModelInfo
 from padim_edge.runtime.model import InputError, ModelLoadError, PadimModel, Prediction
 from padim_edge.runtime.providers import ProviderError, available
 
-__all__ = ["InputError", "ModelInfo", "ModelLoadError", "PadimModel", "Prediction", "ProviderError", "available"]
+__all__ = [
+    "InputError",
+    "ModelInfo",
+    "ModelLoadError",
+    "PadimModel",
+    "Prediction",
+    "ProviderError",
+    "available",
+]

@@ -26,19 +26,29 @@ def open_model(path: Path, device: str, threads: int | None) -> PadimModel:
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--output", "-o", type=click.Path(path_type=Path),
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
     help="Folder for scores.json (name -> score) and one heat-map overlay PNG per image.",
 )
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
     help="Execution provider: auto tries TensorRT, CUDA, then CPU (whichever this onnxruntime has).",
 )
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per session run.")
 @click.option("--threads", type=int, help="CPU intra-op threads (default: onnxruntime's choice, all cores).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def main(
-    model_path: Path, paths: tuple[Path, ...], output: Path | None, device: str, batch_size: int,
-    threads: int | None, quiet: bool,
+    model_path: Path,
+    paths: tuple[Path, ...],
+    output: Path | None,
+    device: str,
+    batch_size: int,
+    threads: int | None,
+    quiet: bool,
 ) -> None:
     """Score images with a padim-edge MODEL.
 
@@ -56,10 +66,15 @@ def main(
     except ImageError as exc:
         raise click.ClickException(str(exc)) from exc
     info = model.info
-    click.echo(f"model {model_path} ({info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision}) "
-               f"on {', '.join(model.providers)}", err=True)
+    click.echo(
+        f"model {model_path} ({info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision}) "
+        f"on {', '.join(model.providers)}",
+        err=True,
+    )
     if info.random_init:
-        click.echo("note: this model's backbone has random-init weights; scores are for demos and timing.", err=True)
+        click.echo(
+            "note: this model's backbone has random-init weights; scores are for demos and timing.", err=True
+        )
     names = {file: name for name, file in inputs}
     rows: list[tuple[str, float, bool | None]] = []
     overlays: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -105,4 +120,7 @@ def _write_outputs(
     vmax = 1.5 * threshold if threshold is not None else max(score for _, score, _ in rows)
     for name, image, amap in overlays:
         target = output / (Path(name).with_suffix("").as_posix().replace("/", "__") + "_overlay.png")
-        save_png(heatmap_overlay(model_view(image, resize, crop), amap.astype(np.float32), vmin=vmin, vmax=vmax), target)
+        save_png(
+            heatmap_overlay(model_view(image, resize, crop), amap.astype(np.float32), vmin=vmin, vmax=vmax),
+            target,
+        )

@@ -74,12 +74,16 @@ def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int
     """
     if isinstance(images, np.ndarray):
         if images.ndim == 4:
-            _check_frame(images[0] if len(images) else images.reshape(images.shape[1:]), "batch", images.dtype)
+            _check_frame(
+                images[0] if len(images) else images.reshape(images.shape[1:]), "batch", images.dtype
+            )
             return [(list(range(len(images))), np.ascontiguousarray(images))] if len(images) else []
         if images.ndim in (2, 3):
             images = [images]
         else:
-            raise InputError(f"expected [H, W, 3] or [N, H, W, 3] uint8 frames, got an array of shape {images.shape}")
+            raise InputError(
+                f"expected [H, W, 3] or [N, H, W, 3] uint8 frames, got an array of shape {images.shape}"
+            )
     if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
         raise InputError(
             f"expected a numpy array or a sequence of arrays, got {type(images).__name__} "
@@ -96,10 +100,16 @@ def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int
 
 def _check_frame(frame: np.ndarray, where: str, dtype: np.dtype) -> None:
     if dtype != np.uint8:
-        hint = " (for 0-1 floats use (x * 255).round().astype(np.uint8))" if np.issubdtype(dtype, np.floating) else ""
+        hint = (
+            " (for 0-1 floats use (x * 255).round().astype(np.uint8))"
+            if np.issubdtype(dtype, np.floating)
+            else ""
+        )
         raise InputError(f"{where}: frames must be uint8 RGB, got dtype {dtype}{hint}")
     if frame.ndim == 2:
-        raise InputError(f"{where}: grayscale [H, W] frame; stack it to RGB with np.repeat(x[..., None], 3, -1)")
+        raise InputError(
+            f"{where}: grayscale [H, W] frame; stack it to RGB with np.repeat(x[..., None], 3, -1)"
+        )
     if frame.ndim != 3:
         raise InputError(f"{where}: expected [H, W, 3], got shape {frame.shape}")
     if frame.shape[-1] != 3:
@@ -134,7 +144,9 @@ class PadimModel:
         >>> result.score, result.anomaly_map.shape
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, device: str = "auto", threads: int | None = None
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
@@ -150,7 +162,10 @@ class PadimModel:
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(
-                str(self.path), options, providers=wanted, provider_options=_providers.provider_options(wanted)
+                str(self.path),
+                options,
+                providers=wanted,
+                provider_options=_providers.provider_options(wanted),
             )
         except Exception as exc:
             raise _load_error(self.path, exc) from exc
