@@ -1,0 +1,199 @@
+"""``padim-calibrate``: bake a decision threshold, and make INT8 / FP16 variants of a padim-edge model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from padim_edge.calibration.errors import CalibrationError
+from padim_edge.calibration.formats import VARIANTS, select_variant
+from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
+from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def _size(n: int) -> str:
+    if n < 1e6:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_summary(report: CalibrationReport) -> list[str]:
+    """The lines ``padim-calibrate`` prints after a run."""
+    info = report.source.info
+    geometry = f"{info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision}"
+    lines = [
+        f"model         {report.source.path} ({geometry})",
+        f"variant       {report.variant.name}: {report.variant.description}",
+    ]
+    if report.calibration_images:
+        lines.append(
+            f"calibration   {report.calibration_images} images, one frame per batch "
+            f"(activation ranges: {CALIBRATION_METHOD} of |x|)"
+        )
+    lines += [f"{d}" for d in report.details]
+    choice = report.choice
+    if choice is not None:
+        if choice.method == "target-fpr":
+            lines.append(
+                f"threshold     {choice.threshold:.6g} (target FPR {choice.target_fpr:g}: the smallest "
+                "threshold with at most that share of normal scores above it)"
+            )
+            lines.append(
+                f"normal FPR    {choice.fpr:.4f}: {choice.false_positives} of {choice.normal_images} "
+                f"normal images in {report.threshold_source} above it"
+            )
+        else:
+            lines.append(f"threshold     {choice.threshold:.6g} (F1-optimal on {report.threshold_source})")
+            lines.append(
+                f"labelled      precision {_ratio(choice.precision)}, recall {_ratio(choice.recall)}, "
+                f"F1 {_ratio(choice.f1)} ({choice.true_positives} of {choice.anomalous_images} defective "
+                "flagged)"
+            )
+            lines.append(
+                f"normal FPR    {choice.fpr:.4f}: {choice.false_positives} of {choice.normal_images} "
+                "good test images above it"
+            )
+            if report.data_fpr is not None:
+                flagged, total = report.data_fpr
+                lines.append(
+                    f"--data FPR    {flagged / total:.4f}: {flagged} of {total} --data images above it"
+                )
+        lines.append("outputs       is_anomalous = score > threshold, normalized_score = score / threshold")
+    if report.tensorrt is not None:
+        lines.append(f"tensorrt      {report.tensorrt}")
+    for f in report.files:
+        lines.append(f"wrote         {f} ({_size(f.stat().st_size)})")
+    lines.append(f"time          {report.seconds:.1f} s")
+    lines += [f"warning: {w}" for w in report.warnings]
+    return lines
+
+
+_VARIANT_TABLE = "\n".join(
+    f"  {v.name:<15} -> <model>-{v.suffix}.onnx: {v.description}" for v in VARIANTS.values()
+)
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog="\b\nVariants (one per call):\n" + _VARIANT_TABLE,
+)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Folder of HELD-OUT defect-free images (not the training images: those score low and give a "
+    "threshold that flags too much). Scores for --target-fpr, and the INT8 calibration frames.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="The .onnx to write (plus <name>.onnx.data past 2 GB). Default: <model>-<suffix>.onnx beside MODEL.",
+)
+@click.option(
+    "--target-fpr",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    help=f"Share of normal images allowed above the threshold (default {DEFAULT_TARGET_FPR} when a threshold "
+    "is chosen). The threshold is the smallest t with at most that share of --data scores > t; images "
+    "tied at t are not flagged, so the achieved FPR can be lower. Needs >= 1/FPR images to mean anything "
+    "(a warning says so). With --int8/--fp16 it picks the threshold on the new model's own scores.",
+)
+@click.option(
+    "--labeled",
+    type=click.Path(path_type=Path),
+    help="MVTec-layout ROOT (ROOT/test/good, ROOT/test/<defect>/): choose the F1-optimal threshold on its "
+    "test images instead of --target-fpr, and report precision / recall there.",
+)
+@click.option(
+    "--int8",
+    "int8_flag",
+    is_flag=True,
+    help="Static INT8 quantisation of the backbone only (preprocessing, reduction and the Mahalanobis head "
+    "stay float32), calibrated on --data frames through the model's own preprocessing.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="INT8 format (default qoperator): qoperator = QLinearConv, uint8 activations, int8 per-channel "
+    "weights, fastest on the CPU EP; qdq = Quantize/DequantizeLinear pairs, symmetric int8, for TensorRT "
+    "(on the CPU EP it is no faster than float32).",
+)
+@click.option(
+    "--calibration-images",
+    type=int,
+    help=f"Most --data images for INT8 calibration, spread evenly over the folder (default "
+    f"{DEFAULT_CALIBRATION_IMAGES}; at least 2).",
+)
+@click.option(
+    "--fp16",
+    "fp16_flag",
+    is_flag=True,
+    help="Float16 backbone weights and activations for the CUDA / TensorRT EPs; uint8 input and float32 "
+    "outputs unchanged, Mahalanobis head float32.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where the threshold scores are computed; use the device you deploy on. INT8 calibration itself "
+    "always runs on the CPU EP.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def main(
+    model: Path,
+    data: Path | None,
+    output: Path | None,
+    target_fpr: float | None,
+    labeled: Path | None,
+    int8_flag: bool,
+    fmt: str | None,
+    calibration_images: int | None,
+    fp16_flag: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 variant.
+
+    MODEL is a .onnx written by padim-export. Without --int8/--fp16 the graph gains two outputs,
+    is_anomalous (score > threshold) and normalized_score (score / threshold, 1.0 at the boundary),
+    and the threshold goes into the metadata; calibrating again replaces it. The threshold flags at
+    most --target-fpr of the --data images, or maximises F1 on --labeled test images.
+
+    \b
+    Examples:
+      padim-calibrate model.onnx --data holdout/good -o model-cal.onnx --target-fpr 0.01
+      padim-calibrate model.onnx --labeled mvtec/bottle -o model-cal.onnx
+      padim-calibrate model.onnx --data train/good --int8 -o model-int8.onnx
+      padim-calibrate model.onnx --data holdout/good --int8 --target-fpr 0.01 -o model-int8.onnx
+      padim-calibrate model.onnx --fp16 -o model-fp16.onnx
+    """
+    try:
+        variant = select_variant(int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt)
+        if calibration_images is not None and not int8_flag:
+            raise CalibrationError("--calibration-images applies to --int8 only")
+        report = calibrate(
+            model,
+            output,
+            variant=variant,
+            data=data,
+            target_fpr=target_fpr,
+            labeled=labeled,
+            calibration_images=DEFAULT_CALIBRATION_IMAGES
+            if calibration_images is None
+            else calibration_images,
+            device=device,
+            progress=not quiet,
+        )
+    except CalibrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in format_summary(report):
+        click.echo(line, err=line.startswith("warning:"))

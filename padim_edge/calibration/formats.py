@@ -1,0 +1,203 @@
+"""The output variants of ``padim-calibrate``: one table, one build function per row.
+
+* ``fp32-threshold`` -> ``<stem>-calibrated.onnx``: the graph as it is (any precision) plus the
+  baked threshold.
+* ``int8-qoperator`` -> ``<stem>-int8.onnx``: backbone QLinearConv / QLinearAdd, uint8 activations,
+  int8 per-channel weights (the CPU EP's fast path).
+* ``int8-qdq`` -> ``<stem>-int8-qdq.onnx``: backbone Q/DQ pairs, symmetric int8 (what TensorRT takes).
+* ``fp16`` -> ``<stem>-fp16.onnx``: backbone weights and activations float16 (CUDA / TensorRT EPs).
+
+:data:`VARIANTS` is the single source of truth: the CLI, the default file names and the metadata
+all read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from padim_edge.calibration import fp16, int8
+from padim_edge.calibration.errors import CalibrationError
+
+
+@dataclass
+class Built:
+    """What a variant's build function returns.
+
+    Attributes:
+        proto: The model (without decision outputs; the pipeline bakes the threshold).
+        changed: Whether the graph differs from the input (else its scores are the input's).
+        props: Metadata to set (``padim_edge.`` keys without the prefix; ``None`` removes a key).
+        details: Lines for the summary.
+        warnings: Caveats for the user.
+        quantization: The quantisation result, for INT8 variants.
+    """
+
+    proto: onnx.ModelProto
+    changed: bool
+    props: dict[str, object | None] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    quantization: int8.Int8Result | None = None
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Inputs a build function may need.
+
+    Attributes:
+        calibration_images: INT8 calibration images.
+        progress: Show progress bars.
+    """
+
+    calibration_images: list[Path] = field(default_factory=list)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the variant table.
+
+    Attributes:
+        name: Variant name.
+        suffix: Appended to the input file's stem for the default output name.
+        precision: Backbone precision written to the metadata (``None``: keep the input's).
+        quant_format: INT8 format (``qoperator`` / ``qdq``), else ``None``.
+        needs_calibration_images: Whether ``--data`` images calibrate the graph itself.
+        always_threshold: Whether the variant exists to bake a threshold (else only on request).
+        description: One line for the help and the summary.
+        build: The function that makes it.
+    """
+
+    name: str
+    suffix: str
+    precision: str | None
+    quant_format: str | None
+    needs_calibration_images: bool
+    always_threshold: bool
+    description: str
+    build: Callable[[onnx.ModelProto, BuildRequest], Built]
+
+    def default_output(self, model: Path) -> Path:
+        """``<dir>/<stem>-<suffix>.onnx`` beside the input model."""
+        return model.with_name(f"{model.stem}-{self.suffix}.onnx")
+
+
+def build_threshold_only(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+    """``fp32-threshold``: the graph as it is; only the threshold will change."""
+    return Built(proto=proto, changed=False)
+
+
+def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Built:
+    result = int8.quantize_backbone(proto, request.calibration_images, fmt=fmt, progress=request.progress)
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(result.quantized_nodes.items()))
+    return Built(
+        proto=result.proto,
+        changed=True,
+        props={
+            "precision": "int8",
+            "quant_format": fmt,
+            "calibration_images": result.images,
+            "calibration_method": int8.CALIBRATION_METHOD,
+        },
+        details=[f"backbone ops  {ops}"],
+        warnings=list(result.warnings),
+        quantization=result,
+    )
+
+
+def build_int8_qoperator(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+    """``int8-qoperator``: QLinearConv / QLinearAdd backbone, the fast one on the CPU EP."""
+    return _build_int8(proto, request, int8.QOPERATOR)
+
+
+def build_int8_qdq(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+    """``int8-qdq``: QuantizeLinear / DequantizeLinear backbone, what TensorRT consumes."""
+    return _build_int8(proto, request, int8.QDQ)
+
+
+def build_fp16(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+    """``fp16``: float16 backbone for the CUDA / TensorRT execution providers."""
+    half, counts = fp16.convert_backbone_fp16(proto)
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
+    return Built(
+        proto=half,
+        changed=True,
+        props={
+            "precision": "fp16",
+            "quant_format": None,
+            "calibration_images": None,
+            "calibration_method": None,
+        },
+        details=[f"backbone ops  {ops} (float16 between the boundary Casts)"],
+    )
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            name="fp32-threshold",
+            suffix="calibrated",
+            precision=None,
+            quant_format=None,
+            needs_calibration_images=False,
+            always_threshold=True,
+            description="bake the decision threshold; the graph's arithmetic is unchanged",
+            build=build_threshold_only,
+        ),
+        Variant(
+            name="int8-qoperator",
+            suffix="int8",
+            precision="int8",
+            quant_format=int8.QOPERATOR,
+            needs_calibration_images=True,
+            always_threshold=False,
+            description="INT8 backbone, QOperator (QLinearConv, uint8 activations, int8 per-channel "
+            "weights): for the CPU EP",
+            build=build_int8_qoperator,
+        ),
+        Variant(
+            name="int8-qdq",
+            suffix="int8-qdq",
+            precision="int8",
+            quant_format=int8.QDQ,
+            needs_calibration_images=True,
+            always_threshold=False,
+            description="INT8 backbone, QDQ (symmetric int8 activations, int8 per-channel weights): "
+            "for TensorRT / CUDA",
+            build=build_int8_qdq,
+        ),
+        Variant(
+            name="fp16",
+            suffix="fp16",
+            precision="fp16",
+            quant_format=None,
+            needs_calibration_images=False,
+            always_threshold=False,
+            description="float16 backbone weights and activations, float32 elsewhere: CUDA / TensorRT EPs",
+            build=build_fp16,
+        ),
+    )
+}
+
+
+def select_variant(*, int8_flag: bool, fp16_flag: bool, fmt: str | None) -> Variant:
+    """The variant the CLI flags ask for.
+
+    Raises:
+        CalibrationError: ``--int8`` with ``--fp16``, or ``--format`` without ``--int8``.
+    """
+    if int8_flag and fp16_flag:
+        raise CalibrationError("--int8 and --fp16 exclude each other: make one variant per call")
+    if fmt is not None and not int8_flag:
+        raise CalibrationError("--format applies to --int8 only")
+    if int8_flag:
+        fmt = fmt or int8.QOPERATOR
+        if fmt not in int8.FORMATS:
+            raise CalibrationError(f"unknown --format {fmt!r}; choose one of {', '.join(int8.FORMATS)}")
+        return VARIANTS[f"int8-{fmt}"]
+    return VARIANTS["fp16" if fp16_flag else "fp32-threshold"]

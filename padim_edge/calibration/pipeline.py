@@ -1,0 +1,281 @@
+"""What ``padim-calibrate`` runs: build a variant, choose and bake the threshold, write the model."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from padim_edge import __version__, metadata
+from padim_edge.calibration import decision, int8, threshold
+from padim_edge.calibration.errors import CalibrationError
+from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant
+from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
+from padim_edge.calibration.scoring import LabeledSet, labeled_images, normal_images, score_images
+
+DEFAULT_TARGET_FPR = 0.01
+#: Metadata keys describing a baked threshold (removed when a variant drops it).
+THRESHOLD_KEYS = (
+    "threshold",
+    "threshold_method",
+    "threshold_target_fpr",
+    "threshold_images",
+    "threshold_fpr",
+    "threshold_precision",
+    "threshold_recall",
+)
+
+
+@dataclass
+class CalibrationReport:
+    """What a calibration did.
+
+    Attributes:
+        source: The input model.
+        variant: The variant written.
+        output: The ``.onnx`` written.
+        files: Every file written (model, external data, TensorRT table).
+        choice: The threshold, when one was baked.
+        threshold_source: Where the threshold's images came from.
+        data_fpr: FPR on the ``--data`` normal images when the threshold came from labels.
+        labeled: The labelled set used (F1 mode).
+        calibration_images: INT8 calibration images used.
+        details: Extra summary lines.
+        warnings: Caveats for the user.
+        tensorrt: What happened with the TensorRT table (INT8 only).
+        seconds: Wall time.
+    """
+
+    source: SourceModel
+    variant: Variant
+    output: Path
+    files: list[Path] = field(default_factory=list)
+    choice: threshold.ThresholdChoice | None = None
+    threshold_source: str = ""
+    data_fpr: tuple[int, int] | None = None
+    labeled: LabeledSet | None = None
+    calibration_images: int = 0
+    details: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tensorrt: str | None = None
+    seconds: float = 0.0
+
+
+def _check_request(
+    source: SourceModel,
+    variant: Variant,
+    output: Path,
+    *,
+    data: Path | None,
+    target_fpr: float | None,
+    labeled: Path | None,
+) -> None:
+    if target_fpr is not None and labeled is not None:
+        raise CalibrationError(
+            "--target-fpr and --labeled choose the threshold in two different ways: pass one of them"
+        )
+    if output.resolve() == source.path.resolve():
+        raise CalibrationError(
+            f"--output {output} is the input model; write the calibrated model to a new file"
+        )
+    if output.suffix != ".onnx":
+        raise CalibrationError(f"--output must end in .onnx, got {output}")
+    if variant.precision is not None and source.info.precision != "fp32":
+        raise CalibrationError(
+            f"{source.path} is already {source.info.precision}; make the {variant.name} variant from the "
+            "float32 model" + _source_hint(source)
+        )
+    wants_threshold = variant.always_threshold or target_fpr is not None or labeled is not None
+    if variant.needs_calibration_images and data is None:
+        raise CalibrationError(f"{variant.name} calibrates on normal images: pass --data DIR")
+    if wants_threshold and labeled is None and data is None:
+        raise CalibrationError(
+            "choosing a threshold needs images: --data DIR (held-out defect-free images, for --target-fpr) "
+            "or --labeled ROOT (MVTec test folders, for the F1-optimal threshold)"
+        )
+
+
+def _source_hint(source: SourceModel) -> str:
+    raw = source.info.raw.get(metadata.PREFIX + "source_model")
+    return f" (it came from {raw})" if raw else ""
+
+
+def _source_model_prop(source: SourceModel) -> str | None:
+    """``source_model``: the float32 file this model descends from."""
+    if source.info.precision != "fp32":
+        return source.info.raw.get(metadata.PREFIX + "source_model")  # keep the float32 ancestor
+    return metadata.encode({"source_model": {"file": source.path.name, "sha256": source.sha256}})[
+        metadata.PREFIX + "source_model"
+    ]
+
+
+def _encode_props(values: dict[str, object | None]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key, value in values.items():
+        if value is None:
+            out[metadata.PREFIX + key] = None
+        else:
+            out.update({k: v for k, v in metadata.encode({key: value}).items() if k != metadata.FORMAT_KEY})
+    return out
+
+
+def _choose_threshold(
+    report: CalibrationReport,
+    scoring_model: Path,
+    *,
+    data_paths: list[Path] | None,
+    data: Path | None,
+    target_fpr: float | None,
+    labeled: Path | None,
+    device: str,
+    progress: bool,
+) -> threshold.ThresholdChoice:
+    if labeled is not None:
+        labeled_set = labeled_images(labeled)
+        report.labeled = labeled_set
+        normal = score_images(
+            scoring_model, labeled_set.normal, device=device, progress=progress, desc="good"
+        )
+        anomalous = score_images(
+            scoring_model, labeled_set.anomalous, device=device, progress=progress, desc="defective"
+        )
+        choice = threshold.threshold_for_f1(normal, anomalous)
+        report.threshold_source = f"{labeled / 'test'}"
+        if data_paths:
+            data_scores = score_images(
+                scoring_model, data_paths, device=device, progress=progress, desc="--data"
+            )
+            report.data_fpr = (
+                int(np.count_nonzero(data_scores > np.float32(choice.threshold))),
+                len(data_paths),
+            )
+        return choice
+    assert data_paths is not None
+    scores = score_images(scoring_model, data_paths, device=device, progress=progress, desc="normal images")
+    report.threshold_source = str(data)
+    return threshold.threshold_for_fpr(scores, DEFAULT_TARGET_FPR if target_fpr is None else target_fpr)
+
+
+def _threshold_props(choice: threshold.ThresholdChoice) -> dict[str, object | None]:
+    return {
+        "threshold": repr(choice.threshold),
+        "threshold_method": choice.method,
+        "threshold_target_fpr": choice.target_fpr,
+        "threshold_images": choice.normal_images,
+        "threshold_fpr": f"{choice.fpr:.6g}",
+        "threshold_precision": None if choice.precision is None else f"{choice.precision:.6g}",
+        "threshold_recall": None if choice.recall is None else f"{choice.recall:.6g}",
+    }
+
+
+def calibrate(
+    model: str | Path,
+    output: str | Path | None = None,
+    *,
+    variant: str | Variant = "fp32-threshold",
+    data: str | Path | None = None,
+    target_fpr: float | None = None,
+    labeled: str | Path | None = None,
+    calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES,
+    device: str = "auto",
+    progress: bool = True,
+) -> CalibrationReport:
+    """Write a calibrated variant of a padim-edge model.
+
+    Args:
+        model: The input ``.onnx`` (float32 for the INT8 / FP16 variants).
+        output: The ``.onnx`` to write (default: ``<stem>-<suffix>.onnx`` beside the input).
+        variant: A name from :data:`padim_edge.calibration.formats.VARIANTS`, or the row itself.
+        data: Folder of held-out defect-free images: threshold scores (target FPR) and INT8
+            calibration frames.
+        target_fpr: Fraction of normal images allowed above the threshold (default 0.01 when a
+            threshold is chosen from ``data``).
+        labeled: MVTec-layout root: choose the F1-optimal threshold on ``ROOT/test`` instead.
+        calibration_images: Most ``data`` images used for INT8 calibration (an even spread).
+        device: Where the threshold scores are computed (``auto``, ``cpu``, ``cuda``, ``tensorrt``).
+        progress: Show progress bars.
+
+    Raises:
+        CalibrationError: Bad model, folders, flags or too few images (the message says which).
+    """
+    started = _dt.datetime.now(_dt.timezone.utc)
+    row = variant if isinstance(variant, Variant) else VARIANTS.get(variant)
+    if row is None:
+        raise CalibrationError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    source = load_model(model)
+    output = Path(output) if output is not None else row.default_output(source.path)
+    data = Path(data) if data is not None else None
+    labeled = Path(labeled) if labeled is not None else None
+    _check_request(source, row, output, data=data, target_fpr=target_fpr, labeled=labeled)
+    wants_threshold = row.always_threshold or target_fpr is not None or labeled is not None
+    data_paths = normal_images(data) if data is not None else None
+    report = CalibrationReport(source=source, variant=row, output=output)
+    if wants_threshold and labeled is None:
+        assert data_paths is not None
+        if len(data_paths) < 2:
+            raise CalibrationError(
+                f"need at least 2 normal images in {data} to choose a threshold, found {len(data_paths)}"
+            )
+
+    request = BuildRequest(progress=progress)
+    if row.needs_calibration_images:
+        assert data_paths is not None
+        request = BuildRequest(
+            calibration_images=int8.pick_calibration_images(data_paths, calibration_images), progress=progress
+        )
+    had_threshold = decision.strip_threshold(source.proto)
+    built: Built = row.build(source.proto, request)
+    report.details += built.details
+    report.warnings += built.warnings
+    report.calibration_images = len(request.calibration_images)
+
+    props: dict[str, object | None] = dict(built.props)
+    with tempfile.TemporaryDirectory(prefix="padim-calibrate-") as tmp:
+        if wants_threshold:
+            scoring_model = source.path
+            if built.changed:
+                scoring_model = Path(tmp) / "scoring.onnx"
+                save_model(built.proto, scoring_model, check=False)
+            choice = _choose_threshold(
+                report,
+                scoring_model,
+                data_paths=data_paths,
+                data=data,
+                target_fpr=target_fpr,
+                labeled=labeled,
+                device=device,
+                progress=progress,
+            )
+            report.choice = choice
+            report.warnings += list(choice.warnings)
+            decision.bake_threshold(built.proto, choice.threshold)
+            props.update(_threshold_props(choice))
+        elif had_threshold:
+            props.update(dict.fromkeys(THRESHOLD_KEYS))
+            report.warnings.append(
+                f"the input's threshold ({source.info.threshold}) was chosen on the {source.info.precision} "
+                "model's scores and was dropped: pass --target-fpr or --labeled to choose one on the "
+                f"{row.name} model's own"
+            )
+    updates = _encode_props(props)
+    updates[metadata.PREFIX + "source_model"] = _source_model_prop(source)
+    updates[metadata.PREFIX + "calibrated"] = started.isoformat(timespec="seconds")
+    updates[metadata.PREFIX + "calibrated_with"] = __version__
+    set_props(built.proto, updates)
+    report.files = save_model(built.proto, output)
+
+    if built.quantization is not None:
+        if int8.tensorrt_available():
+            folder = output.with_name(output.stem + "_tensorrt_calibration")
+            report.files += int8.write_tensorrt_table(built.quantization.ranges, folder)
+            report.tensorrt = f"INT8 calibration table for the TensorRT EP written to {folder}"
+        else:
+            report.tensorrt = (
+                "tensorrt is not importable here: no TensorRT INT8 calibration table was written "
+                "(install TensorRT's Python package and rerun to get one)"
+            )
+    report.seconds = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
+    return report
