@@ -1,0 +1,204 @@
+"""Build the models a benchmark compares: fused graph, backbone-alone graph, eager module state.
+
+The backbone has random weights and the Gaussians are fitted on a few synthetic frames: latency does
+not depend on either's values, and nothing has to be downloaded. The three artifacts come from the
+same :class:`PadimModule`, so "fused vs backbone alone vs eager" compares one model three ways.
+Exported files are kept in a folder keyed by the configuration and reused when a later run asks for
+the same one (WR50-Rd550 takes minutes to fit and export).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FUSED_NAME = "padim.onnx"
+BACKBONE_NAME = "backbone.onnx"
+STATE_NAME = "eager_state.pt"
+MANIFEST_NAME = "manifest.json"
+
+
+def paper_name(backbone: str, dims: int) -> str:
+    """The PaDiM paper's name of a configuration: ``r18`` + 100 -> ``R18-Rd100``."""
+    return f"{backbone.upper()}-Rd{dims}"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Files prepared for one model configuration.
+
+    Attributes:
+        backbone: Backbone short name.
+        dims: Channels kept.
+        resize: Square resize edge.
+        crop: Center-crop edge.
+        seed: Channel-subset seed.
+        label: Row label (``R18-Rd100``).
+        fused: The fused ONNX model (``None`` when benchmarking a given file instead).
+        backbone_graph: Preprocessing + truncated backbone alone, as ONNX (``None`` if not asked).
+        state: ``state_dict`` of the fitted module for the eager rows (``None`` if not asked).
+        fit_frames: Synthetic frames the Gaussians were fitted on.
+        seconds: Wall time spent preparing (0 when reused).
+        reused: Whether the files came from an earlier run.
+    """
+
+    backbone: str
+    dims: int
+    resize: int
+    crop: int
+    seed: int
+    label: str
+    fused: str | None
+    backbone_graph: str | None
+    state: str | None
+    fit_frames: int
+    seconds: float
+    reused: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Artifacts:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**values)
+
+
+def config_key(backbone: str, dims: int, resize: int, crop: int, seed: int) -> str:
+    """Folder name of a configuration's artifacts."""
+    return f"{backbone}-d{dims}-r{resize}-c{crop}-s{seed}"
+
+
+def _reusable(folder: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        return None
+    try:
+        old = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("backbone", "dims", "resize", "crop", "seed", "fit_frames")
+    if any(old.get(k) != wanted[k] for k in keys):
+        return None
+    for key in ("fused", "backbone_graph", "state"):
+        if wanted[key] and not (old.get(key) and Path(old[key]).is_file()):
+            return None
+    return old
+
+
+def prepare(
+    backbone: str,
+    folder: str,
+    *,
+    dims: int | None = None,
+    resize: int = 256,
+    crop: int = 224,
+    seed: int = 0,
+    fit_frames: int = 8,
+    fused: bool = True,
+    backbone_alone: bool = True,
+    eager: bool = True,
+    progress: bool = True,
+) -> Artifacts:
+    """Build, fit on synthetic frames, and export what a benchmark of ``backbone`` needs.
+
+    Args:
+        backbone: ``r18``, ``wr50`` or ``mnv2``.
+        folder: Parent folder; files go to ``folder/<config key>/``.
+        dims: Channels kept (default: the backbone's paper setting).
+        resize: Square resize edge.
+        crop: Center-crop edge.
+        seed: Channel-subset seed.
+        fit_frames: Synthetic uint8 frames the Gaussians are fitted on (at least 2).
+        fused: Export the fused graph (off when a given model file is benchmarked).
+        backbone_alone: Export the backbone-alone graph (``trace_features(model, reduce=False)``).
+        eager: Save the fitted module's ``state_dict`` for the eager rows (only with ``fused``: without
+            a fit, the eager worker installs identity Gaussians of the same shapes itself).
+        progress: Progress lines on stderr.
+    """
+    import torch
+
+    from padim_edge.export.backbones import get_spec
+    from padim_edge.export.exporter import export_model, save_model, trace_features
+    from padim_edge.export.gaussian import GaussianAccumulator
+    from padim_edge.export.pipeline import build_module
+
+    dims = dims or get_spec(backbone).default_dims
+    eager = eager and fused
+    target = Path(folder) / config_key(backbone, dims, resize, crop, seed)
+    wanted: dict[str, Any] = {
+        "backbone": backbone,
+        "dims": dims,
+        "resize": resize,
+        "crop": crop,
+        "seed": seed,
+        "fit_frames": fit_frames,
+        "fused": fused,
+        "backbone_graph": backbone_alone,
+        "state": eager,
+    }
+    base = {k: wanted[k] for k in ("backbone", "dims", "resize", "crop", "seed", "fit_frames")}
+    label = paper_name(backbone, dims)
+
+    def say(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    old = _reusable(target, wanted)
+    if old is not None:
+        say(f"{label}: reusing the models in {target}")
+        return Artifacts(
+            **base,
+            label=label,
+            fused=old["fused"] if fused else None,
+            backbone_graph=old["backbone_graph"] if backbone_alone else None,
+            state=old["state"] if eager else None,
+            seconds=0.0,
+            reused=True,
+        )
+    start = time.perf_counter()
+    target.mkdir(parents=True, exist_ok=True)
+    (target / MANIFEST_NAME).unlink(missing_ok=True)
+    model, weights = build_module(backbone, dims=dims, resize=resize, crop=crop, seed=seed, random_init=True)
+    paths: dict[str, str | None] = {"fused": None, "backbone_graph": None, "state": None}
+    if fused:
+        say(f"{label}: fitting on {fit_frames} synthetic frames (random-init backbone)")
+        _fit_synthetic(model, fit_frames, crop, GaussianAccumulator, torch)
+        say(f"{label}: exporting the fused graph")
+        export_model(model, target / FUSED_NAME, weights=weights, train_images=fit_frames)
+        paths["fused"] = str(target / FUSED_NAME)
+    if backbone_alone:
+        say(f"{label}: exporting the backbone-alone graph")
+        save_model(trace_features(model, reduce=False), target / BACKBONE_NAME)
+        paths["backbone_graph"] = str(target / BACKBONE_NAME)
+    if eager:
+        say(f"{label}: saving the module state for the eager rows")
+        torch.save(model.state_dict(), target / STATE_NAME)
+        paths["state"] = str(target / STATE_NAME)
+    seconds = time.perf_counter() - start
+    manifest = {**base, **paths, "seconds": seconds}
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    say(f"{label}: models ready in {seconds:.0f} s")
+    return Artifacts(**base, label=label, **paths, seconds=seconds, reused=False)
+
+
+def _fit_synthetic(model: Any, frames: int, crop: int, accumulator_cls: Any, torch: Any) -> None:
+    """Fit the Gaussians on random uint8 frames, a few at a time (float64 accumulators freed on return)."""
+    if frames < 2:
+        raise ValueError(f"fit_frames must be >= 2, got {frames}")
+    rng = np.random.default_rng(0)
+    accumulator = accumulator_cls(model.patches, model.config.dims)
+    with torch.inference_mode():
+        for lo in range(0, frames, 4):
+            batch = rng.integers(0, 256, (min(4, frames - lo), crop, crop, 3), dtype=np.uint8)
+            accumulator.update(model.embed(batch))
+    mean, inv_covariance = accumulator.finalize()
+    del accumulator
+    model.set_gaussians(mean, inv_covariance)

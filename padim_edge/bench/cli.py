@@ -1,0 +1,305 @@
+"""``padim-bench``: end-to-end latency, throughput, load time and memory of PaDiM through the runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from padim_edge.bench.runner import (
+    DEFAULT_BATCH_SIZES,
+    DEVICE_PROVIDERS,
+    BenchConfig,
+    available_devices,
+    run_benchmark,
+)
+from padim_edge.bench.timing import TimingPolicy
+
+BACKBONE_CHOICES = ("r18", "wr50", "mnv2")
+
+
+def parse_int_list(text: str, *, name: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]`` (positive integers, duplicates dropped, order kept).
+
+    Raises:
+        click.BadParameter: Not a comma-separated list of positive integers.
+    """
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise click.BadParameter(f"{name}: {part!r} is not an integer") from None
+        if value < 1:
+            raise click.BadParameter(f"{name}: {value} must be >= 1")
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise click.BadParameter(f"{name}: empty list")
+    return values
+
+
+def parse_threads(text: str) -> list[str]:
+    """``"1,all"`` -> ``["1", "all"]``.
+
+    Raises:
+        click.BadParameter: An item that is neither ``all`` nor a positive integer.
+    """
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    for item in items:
+        if item != "all" and not (item.isdigit() and int(item) >= 1):
+            raise click.BadParameter(f"--threads: {item!r} is neither 'all' nor a positive integer")
+    if not items:
+        raise click.BadParameter("--threads: empty list")
+    return list(dict.fromkeys(items))
+
+
+def parse_devices(text: str | None) -> list[str] | None:
+    """``"cpu,cuda"`` -> ``["cpu", "cuda"]``; ``None`` (default) -> every available device.
+
+    Raises:
+        click.BadParameter: An unknown device name.
+    """
+    if text is None:
+        return None
+    items = [d.strip().lower() for d in text.split(",") if d.strip()]
+    unknown = [d for d in items if d not in DEVICE_PROVIDERS]
+    if unknown or not items:
+        raise click.BadParameter(
+            f"--device: unknown {unknown or text!r}; choose from {', '.join(DEVICE_PROVIDERS)}"
+        )
+    return list(dict.fromkeys(items))
+
+
+def parse_frame(text: str) -> tuple[int, int]:
+    """``"224"`` -> (224, 224); ``"480x640"`` -> (480, 640) as (H, W).
+
+    Raises:
+        click.BadParameter: Not ``N`` or ``HxW`` with positive integers.
+    """
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"--frame-size: expected N or HxW, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise click.BadParameter(f"--frame-size: expected N or HxW with positive sizes, got {text!r}")
+    return sizes[0], sizes[1]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "--backbone",
+    "backbones",
+    type=click.Choice(BACKBONE_CHOICES),
+    multiple=True,
+    help="Build this backbone (random-init weights, Gaussians fitted on synthetic frames) and benchmark it. "
+    "Repeat for several: --backbone r18 --backbone wr50. Default: r18, unless --model is given.",
+)
+@click.option(
+    "--model",
+    "models",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="Benchmark an existing padim-edge .onnx (e.g. an INT8 / FP16 variant from padim-calibrate) "
+    "instead of building one; its rows are labelled from its metadata ('R18-Rd100 int8'). Repeatable. "
+    "Backbone-alone and eager comparators are rebuilt from the metadata (random weights, identity "
+    "Sigma^-1 for eager).",
+)
+@click.option(
+    "--batch-sizes",
+    default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+    show_default=True,
+    help="Batch sweep, comma-separated. Each configuration runs them ascending; a batch size that fails "
+    "(out of memory) stops that configuration's sweep with a note.",
+)
+@click.option(
+    "--threads",
+    default="1,all",
+    show_default=True,
+    help="CPU thread counts, comma-separated: integers or 'all' (every usable logical CPU). Sets "
+    "onnxruntime's intra-op threads (inter-op 1) and torch.set_num_threads alike. GPU devices ignore it.",
+)
+@click.option(
+    "--device",
+    "device",
+    default=None,
+    help="Devices, comma-separated, from cpu, cuda, tensorrt. Default: every one this onnxruntime build has "
+    f"(here: {','.join(available_devices())}). Requested devices whose provider is missing are skipped "
+    "with a note.",
+)
+@click.option(
+    "--min-seconds",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Time each batch size for at least this long...",
+)
+@click.option(
+    "--min-reps",
+    type=int,
+    default=100,
+    show_default=True,
+    help="...and for at least this many calls, whichever comes later.",
+)
+@click.option(
+    "--max-seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Cap per batch size: stop after this long even below --min-reps (never below 5 calls).",
+)
+@click.option(
+    "--warmup", type=int, default=3, show_default=True, help="Untimed warm-up calls per batch size."
+)
+@click.option(
+    "--frame-size",
+    default="224",
+    show_default=True,
+    help="Input frames: N (NxN) or HxW, uint8 RGB. The graph resizes, so e.g. 480x640 camera frames work.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("benchmarks/results"),
+    show_default=True,
+    help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot).",
+)
+@click.option("--name", default="bench", show_default=True, help="File stem of the outputs.")
+@click.option("--no-eager", is_flag=True, help="Skip the PyTorch eager rows.")
+@click.option("--no-backbone", is_flag=True, help="Skip the truncated-backbone-alone rows.")
+@click.option(
+    "--dims", type=int, help="Channels kept by built models (default: 100 for r18/mnv2, 550 for wr50)."
+)
+@click.option("--resize", type=int, default=256, show_default=True, help="Resize edge of built models.")
+@click.option("--crop", type=int, default=224, show_default=True, help="Crop edge of built models.")
+@click.option(
+    "--fit-frames",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Synthetic frames the built models are fitted on.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the built models here and reuse them on later runs with the same configuration "
+    "(default: a temporary folder, deleted at the end). WR50-Rd550 takes minutes and ~6.5 GB to build.",
+)
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Measure in this process instead of one fresh subprocess per configuration (faster; peak RSS "
+    "is then the whole process's, marked so).",
+)
+@click.option(
+    "--wait-idle",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Before each configuration wait up to this many seconds for other processes to leave the CPU "
+    "(shared machines). Every row records the background CPU share measured while it ran either way.",
+)
+@click.option(
+    "--retries",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Measure a configuration again (up to this many times) when other processes used more than 10% of "
+    "the CPU while it was timed; the least contended attempt is kept.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def main(
+    backbones: tuple[str, ...],
+    models: tuple[Path, ...],
+    batch_sizes: str,
+    threads: str,
+    device: str | None,
+    min_seconds: float,
+    min_reps: int,
+    max_seconds: float,
+    warmup: int,
+    frame_size: str,
+    output: Path,
+    name: str,
+    no_eager: bool,
+    no_backbone: bool,
+    dims: int | None,
+    resize: int,
+    crop: int,
+    fit_frames: int,
+    workdir: Path | None,
+    in_process: bool,
+    wait_idle: float,
+    retries: int,
+    quiet: bool,
+) -> None:
+    """Benchmark PaDiM end to end through the runtime, like the paper's Table VII.
+
+    For each model, device and thread count it times, over a batch sweep: the fused ONNX graph through
+    padim_edge.runtime (the product), the truncated backbone alone exported the same way (so
+    fused / backbone is the head's overhead), and the PyTorch eager module (so eager / fused is the
+    speed-up). Rows: p50/p90/p99 latency per batch and per image, images/s, size on disk, load time,
+    peak RSS. Writes JSON, markdown and a PNG plot to --output.
+
+    \b
+    Quick run:   padim-bench --batch-sizes 1,8 --min-reps 20 --min-seconds 1
+    Table VII:   python benchmarks/table7.py
+    A variant:   padim-bench --model model_int8.onnx --threads all
+    """
+    from padim_edge.bench import report
+
+    try:
+        policy = TimingPolicy(
+            warmup=warmup,
+            min_reps=min_reps,
+            min_seconds=min_seconds,
+            max_seconds=max(max_seconds, min_seconds),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    config = BenchConfig(
+        backbones=list(backbones) if backbones or models else ["r18"],
+        models=list(models),
+        batch_sizes=parse_int_list(batch_sizes, name="--batch-sizes"),
+        threads=parse_threads(threads),
+        devices=parse_devices(device),
+        policy=policy,
+        frame=parse_frame(frame_size),
+        dims=dims,
+        resize=resize,
+        crop=crop,
+        fit_frames=fit_frames,
+        eager=not no_eager,
+        backbone=not no_backbone,
+        isolate=not in_process,
+        workdir=workdir,
+        wait_idle=wait_idle,
+        retries=max(0, retries),
+        progress=not quiet,
+    )
+    try:
+        result = run_benchmark(config)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    paths = report.write_all(result, output, stem=name)
+    checks = report.targets(result.rows)
+    for check in checks:
+        if check["value"] is not None:
+            verdict = "PASS" if check["passed"] else "FAIL"
+            click.echo(
+                f"{check['check']}: {check['value']:.2f}x (target {check['target']}) {verdict}", err=True
+            )
+    click.echo(f"{len(result.rows)} rows in {result.seconds:.0f} s", err=True)
+    for path in paths.values():
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

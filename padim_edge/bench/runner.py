@@ -1,0 +1,429 @@
+"""Plan and run a benchmark: models x devices x threads x engines, each swept over batch sizes.
+
+Every (model, engine, device, threads) configuration is measured by its own worker: by default a
+fresh Python process (:mod:`padim_edge.bench.worker`), so its peak RSS is that configuration's own
+and an onnxruntime worker never has torch loaded. ``isolate=False`` runs everything in this process
+(fast, for tests); rows then say their peak RSS is the whole process's.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from padim_edge.bench import system
+from padim_edge.bench.artifacts import Artifacts, paper_name
+from padim_edge.bench.timing import Summary, TimingPolicy
+from padim_edge.bench.worker import files_bytes, run_job
+
+#: Device name -> the onnxruntime provider it needs.
+DEVICE_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+VARIANTS = ("fused", "backbone", "eager")
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+#: Background CPU share (other processes) above which a measurement counts as contended.
+CONTENDED = 0.10
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark.
+
+    Attributes:
+        backbones: Backbones to build (random-init, fitted on synthetic frames) and benchmark.
+        models: Existing fused model files to benchmark instead of (or besides) built ones.
+        batch_sizes: Batch sweep (each configuration runs them ascending).
+        threads: CPU thread settings: positive integers or ``"all"`` (every usable logical CPU).
+        devices: ``cpu``, ``cuda``, ``tensorrt``; ``None``: every one this onnxruntime build has.
+            Requested devices whose provider is missing are skipped with a note.
+        policy: Warm-up and repetition policy per batch size.
+        frame: Input frame ``(H, W)``; the graph resizes, so any size works.
+        dims: Channels kept (``None``: the paper setting of each backbone).
+        resize: Square resize edge of built models.
+        crop: Center-crop edge of built models.
+        seed: Channel-subset seed.
+        fit_frames: Synthetic frames the built models' Gaussians are fitted on.
+        eager: Include the PyTorch eager rows.
+        backbone: Include the backbone-alone rows.
+        isolate: One fresh subprocess per configuration (per-model peak RSS).
+        workdir: Where exported models go and are reused from (``None``: a temporary folder,
+            deleted afterwards).
+        wait_idle: Seconds to wait, before each configuration, for other processes to leave the CPU.
+        retries: Times to measure again a configuration timed while other processes used more than
+            :data:`CONTENDED` of the CPU (the least contended attempt is kept).
+        progress: Progress lines on stderr.
+    """
+
+    backbones: list[str] = field(default_factory=lambda: ["r18"])
+    models: list[Path] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
+    threads: list[str] = field(default_factory=lambda: ["1", "all"])
+    devices: list[str] | None = None
+    policy: TimingPolicy = field(default_factory=TimingPolicy)
+    frame: tuple[int, int] = (224, 224)
+    dims: int | None = None
+    resize: int = 256
+    crop: int = 224
+    seed: int = 0
+    fit_frames: int = 8
+    eager: bool = True
+    backbone: bool = True
+    isolate: bool = True
+    workdir: Path | None = None
+    wait_idle: float = 0.0
+    retries: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON values."""
+        values = asdict(self)
+        values["models"] = [str(m) for m in self.models]
+        values["workdir"] = str(self.workdir) if self.workdir else None
+        values["frame"] = list(self.frame)
+        values["policy"] = self.policy.to_dict()
+        return values
+
+
+@dataclass
+class BenchResult:
+    """Rows of a benchmark with the machine and settings that produced them.
+
+    Attributes:
+        machine: :func:`padim_edge.bench.system.machine_info` at the start.
+        runs: Settings of each run merged into this result.
+        rows: One dict per (model, variant, engine, device, threads, batch size).
+        notes: Skipped devices, failed batch sizes, caveats.
+        seconds: Wall time of all runs.
+    """
+
+    machine: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def merge(self, other: BenchResult) -> BenchResult:
+        """This result followed by ``other``'s runs, rows and notes (machine info of the first)."""
+        return BenchResult(
+            machine=self.machine,
+            runs=self.runs + other.runs,
+            rows=self.rows + other.rows,
+            notes=self.notes + [n for n in other.notes if n not in self.notes],
+            seconds=self.seconds + other.seconds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BenchResult:
+        """Inverse of :meth:`to_dict` (extra keys such as derived tables are ignored)."""
+        keys = ("machine", "runs", "rows", "notes", "seconds")
+        return cls(**{k: values[k] for k in keys if k in values})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One model to benchmark, with the comparators built for it."""
+
+    label: str
+    fused: str | None
+    backbone_graph: str | None
+    state: str | None
+    module: dict[str, Any]
+    precision: str
+
+
+def _log(config: BenchConfig, message: str) -> None:
+    if config.progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def available_devices() -> list[str]:
+    """Devices whose provider this onnxruntime build has, CPU first."""
+    from padim_edge.runtime.providers import available
+
+    have = set(available())
+    return [device for device, provider in DEVICE_PROVIDERS.items() if provider in have]
+
+
+def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
+    """Devices to run and notes for those skipped (provider missing from this build).
+
+    Raises:
+        ValueError: An unknown device name.
+    """
+    have = available_devices()
+    if requested is None:
+        return have, []
+    notes = []
+    devices = []
+    for device in requested:
+        if device not in DEVICE_PROVIDERS:
+            raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICE_PROVIDERS)}")
+        if device in have:
+            devices.append(device)
+        else:
+            notes.append(
+                f"{device}: skipped, {DEVICE_PROVIDERS[device]} is not in this onnxruntime build "
+                f"(it has {', '.join(system.onnxruntime_info()[1])})"
+            )
+    return devices, notes
+
+
+def read_model_metadata(path: Path) -> dict[str, Any]:
+    """Backbone, dims, resize, crop, seed and precision of a padim-edge model file, without its weights."""
+    import onnx
+
+    from padim_edge import metadata
+
+    proto = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    info = metadata.parse(props, source=str(path))
+    return {
+        "backbone": info.backbone,
+        "dims": info.dims,
+        "resize": info.resize,
+        "crop": info.crop,
+        "seed": int(props.get(metadata.PREFIX + "seed", "0")),
+        "precision": info.precision,
+    }
+
+
+def _prepare(config: BenchConfig, workdir: Path, backbone: str, **kwargs: Any) -> Artifacts:
+    spec = {
+        "job": "prepare",
+        "args": {
+            "backbone": backbone,
+            "folder": str(workdir),
+            "resize": kwargs.pop("resize", config.resize),
+            "crop": kwargs.pop("crop", config.crop),
+            "seed": kwargs.pop("seed", config.seed),
+            "fit_frames": config.fit_frames,
+            "progress": config.progress,
+            **kwargs,
+        },
+    }
+    return Artifacts.from_dict(run_job(spec, isolate=config.isolate))
+
+
+def _subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
+    subjects = []
+    for backbone in config.backbones:
+        art = _prepare(
+            config, workdir, backbone, dims=config.dims, backbone_alone=config.backbone, eager=config.eager
+        )
+        module = {
+            "backbone": art.backbone,
+            "dims": art.dims,
+            "resize": art.resize,
+            "crop": art.crop,
+            "seed": art.seed,
+        }
+        subjects.append(Subject(art.label, art.fused, art.backbone_graph, art.state, module, "fp32"))
+    for path in config.models:
+        meta = read_model_metadata(path)
+        module = {k: meta[k] for k in ("backbone", "dims", "resize", "crop", "seed")}
+        label = f"{paper_name(meta['backbone'], meta['dims'])} {meta['precision']}"
+        graph = None
+        if config.backbone:
+            art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **module)
+            graph = art.backbone_graph
+        subjects.append(Subject(label, str(path), graph, None, module, meta["precision"]))
+    return subjects
+
+
+def _rows(
+    subject: Subject, variant: str, job: dict[str, Any], result: dict[str, Any], model_bytes: int | None
+) -> list[dict[str, Any]]:
+    load = result["load"] or {}
+    frame = job["frame"]
+    rows = []
+    for point in result["points"]:
+        batch = point["batch"]
+        latency = Summary(**point["latency_s"])
+        per_image = latency.scaled(1e3 / batch)
+        rows.append(
+            {
+                "model": subject.label,
+                "variant": variant,
+                "engine": load.get("engine"),
+                "engine_version": load.get("engine_version"),
+                "provider": (load.get("providers") or ["?"])[0],
+                "providers": load.get("providers"),
+                "device": job["device"],
+                "threads": job["threads"],
+                "threads_label": job["threads_label"],
+                "batch": batch,
+                "frame": f"{frame[0]}x{frame[1]}",
+                "precision": load.get("precision", "fp32") if variant == "fused" else "fp32",
+                "reps": latency.reps,
+                "latency_ms": latency.scaled(1e3).to_dict(),
+                "per_image_ms": {k: getattr(per_image, k) for k in ("mean", "p50", "p90", "p99")},
+                "images_per_s": batch * latency.reps / latency.total,
+                "model_bytes": model_bytes,
+                "load_s": load.get("load_s"),
+                "first_call_s": load.get("first_call_s"),
+                "rss_before_load_mb": load.get("rss_before_load_mb"),
+                "rss_after_load_mb": load.get("rss_after_load_mb"),
+                "peak_rss_mb": point["peak_rss_mb"],
+                "peak_rss_scope": "subprocess" if job["isolate"] else "process",
+                "background_cpu": point.get("background_cpu"),
+            }
+        )
+    return rows
+
+
+def run_benchmark(config: BenchConfig) -> BenchResult:
+    """Run every configuration of ``config`` and collect the rows.
+
+    Raises:
+        ValueError: No device left to run, or a bad setting.
+    """
+    start = time.perf_counter()
+    if not config.backbones and not config.models:
+        raise ValueError("nothing to benchmark: give at least one backbone or model file")
+    if not config.batch_sizes or min(config.batch_sizes) < 1:
+        raise ValueError(f"batch sizes must be positive, got {config.batch_sizes}")
+    devices, notes = plan_devices(config.devices)
+    for note in notes:
+        _log(config, note)
+    if not devices:
+        raise ValueError("none of the requested devices is available: " + "; ".join(notes))
+    threads = [system.resolve_threads(t) for t in config.threads]
+    machine = system.machine_info()
+    temporary = config.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="padim-bench-")) if temporary else Path(config.workdir)
+    rows: list[dict[str, Any]] = []
+    settings = config.to_dict()
+    settings["devices_run"] = devices
+    settings["threads_resolved"] = [{"label": label, "threads": count} for label, count in threads]
+    settings["started"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    try:
+        subjects = _subjects(config, workdir)
+        outcomes: list[tuple[Subject, str, dict[str, Any], dict[str, Any]]] = []
+        for subject in subjects:
+            for device in devices:
+                settings_for_device = threads if device == "cpu" else [("-", None)]
+                for threads_label, count in settings_for_device:
+                    for variant in VARIANTS:
+                        job = _job(config, subject, variant, device, threads_label, count, notes)
+                        if job is not None:
+                            _log(config, f"{subject.label} {variant} on {device}, threads {threads_label}")
+                            outcomes.append((subject, variant, job, _measure(config, job)))
+        _retry_contended(config, outcomes, notes)
+        for subject, variant, job, result in outcomes:
+            path = job.get("path")
+            rows.extend(_rows(subject, variant, job, result, files_bytes(path) if path else None))
+            if result["error"]:
+                where = f"{subject.label} {variant} {job['device']} threads={job['threads_label']}"
+                more = "; larger batch sizes not measured" if result["points"] else ""
+                notes.append(f"{where}: {result['error']}{more}")
+    finally:
+        if temporary:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return BenchResult(
+        machine=machine, runs=[settings], rows=rows, notes=notes, seconds=time.perf_counter() - start
+    )
+
+
+def background(result: dict[str, Any]) -> float:
+    """Largest background CPU share seen while a configuration was timed (0 when unknown)."""
+    return max((point.get("background_cpu") or 0.0 for point in result["points"]), default=0.0)
+
+
+def _measure(config: BenchConfig, job: dict[str, Any]) -> dict[str, Any]:
+    if config.wait_idle > 0:
+        system.wait_for_idle(timeout=config.wait_idle, threshold=CONTENDED, log=lambda m: _log(config, m))
+    return run_job(job, isolate=config.isolate)
+
+
+def _retry_contended(
+    config: BenchConfig, outcomes: list[tuple[Subject, str, dict[str, Any], dict[str, Any]]], notes: list[str]
+) -> None:
+    """Measure again, up to ``config.retries`` times, configurations timed while others used the CPU.
+
+    Keeps, per configuration, the attempt with the least background load (in place).
+    """
+    redone: list[str] = []
+    for attempt in range(config.retries):
+        pending = [i for i, (*_, result) in enumerate(outcomes) if background(result) > CONTENDED]
+        if not pending:
+            break
+        _log(
+            config,
+            f"re-measuring {len(pending)} configuration(s) timed on a busy machine (round {attempt + 1})",
+        )
+        for i in pending:
+            subject, variant, job, old = outcomes[i]
+            _log(
+                config,
+                f"{subject.label} {variant} on {job['device']}, threads {job['threads_label']} "
+                f"(was {background(old):.0%} busy)",
+            )
+            new = _measure(config, job)
+            redone.append(subject.label)
+            if new["points"] and (
+                background(new) < background(old) or len(new["points"]) > len(old["points"])
+            ):
+                outcomes[i] = (subject, variant, job, new)
+    if redone:
+        notes.append(
+            f"{', '.join(dict.fromkeys(redone))}: {len(redone)} configuration measurement(s) repeated "
+            f"because other processes used more than {CONTENDED:.0%} of the CPU; the least contended attempt "
+            "is kept"
+        )
+
+
+def _job(
+    config: BenchConfig,
+    subject: Subject,
+    variant: str,
+    device: str,
+    threads_label: str,
+    threads: int | None,
+    notes: list[str],
+) -> dict[str, Any] | None:
+    """The worker spec of one configuration, or ``None`` when it does not apply."""
+    base = {
+        "job": "measure",
+        "variant": variant,
+        "device": device,
+        "threads": threads,
+        "threads_label": threads_label,
+        "batch_sizes": sorted(set(config.batch_sizes)),
+        "frame": list(config.frame),
+        "policy": config.policy.to_dict(),
+        "isolate": config.isolate,
+    }
+    if variant == "fused":
+        return {**base, "engine": "ort", "path": subject.fused} if subject.fused else None
+    if variant == "backbone":
+        if not config.backbone or not subject.backbone_graph:
+            return None
+        return {**base, "engine": "ort", "path": subject.backbone_graph}
+    if not config.eager:
+        return None
+    if device == "tensorrt":
+        note = "eager rows are not run for tensorrt (PyTorch eager has no TensorRT path; see the cuda rows)"
+        if note not in notes:
+            notes.append(note)
+        return None
+    if subject.state is None:
+        note = (
+            f"{subject.label}: the eager module is built from the file's metadata with random weights and "
+            "identity Sigma^-1 of the same shapes (latency does not depend on the values)"
+        )
+        if note not in notes:
+            notes.append(note)
+    return {**base, "engine": "torch", "path": subject.state, "module": subject.module}
