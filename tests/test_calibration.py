@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from padim_edge import graph_names
+from padim_edge import graph_names, onnx_files
 from padim_edge.calibration import (
     CalibrationError,
     calibrate,
@@ -554,7 +554,7 @@ def test_select_variant_table() -> None:
 def test_save_with_external_data(r18_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     proto = onnx.load(str(r18_model))
     decision.bake_threshold(proto, 3.5)
-    monkeypatch.setattr(modelio, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)
     path = tmp_path / "big.onnx"
     (tmp_path / "big.onnx.data").write_bytes(b"stale" * 100)
     files = modelio.save_model(proto, path)
@@ -575,7 +575,7 @@ def test_int8_of_an_external_data_model(
     r18_model: Path, synthetic: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The WR50-Rd550 path (constants past 2 GB) on a small model: every save goes through .data files."""
-    monkeypatch.setattr(modelio, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)
     big = tmp_path / "big.onnx"
     modelio.save_model(onnx.load(str(r18_model)), big)
     out = tmp_path / "big-int8.onnx"

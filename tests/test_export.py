@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from padim_edge import graph_names
+from padim_edge import graph_names, onnx_files
 from padim_edge.export import exporter
 from padim_edge.export.backbones import BACKBONES, WeightsError, build_backbone, get_spec
 from padim_edge.export.pipeline import build_module, check_parity, run_export
@@ -109,7 +109,7 @@ def test_external_data_round_trip_and_missing_file(small_export, tmp_path: Path,
 
 
 def test_external_data_is_automatic_past_the_threshold(small_export, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 1_000)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 1_000)
     result = exporter.export_model(
         small_export.model, tmp_path / "auto.onnx", weights="random-init", train_images=1
     )

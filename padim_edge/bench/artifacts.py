@@ -126,9 +126,10 @@ def prepare(
     import torch
 
     from padim_edge.export.backbones import get_spec
-    from padim_edge.export.exporter import export_model, save_model, trace_features
+    from padim_edge.export.exporter import export_model, trace_features
     from padim_edge.export.gaussian import GaussianAccumulator
     from padim_edge.export.pipeline import build_module
+    from padim_edge.onnx_files import save_model
 
     dims = dims or get_spec(backbone).default_dims
     eager = eager and fused

@@ -1,26 +1,32 @@
 """Reading a padim-edge model with clear errors, and writing calibrated ones (onnx only, no torch).
 
-Writing follows the exporter's rule: a model whose constants pass ~1.8 GB keeps them in one
-external-data file beside it (``<name>.onnx.data``), since protobuf caps a file at 2 GiB.
+Writing goes through :mod:`padim_edge.onnx_files`, as the exporter's does: a model whose constants
+pass ~1.8 GB keeps them in one external-data file beside it (``<name>.onnx.data``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 import onnx.external_data_helper
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
 
 from padim_edge import graph_names, metadata
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.metadata import ModelInfo
+from padim_edge.onnx_files import data_file, needs_external_data, save_model, sha256
 
-#: Above this many bytes of constants a model is written with external data (as the exporter does).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+__all__ = [
+    "SourceModel",
+    "data_file",
+    "file_sha256",
+    "load_model",
+    "needs_external_data",
+    "save_model",
+    "set_props",
+]
 
 
 @dataclass
@@ -45,20 +51,9 @@ class SourceModel:
         return {p.key: p.value for p in self.proto.metadata_props}
 
 
-def data_file(path: Path) -> Path:
-    """The external-data file a model at ``path`` would use."""
-    return path.with_name(path.name + ".data")
-
-
 def file_sha256(path: Path) -> str:
     """SHA-256 of a model file, extended with its external-data file when one sits beside it."""
-    digest = hashlib.sha256()
-    for part in (path, data_file(path)):
-        if part.is_file():
-            with part.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()
+    return sha256([path, data_file(path)])
 
 
 def load_model(path: str | Path) -> SourceModel:
@@ -112,52 +107,3 @@ def set_props(proto: onnx.ModelProto, updates: dict[str, str | None]) -> None:
             props[key] = value
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, props)
-
-
-def initializer_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes held by the model's initializers (inline or external)."""
-    total = 0
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            total += int({e.key: e.value for e in tensor.external_data}.get("length", 0))
-        else:
-            total += len(tensor.raw_data) or numpy_helper.to_array(tensor).nbytes
-    return total
-
-
-def needs_external_data(proto: onnx.ModelProto) -> bool:
-    """Whether ``proto`` is too big to be written as one protobuf file."""
-    return initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
-
-
-def save_model(proto: onnx.ModelProto, path: str | Path, *, check: bool = True) -> list[Path]:
-    """Write ``proto`` to ``path``, with external data only when it is too big to inline.
-
-    A stale ``<name>.data`` is deleted first (onnx appends to an existing one). ``proto`` is left as
-    it was (with its tensors in memory), so it can be edited and saved again.
-
-    Returns:
-        The files written: the ``.onnx`` and, with external data, its ``.onnx.data``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    external = data_file(path)
-    external.unlink(missing_ok=True)
-    if needs_external_data(proto):
-        onnx.save_model(
-            proto,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=external.name,
-            size_threshold=1024,
-        )
-        # saving moved the tensors out of ``proto``: read them back so the caller may keep using it
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        files = [path, external]
-    else:
-        onnx.save_model(proto, str(path))
-        files = [path]
-    if check:
-        onnx.checker.check_model(str(path), full_check=True)
-    return files

@@ -6,7 +6,6 @@ channels they give, the default number of random channels kept, and which ImageN
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +13,8 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
+
+from padim_edge.onnx_files import sha256
 
 
 @dataclass(frozen=True)
@@ -94,15 +95,6 @@ def get_spec(name: str) -> BackboneSpec:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def imagenet_cache_file(spec: BackboneSpec) -> Path:
     """Where torchvision looks for (and downloads) the ImageNet weights of ``spec``."""
     weights = torchvision.models.get_weight(spec.weights)
@@ -153,7 +145,7 @@ def build_backbone(
             raise WeightsError(
                 f"{path} does not fit backbone {spec.name} ({spec.builder}): {' '.join(first)}"
             ) from exc
-        return model.eval(), f"sha256:{sha256_file(path)}"
+        return model.eval(), f"sha256:{sha256([path])}"
     try:
         weights = torchvision.models.get_weight(spec.weights)
         return builder(weights=weights).eval(), f"imagenet:{spec.weights}"

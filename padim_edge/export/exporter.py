@@ -13,7 +13,6 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import onnx
 import torch
@@ -23,6 +22,7 @@ from padim_edge import __version__, graph_names, metadata
 from padim_edge.export.anomaly_map import separable_operator
 from padim_edge.export.graph_head import anomaly_map_nodes, mahalanobis_nodes
 from padim_edge.export.model import PadimModule
+from padim_edge.onnx_files import ExternalData, save_model
 
 OPSET = 18
 INPUT_NAME = graph_names.INPUT
@@ -34,12 +34,8 @@ _STAGE_OF_MODULE = {
     "/features": graph_names.BACKBONE,
     "/reducer": graph_names.REDUCE,
 }
-#: Above this many bytes of constants the model is written with external data (protobuf caps at 2 GiB).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 #: Column blocks of the packed symmetric Sigma^-1 storage (see graph_head); measured in benchmarks/.
 DEFAULT_BLOCKS = 3
-
-ExternalData = Literal["auto", "always", "never"]
 
 
 class _FeatureGraph(nn.Module):
@@ -158,50 +154,6 @@ def model_metadata(model: PadimModule, *, weights: str, train_images: int) -> di
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
     )
-
-
-def initializer_bytes(model: onnx.ModelProto) -> int:
-    """Bytes held by the model's initializers (inline or external)."""
-    total = 0
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            total += int({e.key: e.value for e in tensor.external_data}.get("length", 0))
-        else:
-            total += len(tensor.raw_data) or onnx.numpy_helper.to_array(tensor).nbytes
-    return total
-
-
-def save_model(
-    model: onnx.ModelProto, path: str | Path, *, external_data: ExternalData = "auto", check: bool = True
-) -> list[Path]:
-    """Write ``model`` to ``path``, with external data when asked or when it is too big to inline.
-
-    Returns:
-        The files written: the ``.onnx`` and, with external data, ``<name>.data`` beside it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data_file = path.with_name(path.name + ".data")
-    data_file.unlink(missing_ok=True)  # onnx appends to an existing data file
-    external = external_data == "always" or (
-        external_data == "auto" and initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    )
-    if external_data == "never" and initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-        raise ValueError("the model's constants exceed the 2 GB protobuf limit; use external data")
-    if external:
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_file.name,
-            size_threshold=1024,
-        )
-    else:
-        onnx.save_model(model, str(path))
-    if check:
-        onnx.checker.check_model(str(path), full_check=True)
-    return [path, data_file] if external else [path]
 
 
 @dataclass(frozen=True)
