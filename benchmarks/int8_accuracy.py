@@ -44,7 +44,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from padim_edge import graph_names
-from padim_edge.calibration import calibrate
+from padim_edge.calibration.pipeline import calibrate
 from padim_edge.images import iter_batches, list_images
 from padim_edge.runtime import PadimModel
 

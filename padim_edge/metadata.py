@@ -1,34 +1,132 @@
-"""The model's ``metadata_props``: key names and a typed view of them.
+"""The model's ``metadata_props``: the key table and a typed view of them.
 
-Written by the exporter and the calibrator, read by the runtime. Pure Python, no torch, no onnx.
+Written by the exporter and the calibrator, read by the runtime, benchmarks and reports. Every key a
+padim-edge model may carry is a row of :data:`KEYS`; :func:`encode` refuses any other, so a key
+cannot be misspelt in one module and read under another name elsewhere. Pure Python, no torch, no onnx.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Marks a file as a padim-edge model; its value is the format version of the metadata below.
 FORMAT_KEY = "padim_edge.format"
 FORMAT_VERSION = "1"
-
-#: Keys every padim-edge model carries (``padim_edge.`` prefix keeps them apart from other tools').
-KEYS = (
-    "version",  # toolkit version that wrote the file
-    "backbone",  # r18 | wr50 | mnv2
-    "dims",  # channels kept after the random reduction
-    "channels",  # channels before the reduction
-    "resize",  # square resize edge before the crop
-    "crop",  # center crop edge = anomaly map edge
-    "feature_size",  # patch grid edge (crop / stride of the first tap)
-    "sigma",  # Gaussian blur sigma on the anomaly map
-    "weights",  # imagenet | sha256:<hex> of a state_dict file | random-init
-    "seed",  # seed of the channel subset
-    "channel_indices",  # JSON list of the kept channels, in embedding order
-    "train_images",  # number of images the Gaussians were fitted on
-    "created",  # ISO-8601 UTC creation time
-)
+#: Every other key is stored with this prefix, to keep it apart from other tools' properties.
 PREFIX = "padim_edge."
+
+
+@dataclass(frozen=True)
+class Key:
+    """One metadata property.
+
+    Attributes:
+        name: Key without the prefix.
+        kind: How the string value decodes: ``str``, ``int``, ``float`` or ``json``.
+        description: What it records.
+        required: Every padim-edge model has it.
+    """
+
+    name: str
+    kind: str
+    description: str
+    required: bool = False
+
+    def decode(self, text: str) -> Any:
+        """The typed value of a stored string."""
+        if self.kind == "int":
+            return int(text)
+        if self.kind == "float":
+            return float(text)
+        if self.kind == "json":
+            return json.loads(text)
+        return text
+
+
+KEYS: dict[str, Key] = {
+    key.name: key
+    for key in (
+        # what the model is
+        Key("version", "str", "padim-edge version that wrote the file", required=True),
+        Key("method", "str", "padim (per-patch Gaussians) or patchcore (coreset memory bank)"),
+        Key("backbone", "str", "r18 | wr50 | mnv2", required=True),
+        Key("dims", "int", "embedding channels (PaDiM: kept after the random reduction)", required=True),
+        Key("channels", "int", "channels of the tapped maps before the reduction"),
+        Key("resize", "int", "square resize edge applied to every frame", required=True),
+        Key("crop", "int", "center-crop edge = anomaly-map edge", required=True),
+        Key("feature_size", "int", "patch grid edge (crop / stride of the first tap)"),
+        Key("sigma", "float", "Gaussian blur sigma of the anomaly map"),
+        Key("weights", "str", "imagenet:<enum> | sha256:<state_dict file> | random-init", required=True),
+        Key("seed", "int", "seed of the channel subset and of a random-init backbone"),
+        Key("channel_indices", "json", "the kept channels, in embedding order"),
+        Key("train_images", "int", "normal images the model was fitted on", required=True),
+        Key("train_scores", "json", "scores of training images: count, p50, p99, max, map_p50"),
+        Key("created", "str", "ISO-8601 UTC creation time"),
+        # how the graph computes
+        Key("precision", "str", "backbone arithmetic: fp32 | int8 | fp16"),
+        Key("head_precision", "str", "head constants and arithmetic: fp32 | fp16 | int8"),
+        Key("opset", "int", "ONNX opset of the default domain"),
+        Key("ir_version", "int", "ONNX IR version of the file"),
+        Key("target", "str", "default (any onnxruntime EP) | tensorrt (fixed input size, no antialias op)"),
+        Key("input_size", "json", "[H, W] the graph is built for (tensorrt target); absent: any size"),
+        Key("external_data", "json", "the .onnx.data file: file name, bytes, sha256"),
+        # calibration
+        Key("quant_format", "str", "INT8 format: qoperator | qdq"),
+        Key("calibration_images", "int", "frames the INT8 activation ranges were measured on"),
+        Key("calibration_method", "str", "how INT8 activation ranges were chosen"),
+        Key("gaussians", "json", "how the head's statistics were (re)fitted for this variant"),
+        Key("fidelity", "json", "variant vs float32 on held-out normal frames (rank correlation, map error)"),
+        Key("source_model", "json", "the float32 model a variant was made from: file, sha256"),
+        Key("calibrated", "str", "ISO-8601 UTC time of the last padim-calibrate run"),
+        Key("calibrated_with", "str", "padim-edge version of the last padim-calibrate run"),
+        Key("threshold", "float", "decision threshold: is_anomalous = score > threshold"),
+        Key("threshold_method", "str", "target-fpr | f1"),
+        Key("threshold_target_fpr", "float", "requested false-positive rate"),
+        Key("threshold_images", "int", "normal images the threshold was chosen on"),
+        Key("threshold_fpr", "float", "false-positive rate on those images"),
+        Key("threshold_precision", "float", "precision on the labelled images (f1)"),
+        Key("threshold_recall", "float", "recall on the labelled images (f1)"),
+    )
+}
+#: Keys describing a baked threshold (removed together when a variant drops it).
+THRESHOLD_KEYS = tuple(name for name in KEYS if name.startswith("threshold"))
+
+
+def prop(name: str) -> str:
+    """The stored property name of a key: ``threshold`` -> ``padim_edge.threshold``.
+
+    Raises:
+        KeyError: ``name`` is not in :data:`KEYS`.
+    """
+    if name not in KEYS:
+        raise KeyError(f"unknown padim-edge metadata key {name!r}; add it to padim_edge.metadata.KEYS")
+    return PREFIX + name
+
+
+def _text(value: object) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+
+
+def encode(values: dict[str, object]) -> dict[str, str]:
+    """``{key: value}`` -> stored string properties (lists and dicts as JSON), with the format marker.
+
+    Raises:
+        KeyError: A key that is not in :data:`KEYS`.
+    """
+    out = {FORMAT_KEY: FORMAT_VERSION}
+    out.update({prop(key): _text(value) for key, value in values.items()})
+    return out
+
+
+def encode_updates(values: dict[str, object | None]) -> dict[str, str | None]:
+    """Like :func:`encode`, for edits: a ``None`` value means "remove this key"; no format marker."""
+    return {prop(key): None if value is None else _text(value) for key, value in values.items()}
+
+
+class NotAPadimModelError(ValueError):
+    """The file is a valid ONNX model, but not one padim-edge wrote."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +135,17 @@ class ModelInfo:
 
     Attributes:
         backbone: Backbone name (``r18``, ``wr50``, ``mnv2``).
-        dims: Embedding channels kept.
+        dims: Embedding channels.
         resize: Square resize edge applied to every input frame.
         crop: Center-crop edge; anomaly maps are ``crop x crop``.
         weights: Identity of the backbone weights.
         train_images: Number of normal images the model was fitted on.
+        method: ``padim`` or ``patchcore``.
         threshold: Decision threshold baked by ``padim-calibrate``, if any.
         precision: ``fp32``, ``int8`` or ``fp16`` (backbone arithmetic).
+        head_precision: ``fp32``, ``fp16`` or ``int8`` (the method head's constants and arithmetic).
+        target: ``default`` or ``tensorrt``.
+        input_size: ``(H, W)`` the graph is fixed to, or ``None`` for any size.
         raw: Every metadata property, as strings.
     """
 
@@ -53,8 +155,12 @@ class ModelInfo:
     crop: int
     weights: str
     train_images: int
+    method: str = "padim"
     threshold: float | None = None
     precision: str = "fp32"
+    head_precision: str = "fp32"
+    target: str = "default"
+    input_size: tuple[int, int] | None = None
     raw: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -62,9 +168,20 @@ class ModelInfo:
         """Whether the backbone had random (untrained) weights: fine for latency, not for accuracy."""
         return self.weights == "random-init"
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """The typed value of any key in :data:`KEYS`, or ``default`` when the model lacks it."""
+        text = self.raw.get(prop(name))
+        return default if text is None else KEYS[name].decode(text)
 
-class NotAPadimModelError(ValueError):
-    """The file is a valid ONNX model, but not one padim-edge wrote."""
+    @property
+    def description(self) -> str:
+        """One line: ``padim r18, dims 100, crop 224, fp32 backbone / int8 head``."""
+        head = f" / {self.head_precision} head" if self.head_precision != "fp32" else ""
+        size = f", input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
+        return (
+            f"{self.method} {self.backbone}, dims {self.dims}, crop {self.crop}, "
+            f"{self.precision} backbone{head}{size}"
+        )
 
 
 def parse(props: dict[str, str], *, source: str = "model") -> ModelInfo:
@@ -82,34 +199,27 @@ def parse(props: dict[str, str], *, source: str = "model") -> ModelInfo:
             f"{source} is an ONNX model but not a padim-edge model (no '{FORMAT_KEY}' metadata); "
             "export one with `padim-export`."
         )
-    missing = [
-        k
-        for k in ("backbone", "dims", "resize", "crop", "weights", "train_images")
-        if PREFIX + k not in props
-    ]
+    missing = [name for name, key in KEYS.items() if key.required and PREFIX + name not in props]
     if missing:
         raise NotAPadimModelError(f"{source}: padim-edge metadata is incomplete, missing {missing}")
 
-    def get(key: str) -> str:
-        return props[PREFIX + key]
+    def get(name: str, default: Any = None) -> Any:
+        text = props.get(PREFIX + name)
+        return default if text is None else KEYS[name].decode(text)
 
-    threshold = props.get(PREFIX + "threshold")
+    size = get("input_size")
     return ModelInfo(
         backbone=get("backbone"),
-        dims=int(get("dims")),
-        resize=int(get("resize")),
-        crop=int(get("crop")),
+        dims=get("dims"),
+        resize=get("resize"),
+        crop=get("crop"),
         weights=get("weights"),
-        train_images=int(get("train_images")),
-        threshold=float(threshold) if threshold is not None else None,
-        precision=props.get(PREFIX + "precision", "fp32"),
+        train_images=get("train_images"),
+        method=get("method", "padim"),
+        threshold=get("threshold"),
+        precision=get("precision", "fp32"),
+        head_precision=get("head_precision", "fp32"),
+        target=get("target", "default"),
+        input_size=(int(size[0]), int(size[1])) if size else None,
         raw=dict(props),
     )
-
-
-def encode(values: dict[str, object]) -> dict[str, str]:
-    """Turn ``{key: value}`` into prefixed string properties (lists and dicts as JSON)."""
-    out = {FORMAT_KEY: FORMAT_VERSION}
-    for key, value in values.items():
-        out[PREFIX + key] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return out

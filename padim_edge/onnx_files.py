@@ -1,39 +1,45 @@
-"""Writing and identifying ``.onnx`` files: external data, size, hashes (onnx only, no torch).
+"""Writing ``.onnx`` files safely: staged, checked, then renamed into place (onnx only, no torch).
 
-Shared by the exporter and the calibrator, so both write big models the same way: constants past
-the protobuf limit go to one ``<name>.onnx.data`` file beside the model.
+Shared by the exporter, the calibrator and the benchmarks, so every model is written the same way:
+
+* constants past the protobuf limit go to one ``<name>.onnx.data`` file beside the model, and the
+  model's metadata records that file's size and SHA-256 (:mod:`padim_edge.integrity`);
+* both files are written into a temporary folder beside the target, checked (``onnx.checker``, and
+  an optional caller's check such as the exporter's parity test), fsynced, and only then renamed over
+  the old pair: the data file first, then the model. An interrupted or failed save leaves the old
+  model as it was; a crash between the two renames leaves a pair the runtime refuses by name.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import onnx
+import onnx.external_data_helper
 from onnx import numpy_helper
+
+from padim_edge import metadata
+from padim_edge.atomic import OutputError, Stage
+from padim_edge.integrity import data_record, sha256
+from padim_edge.naming import data_file
+
+__all__ = [
+    "EXTERNAL_DATA_THRESHOLD",
+    "ExternalData",
+    "data_file",
+    "initializer_bytes",
+    "needs_external_data",
+    "save_model",
+    "set_props",
+    "sha256",
+]
 
 #: Above this many bytes of constants the model is written with external data (protobuf caps at 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 ExternalData = Literal["auto", "always", "never"]
-
-
-def data_file(path: Path) -> Path:
-    """The external-data file a model at ``path`` uses (``<name>.onnx.data``)."""
-    return path.with_name(path.name + ".data")
-
-
-def sha256(paths: Iterable[Path]) -> str:
-    """Hex sha256 of the concatenated contents of the existing files among ``paths``, in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    for part in paths:
-        if part.is_file():
-            with part.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()
 
 
 def initializer_bytes(proto: onnx.ModelProto) -> int:
@@ -52,48 +58,78 @@ def needs_external_data(proto: onnx.ModelProto) -> bool:
     return initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
 
 
-def save_model(
-    proto: onnx.ModelProto, path: str | Path, *, external_data: ExternalData = "auto", check: bool = True
-) -> list[Path]:
-    """Write ``proto`` to ``path``, with external data when asked or when it is too big to inline.
+def set_props(proto: onnx.ModelProto, updates: dict[str, str | None]) -> None:
+    """Set or (value ``None``) remove ``metadata_props`` entries, keeping the others in order."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    for key, value in updates.items():
+        if value is None:
+            props.pop(key, None)
+        else:
+            props[key] = value
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
 
-    A stale ``<name>.data`` is deleted first (onnx appends to an existing one). ``proto`` is left as
-    it was (with its tensors in memory), so it can be edited and saved again.
+
+def save_model(
+    proto: onnx.ModelProto,
+    path: str | Path,
+    *,
+    external_data: ExternalData = "auto",
+    check: bool = True,
+    verify: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Write ``proto`` to ``path`` atomically, with external data when asked or when it is too big to inline.
+
+    ``proto`` is left usable (its tensors in memory), so it can be edited and saved again; its
+    ``external_data`` metadata is set to describe the written data file, or removed.
 
     Args:
         proto: The model.
         path: The ``.onnx`` file to write.
         external_data: ``auto`` (only past :data:`EXTERNAL_DATA_THRESHOLD`), ``always`` or ``never``.
-        check: Run the full ``onnx.checker`` on the written file.
+        check: Run the full ``onnx.checker`` on the written file before it replaces anything.
+        verify: Called with the staged ``.onnx`` path (its data file beside it) before it replaces
+            anything; raising there keeps the old model and writes nothing.
 
     Returns:
         The files written: the ``.onnx`` and, with external data, its ``.onnx.data``.
 
     Raises:
         ValueError: ``never`` was asked for a model past the protobuf limit.
+        OutputError: ``path`` is a folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    external = data_file(path)
-    external.unlink(missing_ok=True)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give the .onnx file to write")
     too_big = needs_external_data(proto)
     if external_data == "never" and too_big:
         raise ValueError("the model's constants exceed the 2 GB protobuf limit; use external data")
-    if external_data == "always" or (external_data == "auto" and too_big):
-        onnx.save_model(
-            proto,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=external.name,
-            size_threshold=1024,
-        )
-        # saving moved the tensors out of ``proto``: read them back so the caller may keep using it
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        files = [path, external]
-    else:
-        onnx.save_model(proto, str(path))
-        files = [path]
-    if check:
-        onnx.checker.check_model(str(path), full_check=True)
-    return files
+    external = external_data == "always" or (external_data == "auto" and too_big)
+    data_name = data_file(path).name
+    set_props(proto, {metadata.prop("external_data"): None})
+    with Stage(path.parent) as stage:
+        staged = stage.path(path.name)
+        if external:
+            onnx.save_model(
+                proto,
+                str(staged),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+            record = data_record(stage.path(data_name))
+            set_props(proto, metadata.encode_updates({"external_data": record}))
+            onnx.save_model(proto, str(staged))  # tensors are external references now: the model alone
+            # saving moved the tensors out of ``proto``: read them back so the caller may keep using it
+            onnx.external_data_helper.load_external_data_for_model(proto, str(stage.dir))
+        else:
+            onnx.save_model(proto, str(staged))
+        if check:
+            onnx.checker.check_model(str(staged), full_check=True)
+        if verify is not None:
+            verify(staged)
+        files = stage.commit([data_name, path.name] if external else [path.name])
+    if not external:
+        data_file(path).unlink(missing_ok=True)  # a stale data file of an earlier export
+    return files[::-1]  # the model first

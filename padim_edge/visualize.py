@@ -3,9 +3,9 @@
 The torch-free runtime imports this module to write per-image overlay PNGs, so it must stay small and
 depend on nothing beyond the core requirements.
 
-Anomaly maps live in the model's geometry: the frame is resized to ``resize x resize`` (bilinear) and
-center-cropped to ``crop x crop``. :func:`model_view` maps a frame into that geometry so a map can be
-drawn on top of it with :func:`heatmap_overlay`.
+Anomaly maps live in the model's geometry (:class:`padim_edge.geometry.Geometry`): map a frame into
+it with ``Geometry(resize, crop).image_view(frame)`` before drawing a map on top with
+:func:`heatmap_overlay`.
 """
 
 from __future__ import annotations
@@ -27,37 +27,6 @@ def _jet_lut() -> np.ndarray:
 
 #: The colormap used by :func:`colorize`: index 0 is the lowest value, 255 the highest.
 JET_LUT = _jet_lut()
-
-
-def center_crop_box(resize: int, crop: int) -> tuple[int, int, int, int]:
-    """The ``(left, top, right, bottom)`` box of the model's center crop inside a ``resize`` square.
-
-    Raises:
-        ValueError: ``crop`` is not in ``1..resize``.
-    """
-    if not 0 < crop <= resize:
-        raise ValueError(f"crop must be in 1..resize, got resize={resize} crop={crop}")
-    offset = (resize - crop) // 2
-    return offset, offset, offset + crop, offset + crop
-
-
-def model_view(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
-    """Map a frame into the model's geometry: bilinear resize to ``resize`` square, then center crop.
-
-    Args:
-        image: ``uint8 [H, W, 3]`` RGB frame of any size.
-        resize: Square edge the model resizes every frame to.
-        crop: Edge of the center crop (the anomaly map's edge).
-
-    Returns:
-        ``uint8 [crop, crop, 3]``, pixel-aligned with the model's anomaly map.
-    """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {list(image.shape)}")
-    box = center_crop_box(resize, crop)
-    resized = Image.fromarray(image).resize((resize, resize), Image.Resampling.BILINEAR)
-    return np.asarray(resized.crop(box), dtype=np.uint8)
 
 
 def colorize(anomaly_map: np.ndarray, *, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
@@ -110,7 +79,8 @@ def heatmap_overlay(
     """Blend a colored anomaly map over an image, optionally outlining a ground-truth mask.
 
     Args:
-        image: ``uint8 [h, w, 3]`` RGB image in the map's geometry (see :func:`model_view`).
+        image: ``uint8 [h, w, 3]`` RGB image in the map's geometry (see
+            :meth:`padim_edge.geometry.Geometry.image_view`).
         anomaly_map: ``float [h, w]`` anomaly map.
         vmin: Map value drawn dark blue (default: the map's minimum).
         vmax: Map value drawn dark red (default: the map's maximum). Use the same ``vmin``/``vmax`` for
@@ -131,7 +101,8 @@ def heatmap_overlay(
     if np.shape(anomaly_map) != image.shape[:2]:
         raise ValueError(
             f"anomaly map shape {list(np.shape(anomaly_map))} does not match image shape "
-            f"{list(image.shape[:2])}; map the image into the model's geometry with model_view() first"
+            f"{list(image.shape[:2])}; map the image into the model's geometry with Geometry.image_view() "
+            "first"
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

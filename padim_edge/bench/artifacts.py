@@ -18,15 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from padim_edge.spec import get_spec, paper_name
+
+__all__ = ["Artifacts", "paper_name", "prepare"]
+
 FUSED_NAME = "padim.onnx"
 BACKBONE_NAME = "backbone.onnx"
 STATE_NAME = "eager_state.pt"
 MANIFEST_NAME = "manifest.json"
-
-
-def paper_name(backbone: str, dims: int) -> str:
-    """The PaDiM paper's name of a configuration: ``r18`` + 100 -> ``R18-Rd100``."""
-    return f"{backbone.upper()}-Rd{dims}"
 
 
 @dataclass(frozen=True)
@@ -125,10 +124,9 @@ def prepare(
     """
     import torch
 
-    from padim_edge.export.backbones import get_spec
-    from padim_edge.export.exporter import export_model, trace_features
-    from padim_edge.export.gaussian import GaussianAccumulator
-    from padim_edge.export.pipeline import build_module
+    from padim_edge.export.exporter import trace_features
+    from padim_edge.export.pipeline import build_module, export
+    from padim_edge.export.pipeline import fit_frames as fit_frames_fn
     from padim_edge.onnx_files import save_model
 
     dims = dims or get_spec(backbone).default_dims
@@ -171,9 +169,9 @@ def prepare(
     paths: dict[str, str | None] = {"fused": None, "backbone_graph": None, "state": None}
     if fused:
         say(f"{label}: fitting on {fit_frames} synthetic frames (random-init backbone)")
-        _fit_synthetic(model, fit_frames, crop, GaussianAccumulator, torch)
+        fit_frames_fn(model, synthetic_frames(fit_frames, crop), batch_size=4, device="cpu")
         say(f"{label}: exporting the fused graph")
-        export_model(model, target / FUSED_NAME, weights=weights, train_images=fit_frames)
+        export(model, target / FUSED_NAME, weights=weights, train_images=fit_frames)
         paths["fused"] = str(target / FUSED_NAME)
     if backbone_alone:
         say(f"{label}: exporting the backbone-alone graph")
@@ -190,16 +188,8 @@ def prepare(
     return Artifacts(**base, label=label, **paths, seconds=seconds, reused=False)
 
 
-def _fit_synthetic(model: Any, frames: int, crop: int, accumulator_cls: Any, torch: Any) -> None:
-    """Fit the Gaussians on random uint8 frames, a few at a time (float64 accumulators freed on return)."""
-    if frames < 2:
-        raise ValueError(f"fit_frames must be >= 2, got {frames}")
-    rng = np.random.default_rng(0)
-    accumulator = accumulator_cls(model.patches, model.config.dims)
-    with torch.inference_mode():
-        for lo in range(0, frames, 4):
-            batch = rng.integers(0, 256, (min(4, frames - lo), crop, crop, 3), dtype=np.uint8)
-            accumulator.update(model.embed(batch))
-    mean, inv_covariance = accumulator.finalize()
-    del accumulator
-    model.set_gaussians(mean, inv_covariance)
+def synthetic_frames(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """``count`` random uint8 ``[size, size, 3]`` frames (latency does not depend on their values)."""
+    if count < 2:
+        raise ValueError(f"fit_frames must be >= 2, got {count}")
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import click
 
-from padim_edge.bench.runner import (
-    DEFAULT_BATCH_SIZES,
-    DEVICE_PROVIDERS,
-    BenchConfig,
-    available_devices,
-    run_benchmark,
-)
+from padim_edge.bench.runner import DEFAULT_BATCH_SIZES, BenchConfig, run_benchmark
 from padim_edge.bench.timing import TimingPolicy
-
-BACKBONE_CHOICES = ("r18", "wr50", "mnv2")
+from padim_edge.geometry import parse_size
+from padim_edge.runtime.providers import CONCRETE_DEVICES, available_devices
+from padim_edge.spec import BACKBONES
 
 
 def parse_int_list(text: str, *, name: str) -> list[int]:
@@ -66,10 +61,10 @@ def parse_devices(text: str | None) -> list[str] | None:
     if text is None:
         return None
     items = [d.strip().lower() for d in text.split(",") if d.strip()]
-    unknown = [d for d in items if d not in DEVICE_PROVIDERS]
+    unknown = [d for d in items if d not in CONCRETE_DEVICES]
     if unknown or not items:
         raise click.BadParameter(
-            f"--device: unknown {unknown or text!r}; choose from {', '.join(DEVICE_PROVIDERS)}"
+            f"--device: unknown {unknown or text!r}; choose from {', '.join(CONCRETE_DEVICES)}"
         )
     return list(dict.fromkeys(items))
 
@@ -80,23 +75,17 @@ def parse_frame(text: str) -> tuple[int, int]:
     Raises:
         click.BadParameter: Not ``N`` or ``HxW`` with positive integers.
     """
-    parts = text.lower().replace("*", "x").split("x")
     try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise click.BadParameter(f"--frame-size: expected N or HxW, got {text!r}") from None
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) < 1:
-        raise click.BadParameter(f"--frame-size: expected N or HxW with positive sizes, got {text!r}")
-    return sizes[0], sizes[1]
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"--frame-size: {exc}") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option(
     "--backbone",
     "backbones",
-    type=click.Choice(BACKBONE_CHOICES),
+    type=click.Choice(list(BACKBONES)),
     multiple=True,
     help="Build this backbone (random-init weights, Gaussians fitted on synthetic frames) and benchmark it. "
     "Repeat for several: --backbone r18 --backbone wr50. Default: r18, unless --model is given.",

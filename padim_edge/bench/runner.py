@@ -18,16 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from padim_edge.bench import system
-from padim_edge.bench.artifacts import Artifacts, paper_name
+from padim_edge.bench.artifacts import Artifacts
 from padim_edge.bench.timing import Summary, TimingPolicy
 from padim_edge.bench.worker import files_bytes, run_job
+from padim_edge.spec import paper_name
 
-#: Device name -> the onnxruntime provider it needs.
-DEVICE_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 VARIANTS = ("fused", "backbone", "eager")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 #: Background CPU share (other processes) above which a measurement counts as contended.
@@ -149,33 +144,27 @@ def _log(config: BenchConfig, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def available_devices() -> list[str]:
-    """Devices whose provider this onnxruntime build has, CPU first."""
-    from padim_edge.runtime.providers import available
-
-    have = set(available())
-    return [device for device, provider in DEVICE_PROVIDERS.items() if provider in have]
-
-
 def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
     """Devices to run and notes for those skipped (provider missing from this build).
 
     Raises:
         ValueError: An unknown device name.
     """
+    from padim_edge.runtime.providers import CONCRETE_DEVICES, DEVICES, available_devices
+
     have = available_devices()
     if requested is None:
         return have, []
     notes = []
     devices = []
     for device in requested:
-        if device not in DEVICE_PROVIDERS:
-            raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICE_PROVIDERS)}")
+        if device not in CONCRETE_DEVICES:
+            raise ValueError(f"unknown device {device!r}; choose from {', '.join(CONCRETE_DEVICES)}")
         if device in have:
             devices.append(device)
         else:
             notes.append(
-                f"{device}: skipped, {DEVICE_PROVIDERS[device]} is not in this onnxruntime build "
+                f"{device}: skipped, {DEVICES[device].providers[0]} is not in this onnxruntime build "
                 f"(it has {', '.join(system.onnxruntime_info()[1])})"
             )
     return devices, notes
@@ -188,14 +177,13 @@ def read_model_metadata(path: Path) -> dict[str, Any]:
     from padim_edge import metadata
 
     proto = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in proto.metadata_props}
-    info = metadata.parse(props, source=str(path))
+    info = metadata.parse({p.key: p.value for p in proto.metadata_props}, source=str(path))
     return {
         "backbone": info.backbone,
         "dims": info.dims,
         "resize": info.resize,
         "crop": info.crop,
-        "seed": int(props.get(metadata.PREFIX + "seed", "0")),
+        "seed": info.get("seed", 0),
         "precision": info.precision,
     }
 

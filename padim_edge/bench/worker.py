@@ -31,11 +31,11 @@ import numpy as np
 
 from padim_edge.bench.system import BackgroundLoad, peak_rss_mb, rss_mb
 from padim_edge.bench.timing import TimingPolicy, summarize, time_calls
+from padim_edge.graph_names import INPUT as INPUT_NAME
+from padim_edge.naming import data_file
 
 #: Prefix of the result lines a subprocess worker prints on stdout.
 MARKER = "PADIM_BENCH "
-#: The graph input name (kept in sync with padim_edge.graph_names.INPUT by a test).
-INPUT_NAME = "images"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -48,7 +48,7 @@ def log(message: str) -> None:
 def files_bytes(path: str | Path) -> int:
     """Size of a model on disk: the file plus its ``<name>.data`` external-data file when there is one."""
     path = Path(path)
-    data = path.with_name(path.name + ".data")
+    data = data_file(path)
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 
@@ -58,41 +58,17 @@ def make_frames(batch: int, frame: tuple[int, int], seed: int = 0) -> np.ndarray
     return np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
 
 
-def session_options(threads: int | None) -> Any:
-    """The onnxruntime session options :class:`padim_edge.runtime.PadimModel` uses."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return options
-
-
 def _open_ort(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], dict[str, Any]]:
     """Open an onnxruntime model; returns (run, facts)."""
-    import onnxruntime as ort
-
-    from padim_edge.runtime import providers as _providers
+    from padim_edge.runtime import PadimModel
+    from padim_edge.runtime.session import open_session
 
     threads = spec["threads"] if spec["device"] == "cpu" else None
     if spec["variant"] == "fused":
-        from padim_edge.runtime import PadimModel
-
         model = PadimModel(spec["path"], device=spec["device"], threads=threads)
         return model.run, {"providers": model.providers, "precision": model.info.precision}
-    wanted = _providers.resolve(spec["device"])
-    session = ort.InferenceSession(
-        spec["path"],
-        session_options(threads),
-        providers=wanted,
-        provider_options=_providers.provider_options(wanted),
-    )
+    session = open_session(spec["path"], device=spec["device"], threads=threads)
     got = list(session.get_providers())
-    if wanted[0] not in got:
-        raise RuntimeError(f"{wanted[0]} could not start; the session only got {got}")
 
     def run(batch: np.ndarray) -> object:
         return session.run(None, {INPUT_NAME: batch})

@@ -10,8 +10,7 @@ from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, select_variant
 from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
 from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
-
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+from padim_edge.runtime.providers import DEVICE_NAMES
 
 
 def _size(n: int) -> str:
@@ -141,7 +140,7 @@ _VARIANT_TABLE = "\n".join(
 )
 @click.option(
     "--device",
-    type=click.Choice(DEVICES),
+    type=click.Choice(DEVICE_NAMES),
     default="auto",
     show_default=True,
     help="Where the threshold scores are computed; use the device you deploy on. INT8 calibration itself "

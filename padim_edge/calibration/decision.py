@@ -23,11 +23,6 @@ NORMALIZED_NODE = graph_names.HEAD + "normalized_score"
 DECISION_OUTPUTS = (graph_names.IS_ANOMALOUS, graph_names.NORMALIZED_SCORE)
 
 
-def has_threshold(proto: onnx.ModelProto) -> bool:
-    """Whether the graph already has the decision outputs."""
-    return any(o.name in DECISION_OUTPUTS for o in proto.graph.output)
-
-
 def strip_threshold(proto: onnx.ModelProto) -> bool:
     """Remove the decision outputs, their nodes and the threshold constant.
 

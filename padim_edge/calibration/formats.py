@@ -21,6 +21,7 @@ import onnx
 
 from padim_edge.calibration import fp16, int8
 from padim_edge.calibration.errors import CalibrationError
+from padim_edge.naming import variant_file
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Variant:
 
     def default_output(self, model: Path) -> Path:
         """``<dir>/<stem>-<suffix>.onnx`` beside the input model."""
-        return model.with_name(f"{model.stem}-{self.suffix}.onnx")
+        return variant_file(model, self.suffix)
 
 
 def build_threshold_only(proto: onnx.ModelProto, request: BuildRequest) -> Built:

@@ -166,10 +166,6 @@ class FrameReader(CalibrationDataReader):
             self._bar.close()
         return {graph_names.INPUT: frame[None]}
 
-    def rewind(self) -> None:
-        """Start again from the first image."""
-        self._frames = iter(self.paths)
-
 
 def frames_per_pass(count: int, most: int = FRAMES_PER_PASS) -> int:
     """The largest number of frames ``<= most`` that divides ``count`` (onnxruntime needs a divisor)."""

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from padim_edge import graph_names, metadata
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.metadata import ModelInfo
-from padim_edge.onnx_files import data_file, needs_external_data, save_model, sha256
+from padim_edge.onnx_files import data_file, needs_external_data, save_model, set_props, sha256
 
 __all__ = [
     "SourceModel",
@@ -95,15 +95,3 @@ def load_model(path: str | Path) -> SourceModel:
     ):
         raise CalibrationError(f"{path}: unexpected graph inputs {inputs} / outputs {outputs}")
     return SourceModel(path=path, proto=proto, info=info, sha256=file_sha256(path))
-
-
-def set_props(proto: onnx.ModelProto, updates: dict[str, str | None]) -> None:
-    """Set or (value ``None``) remove ``metadata_props`` entries, keeping the others in order."""
-    props = {p.key: p.value for p in proto.metadata_props}
-    for key, value in updates.items():
-        if value is None:
-            props.pop(key, None)
-        else:
-            props[key] = value
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)

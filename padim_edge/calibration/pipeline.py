@@ -14,19 +14,10 @@ from padim_edge.calibration import decision, int8, threshold
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant
 from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
-from padim_edge.calibration.scoring import LabeledSet, labeled_images, normal_images, score_images
+from padim_edge.calibration.scoring import labeled_images, normal_images, score_images
+from padim_edge.datasets import Category
 
 DEFAULT_TARGET_FPR = 0.01
-#: Metadata keys describing a baked threshold (removed when a variant drops it).
-THRESHOLD_KEYS = (
-    "threshold",
-    "threshold_method",
-    "threshold_target_fpr",
-    "threshold_images",
-    "threshold_fpr",
-    "threshold_precision",
-    "threshold_recall",
-)
 
 
 @dataclass
@@ -41,7 +32,7 @@ class CalibrationReport:
         choice: The threshold, when one was baked.
         threshold_source: Where the threshold's images came from.
         data_fpr: FPR on the ``--data`` normal images when the threshold came from labels.
-        labeled: The labelled set used (F1 mode).
+        labeled: The labelled category used (F1 mode).
         calibration_images: INT8 calibration images used.
         details: Extra summary lines.
         warnings: Caveats for the user.
@@ -56,7 +47,7 @@ class CalibrationReport:
     choice: threshold.ThresholdChoice | None = None
     threshold_source: str = ""
     data_fpr: tuple[int, int] | None = None
-    labeled: LabeledSet | None = None
+    labeled: Category | None = None
     calibration_images: int = 0
     details: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -99,27 +90,15 @@ def _check_request(
 
 
 def _source_hint(source: SourceModel) -> str:
-    raw = source.info.raw.get(metadata.PREFIX + "source_model")
-    return f" (it came from {raw})" if raw else ""
+    ancestor = source.info.get("source_model")
+    return f" (it came from {ancestor['file']})" if ancestor else ""
 
 
-def _source_model_prop(source: SourceModel) -> str | None:
+def _source_model(source: SourceModel) -> dict[str, str] | None:
     """``source_model``: the float32 file this model descends from."""
     if source.info.precision != "fp32":
-        return source.info.raw.get(metadata.PREFIX + "source_model")  # keep the float32 ancestor
-    return metadata.encode({"source_model": {"file": source.path.name, "sha256": source.sha256}})[
-        metadata.PREFIX + "source_model"
-    ]
-
-
-def _encode_props(values: dict[str, object | None]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for key, value in values.items():
-        if value is None:
-            out[metadata.PREFIX + key] = None
-        else:
-            out.update({k: v for k, v in metadata.encode({key: value}).items() if k != metadata.FORMAT_KEY})
-    return out
+        return source.info.get("source_model")  # keep the float32 ancestor
+    return {"file": source.path.name, "sha256": source.sha256}
 
 
 def _choose_threshold(
@@ -134,13 +113,11 @@ def _choose_threshold(
     progress: bool,
 ) -> threshold.ThresholdChoice:
     if labeled is not None:
-        labeled_set = labeled_images(labeled)
-        report.labeled = labeled_set
-        normal = score_images(
-            scoring_model, labeled_set.normal, device=device, progress=progress, desc="good"
-        )
+        category = labeled_images(labeled)
+        report.labeled = category
+        normal = score_images(scoring_model, category.normal, device=device, progress=progress, desc="good")
         anomalous = score_images(
-            scoring_model, labeled_set.anomalous, device=device, progress=progress, desc="defective"
+            scoring_model, category.anomalous, device=device, progress=progress, desc="defective"
         )
         choice = threshold.threshold_for_f1(normal, anomalous)
         report.threshold_source = f"{labeled / 'test'}"
@@ -254,17 +231,18 @@ def calibrate(
             decision.bake_threshold(built.proto, choice.threshold)
             props.update(_threshold_props(choice))
         elif had_threshold:
-            props.update(dict.fromkeys(THRESHOLD_KEYS))
+            props.update(dict.fromkeys(metadata.THRESHOLD_KEYS))
             report.warnings.append(
                 f"the input's threshold ({source.info.threshold}) was chosen on the {source.info.precision} "
                 "model's scores and was dropped: pass --target-fpr or --labeled to choose one on the "
                 f"{row.name} model's own"
             )
-    updates = _encode_props(props)
-    updates[metadata.PREFIX + "source_model"] = _source_model_prop(source)
-    updates[metadata.PREFIX + "calibrated"] = started.isoformat(timespec="seconds")
-    updates[metadata.PREFIX + "calibrated_with"] = __version__
-    set_props(built.proto, updates)
+    props.update(
+        source_model=_source_model(source),
+        calibrated=started.isoformat(timespec="seconds"),
+        calibrated_with=__version__,
+    )
+    set_props(built.proto, metadata.encode_updates(props))
     report.files = save_model(built.proto, output)
 
     if built.quantization is not None:

@@ -1,18 +1,15 @@
-"""Scoring image folders through the torch-free runtime, and finding labelled MVTec test images."""
+"""Scoring image folders through the torch-free runtime (labelled sets: :mod:`padim_edge.datasets`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from padim_edge.calibration.errors import CalibrationError
+from padim_edge.datasets import Category, DatasetError, load_category
 from padim_edge.images import ImageError, iter_batches, list_images
-
-GOOD = "good"
-LAYOUT = "ROOT/test/good/*.png (defect-free) and ROOT/test/<defect>/*.png (one folder per defect type)"
 
 
 def normal_images(folder: str | Path, *, what: str = "--data") -> list[Path]:
@@ -27,46 +24,16 @@ def normal_images(folder: str | Path, *, what: str = "--data") -> list[Path]:
         raise CalibrationError(f"{what}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class LabeledSet:
-    """Test images with labels.
-
-    Attributes:
-        normal: ``ROOT/test/good`` images.
-        anomalous: Images of every ``ROOT/test/<defect>`` folder.
-        defects: The defect folder names.
-    """
-
-    normal: list[Path]
-    anomalous: list[Path]
-    defects: list[str]
-
-
-def labeled_images(root: str | Path) -> LabeledSet:
-    """Find the labelled test images of one MVTec-layout category.
+def labeled_images(root: str | Path) -> Category:
+    """The labelled test images of one MVTec-layout category (masks are not needed here).
 
     Raises:
         CalibrationError: The layout does not match (the message shows the expected one).
     """
-    root = Path(root)
-    test = root / "test"
-    if not root.is_dir():
-        raise CalibrationError(f"--labeled: folder not found: {root}")
-    if not (test / GOOD).is_dir():
-        raise CalibrationError(f"--labeled: {test / GOOD} not found; expected {LAYOUT}")
-    defects = sorted(p.name for p in test.iterdir() if p.is_dir() and p.name != GOOD)
-    if not defects:
-        raise CalibrationError(f"--labeled: no defect folders in {test}; expected {LAYOUT}")
-    normal = normal_images(test / GOOD, what="--labeled")
-    anomalous: list[Path] = []
-    for defect in defects:
-        try:
-            anomalous.extend(list_images(test / defect))
-        except ImageError:
-            continue  # an empty defect folder is fine as long as some other holds images
-    if not anomalous:
-        raise CalibrationError(f"--labeled: no images in the defect folders {defects} of {test}")
-    return LabeledSet(normal=normal, anomalous=anomalous, defects=defects)
+    try:
+        return load_category(root, masks="ignore")
+    except DatasetError as exc:
+        raise CalibrationError(f"--labeled: {exc}") from exc
 
 
 def score_images(

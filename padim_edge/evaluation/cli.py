@@ -9,14 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from padim_edge.evaluation.dataset import (
-    AnomalyModel,
-    DatasetError,
-    PredictionError,
-    find_categories,
-    predict_category,
-)
+from padim_edge.datasets import DatasetError, find_categories
 from padim_edge.evaluation.metrics import evaluate_category
+from padim_edge.evaluation.predictions import AnomalyModel, PredictionError, predict_category
 from padim_edge.evaluation.report import (
     EvaluationSummary,
     format_text,
@@ -26,8 +21,7 @@ from padim_edge.evaluation.report import (
     write_roc_png,
 )
 from padim_edge.images import ImageError
-
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+from padim_edge.runtime.providers import DEVICE_NAMES
 
 
 def open_model(path: Path, device: str) -> AnomalyModel:
@@ -65,7 +59,7 @@ def open_model(path: Path, device: str) -> AnomalyModel:
 )
 @click.option(
     "--device",
-    type=click.Choice(DEVICES),
+    type=click.Choice(DEVICE_NAMES),
     default="auto",
     show_default=True,
     help="Where to run the model: auto picks the best onnxruntime provider available.",

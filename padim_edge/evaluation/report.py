@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from padim_edge.evaluation.dataset import CategoryPredictions
 from padim_edge.evaluation.metrics import PRO_MAX_FPR, CategoryResult, Confusion, MetricsRow, mean_row
+from padim_edge.evaluation.predictions import CategoryPredictions
+from padim_edge.geometry import Geometry
 from padim_edge.images import load_image
 from padim_edge.metadata import ModelInfo
-from padim_edge.visualize import heatmap_overlay, model_view, save_png
+from padim_edge.visualize import heatmap_overlay, save_png
 
 PRO_HEADER = f"PRO@{PRO_MAX_FPR:.0%}"
 COUNT_HEADERS = ("images", "good", "defective")
@@ -350,7 +351,7 @@ def write_grid_png(
         y += title_h
         for column, index in enumerate(indices):
             sample = samples[int(index)]
-            view = model_view(load_image(sample.path), predictions.resize, predictions.crop)
+            view = Geometry(predictions.resize, predictions.crop).image_view(load_image(sample.path))
             mask = predictions.masks[int(index)]
             overlay = heatmap_overlay(
                 view, maps[int(index)], vmin=vmin, vmax=vmax, contour_mask=mask if mask.any() else None

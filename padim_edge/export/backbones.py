@@ -1,12 +1,11 @@
-"""The backbone table: one row per supported CNN, the single source of truth for taps and weights.
+"""Building the torchvision network of a backbone row, with its weights.
 
-Each row says which torchvision builder makes the network, which three stages PaDiM taps, how many
-channels they give, the default number of random channels kept, and which ImageNet weights to use.
+The rows themselves (taps, channels, default dims, weights enum) are the torch-free table in
+:mod:`padim_edge.spec`; this module turns one into an ``nn.Module``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,85 +13,14 @@ import torch
 import torchvision
 from torch import nn
 
-from padim_edge.onnx_files import sha256
+from padim_edge.integrity import sha256
+from padim_edge.spec import BACKBONES, BackboneSpec, get_spec
 
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One supported backbone.
-
-    Attributes:
-        name: Short CLI name (``r18``).
-        builder: torchvision model builder name (``resnet18``).
-        taps: Three module paths whose outputs form the embedding, shallowest first.
-        channels: Channels of each tap.
-        default_dims: Channels kept by the random reduction unless ``--dims`` says otherwise.
-        weights: torchvision ``WeightsEnum`` member for ImageNet weights (``ResNet18_Weights.IMAGENET1K_V1``).
-        paper_name: How the PaDiM paper names the configuration, for reports.
-    """
-
-    name: str
-    builder: str
-    taps: tuple[str, str, str]
-    channels: tuple[int, int, int]
-    default_dims: int
-    weights: str
-    paper_name: str
-
-    @property
-    def total_channels(self) -> int:
-        """Channels of the full (unreduced) embedding."""
-        return sum(self.channels)
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in (
-        BackboneSpec(
-            "r18",
-            "resnet18",
-            ("layer1", "layer2", "layer3"),
-            (64, 128, 256),
-            100,
-            "ResNet18_Weights.IMAGENET1K_V1",
-            "R18-Rd100",
-        ),
-        BackboneSpec(
-            "wr50",
-            "wide_resnet50_2",
-            ("layer1", "layer2", "layer3"),
-            (256, 512, 1024),
-            550,
-            "Wide_ResNet50_2_Weights.IMAGENET1K_V1",
-            "WR50-Rd550",
-        ),
-        BackboneSpec(
-            "mnv2",
-            "mobilenet_v2",
-            ("features.3", "features.6", "features.13"),
-            (24, 32, 96),
-            100,
-            "MobileNet_V2_Weights.IMAGENET1K_V1",
-            "MNV2-Rd100",
-        ),
-    )
-}
+__all__ = ["BACKBONES", "BackboneSpec", "WeightsError", "build_backbone", "get_spec", "imagenet_cache_file"]
 
 
 class WeightsError(RuntimeError):
     """Backbone weights could not be loaded."""
-
-
-def get_spec(name: str) -> BackboneSpec:
-    """Look up a backbone by its short name.
-
-    Raises:
-        ValueError: Unknown name; the message lists the known ones.
-    """
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
 
 
 def imagenet_cache_file(spec: BackboneSpec) -> Path:
@@ -103,7 +31,7 @@ def imagenet_cache_file(spec: BackboneSpec) -> Path:
 
 
 def build_backbone(
-    spec: BackboneSpec, *, weights_file: str | Path | None = None, random_init: bool = False
+    spec: BackboneSpec, *, weights_file: str | Path | None = None, random_init: bool = False, seed: int = 0
 ) -> tuple[nn.Module, str]:
     """Build the full torchvision network with the requested weights.
 
@@ -111,6 +39,8 @@ def build_backbone(
         spec: Which backbone.
         weights_file: A ``state_dict`` file (loaded with ``torch.load(weights_only=True)``).
         random_init: Keep torchvision's random initialisation (smoke tests and latency work only).
+        seed: Seed of that random initialisation, so two random-init exports with one seed are identical
+            (the global torch RNG is left as it was).
 
     Returns:
         The network in eval mode and the weights identity recorded in the model's metadata:
@@ -124,7 +54,9 @@ def build_backbone(
         raise ValueError("pass either a weights file or random_init, not both")
     builder = getattr(torchvision.models, spec.builder)
     if random_init:
-        return builder(weights=None).eval(), "random-init"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return builder(weights=None).eval(), "random-init"
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from torch import nn
 
 from padim_edge import __version__, graph_names, metadata
 from padim_edge.export.anomaly_map import separable_operator
-from padim_edge.export.graph_head import anomaly_map_nodes, mahalanobis_nodes
-from padim_edge.export.model import PadimModule
+from padim_edge.export.graph_map import anomaly_map_nodes
+from padim_edge.export.padim.graph_head import mahalanobis_nodes
+from padim_edge.export.padim.model import PadimModule
 from padim_edge.onnx_files import ExternalData, save_model
 
 OPSET = 18
@@ -133,12 +135,15 @@ def build_graph(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> onnx.Mod
     return proto
 
 
-def model_metadata(model: PadimModule, *, weights: str, train_images: int) -> dict[str, str]:
-    """The ``metadata_props`` a freshly exported model carries."""
+def model_metadata(
+    model: PadimModule, *, weights: str, train_images: int, extra: dict[str, object] | None = None
+) -> dict[str, str]:
+    """The ``metadata_props`` a freshly exported model carries (``extra``: more keys of the table)."""
     config = model.config
     return metadata.encode(
         {
             "version": __version__,
+            "method": "padim",
             "backbone": config.spec.name,
             "dims": config.dims,
             "channels": config.spec.total_channels,
@@ -152,6 +157,7 @@ def model_metadata(model: PadimModule, *, weights: str, train_images: int) -> di
             "train_images": train_images,
             "precision": "fp32",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **(extra or {}),
         }
     )
 
@@ -176,8 +182,13 @@ def export_model(
     train_images: int,
     external_data: ExternalData = "auto",
     blocks: int = DEFAULT_BLOCKS,
+    extra_metadata: dict[str, object] | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> ExportResult:
     """Export a fitted model as one ONNX graph with its metadata.
+
+    The file is written atomically (:func:`padim_edge.onnx_files.save_model`): if ``verify`` raises,
+    or anything else fails, an existing model at ``path`` is left untouched.
 
     Args:
         model: Fitted PaDiM model.
@@ -186,11 +197,15 @@ def export_model(
         train_images: Images the Gaussians were fitted on.
         external_data: ``auto`` (only when too big to inline), ``always`` or ``never``.
         blocks: Column blocks of the packed Sigma^-1 storage.
+        extra_metadata: More metadata keys (see :data:`padim_edge.metadata.KEYS`).
+        verify: Called with the staged file before it replaces anything (e.g. a parity check).
     """
     proto = build_graph(model, blocks=blocks)
-    onnx.helper.set_model_props(proto, model_metadata(model, weights=weights, train_images=train_images))
+    onnx.helper.set_model_props(
+        proto, model_metadata(model, weights=weights, train_images=train_images, extra=extra_metadata)
+    )
     proto.doc_string = (
         f"PaDiM {model.config.spec.paper_name} exported by padim-edge {__version__}: uint8 NHWC frames in, "
         "anomaly_map and score out."
     )
-    return ExportResult(save_model(proto, path, external_data=external_data))
+    return ExportResult(save_model(proto, path, external_data=external_data, verify=verify))

@@ -1,16 +1,22 @@
-"""Fitting: stream normal images through the model and accumulate per-patch Gaussians."""
+"""Fitting: stream normal images through the model and accumulate per-patch Gaussians.
+
+Images are decoded one batch at a time and folded into :class:`padim_edge.gaussian.GaussianStatistics`;
+memory is the model's accumulators plus one batch, whatever the number of images.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from padim_edge.export.gaussian import GaussianAccumulator
-from padim_edge.export.model import PadimModule
+from padim_edge.export.padim.model import PadimModule
+from padim_edge.gaussian import GaussianStatistics
 from padim_edge.images import iter_batches
 
 
@@ -40,6 +46,48 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def accumulate(
+    model: PadimModule,
+    batches: Iterable[Sequence[np.ndarray] | np.ndarray],
+    *,
+    device: str = "auto",
+    statistics: GaussianStatistics | None = None,
+    progress: tqdm | None = None,
+) -> GaussianStatistics:
+    """Fold batches of uint8 frames into per-patch statistics (the model is not changed).
+
+    This is the whole fit but the last step, so partial statistics from several workers can be merged
+    (:meth:`GaussianStatistics.merge`) before :func:`install`.
+
+    Args:
+        model: The model to embed with.
+        batches: Batches of uint8 ``[H, W, 3]`` frames (lists of any sizes, or ``[B, H, W, 3]`` arrays).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        statistics: Statistics to continue (default: new ones).
+        progress: A progress bar advanced by each batch's size.
+    """
+    target = resolve_device(device)
+    statistics = statistics if statistics is not None else GaussianStatistics()
+    model.to(target)
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                embedding = model.embed(batch)
+                # on the CPU numpy's float64 matmul is the faster accumulator; on a GPU keep it there
+                statistics.update(embedding.numpy() if embedding.device.type == "cpu" else embedding)
+                if progress is not None:
+                    progress.update(len(batch))
+    finally:
+        model.to("cpu")
+    return statistics
+
+
+def install(model: PadimModule, statistics: GaussianStatistics) -> None:
+    """Finalise the statistics (covariance + 0.01 I, inverse) and install them in the model."""
+    mean, inv_covariance = statistics.finalize()
+    model.set_gaussians(mean, inv_covariance)
+
+
 def fit(
     model: PadimModule,
     paths: list[Path],
@@ -48,9 +96,7 @@ def fit(
     device: str = "auto",
     progress: bool = True,
 ) -> FitReport:
-    """Fit the per-patch Gaussians of ``model`` on normal images, in place.
-
-    Images are decoded one batch at a time; memory is the model's accumulators plus one batch.
+    """Fit the per-patch Gaussians of ``model`` on normal image files, in place.
 
     Args:
         model: A model built for the backbone and configuration wanted.
@@ -68,15 +114,30 @@ def fit(
     """
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, got {len(paths)}")
-    target = resolve_device(device)
     start = time.perf_counter()
-    model.to(target)
-    accumulator = GaussianAccumulator(model.patches, model.config.dims, device=target)
-    with tqdm(total=len(paths), desc="fit", unit="img", disable=not progress) as bar, torch.inference_mode():
-        for batch in iter_batches(paths, batch_size):
-            accumulator.update(model.embed([image for _, image in batch]))
-            bar.update(len(batch))
-    mean, inv_covariance = accumulator.finalize()
-    model.to("cpu")
-    model.set_gaussians(mean, inv_covariance)
-    return FitReport(images=accumulator.count, seconds=time.perf_counter() - start, device=str(target))
+    frames = ([image for _, image in batch] for batch in iter_batches(paths, batch_size))
+    with tqdm(total=len(paths), desc="fit", unit="img", disable=not progress) as bar:
+        statistics = accumulate(model, frames, device=device, progress=bar)
+    install(model, statistics)
+    return FitReport(
+        images=statistics.count, seconds=time.perf_counter() - start, device=str(resolve_device(device))
+    )
+
+
+def fit_frames(
+    model: PadimModule,
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+) -> FitReport:
+    """Fit on frames in memory (uint8 ``[N, H, W, 3]`` or a list), e.g. synthetic ones for benchmarks."""
+    if len(frames) < 2:
+        raise ValueError(f"need at least 2 normal frames to fit, got {len(frames)}")
+    start = time.perf_counter()
+    batches = (frames[lo : lo + batch_size] for lo in range(0, len(frames), batch_size))
+    statistics = accumulate(model, batches, device=device)
+    install(model, statistics)
+    return FitReport(
+        images=statistics.count, seconds=time.perf_counter() - start, device=str(resolve_device(device))
+    )

@@ -1,4 +1,12 @@
-"""Fit + export in one call: what ``padim-export`` runs, usable from Python and benchmarks."""
+"""The export side's public API: build a model, fit it, export it (what ``padim-export`` runs).
+
+* :func:`build_module`: an unfitted model for a backbone row and a configuration.
+* :func:`padim_edge.export.fit.fit` / :func:`~padim_edge.export.fit.fit_frames`: fit on image files or
+  on frames in memory.
+* :func:`export`: write the fused graph, verified against the PyTorch module before it replaces
+  anything at the output path.
+* :func:`run_export`: all of it from a folder of images, with the output location checked first.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
+from padim_edge.atomic import OutputError, check_output_file, free_bytes
 from padim_edge.export.backbones import build_backbone, get_spec
 from padim_edge.export.exporter import DEFAULT_BLOCKS, ExportResult, ExternalData, export_model
-from padim_edge.export.fit import FitReport, fit
-from padim_edge.export.model import PadimConfig, PadimModule
+from padim_edge.export.fit import FitReport, fit, fit_frames
+from padim_edge.export.padim.model import PadimConfig, PadimModule
 from padim_edge.images import list_images, load_image
+
+__all__ = [
+    "ExportRun",
+    "Parity",
+    "ParityError",
+    "build_module",
+    "check_parity",
+    "estimated_bytes",
+    "export",
+    "fit",
+    "fit_frames",
+    "run_export",
+    "training_scores",
+]
+
+#: Parity tolerance: ``max |ONNX - PyTorch| <= RTOL * max score + ATOL``. The absolute floor keeps
+#: degenerate fits (identical training images, scores near 0, Sigma^-1 near 100 I) from failing on
+#: float32 noise, which Sigma^-1 amplifies up to 10x in distance units.
+PARITY_RTOL = 1e-4
+PARITY_ATOL = 1e-3
+#: Training images scored after the fit for the model's ``train_scores`` (overlay colour scale).
+TRAIN_SCORE_IMAGES = 32
 
 
 @dataclass(frozen=True)
@@ -31,9 +62,35 @@ class Parity:
     max_score: float
 
     @property
+    def max_abs(self) -> float:
+        """Worst absolute difference, scores or maps."""
+        return max(self.max_abs_score, self.max_abs_map)
+
+    @property
+    def tolerance(self) -> float:
+        """The largest difference accepted: ``PARITY_RTOL * max score + PARITY_ATOL``."""
+        return PARITY_RTOL * abs(self.max_score) + PARITY_ATOL
+
+    @property
     def relative(self) -> float:
         """Worst difference relative to the largest score."""
-        return max(self.max_abs_score, self.max_abs_map) / max(self.max_score, 1e-12)
+        return self.max_abs / max(abs(self.max_score), 1e-12)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the graph reproduces the PyTorch module within :attr:`tolerance`."""
+        return self.max_abs <= self.tolerance
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not reproduce the PyTorch module; nothing was written."""
+
+    def __init__(self, parity: Parity) -> None:
+        super().__init__(
+            f"the exported graph does not reproduce the PyTorch model: max difference {parity.max_abs:.3g} "
+            f"> tolerance {parity.tolerance:.3g} (max score {parity.max_score:.4g}); nothing was written"
+        )
+        self.parity = parity
 
 
 @dataclass(frozen=True)
@@ -57,11 +114,43 @@ def build_module(
     weights_file: str | Path | None = None,
     random_init: bool = False,
 ) -> tuple[PadimModule, str]:
-    """Build an unfitted PaDiM module and its weights identity (see :func:`build_backbone`)."""
+    """Build an unfitted PaDiM module and its weights identity (see :func:`build_backbone`).
+
+    Raises:
+        ValueError: Unknown backbone, ``dims`` outside ``1..channels``, or a bad resize/crop pair.
+    """
     spec = get_spec(backbone)
-    network, weights = build_backbone(spec, weights_file=weights_file, random_init=random_init)
-    config = PadimConfig(spec=spec, dims=dims or spec.default_dims, resize=resize, crop=crop, seed=seed)
+    dims = spec.default_dims if dims is None else dims
+    if not 1 <= dims <= spec.total_channels:
+        raise ValueError(f"dims must be in 1..{spec.total_channels} for {backbone}, got {dims}")
+    network, weights = build_backbone(spec, weights_file=weights_file, random_init=random_init, seed=seed)
+    config = PadimConfig(spec=spec, dims=dims, resize=resize, crop=crop, seed=seed)
     return PadimModule(network, config), weights
+
+
+def estimated_bytes(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> int:
+    """About how many bytes the exported file takes: backbone weights plus the packed Sigma^-1."""
+    dims = model.config.dims
+    blocks = max(1, min(blocks, dims))
+    weights = sum(p.numel() for p in model.features.parameters()) * 4
+    head = model.patches * dims * dims * 4 * (blocks + 1) / (2 * blocks)
+    return int(weights + head)
+
+
+def training_scores(model: PadimModule, images: list[np.ndarray]) -> dict[str, float]:
+    """Score statistics of training images (``count``, ``p50``, ``p99``, ``max``, ``map_p50``).
+
+    Recorded in the model's metadata: overlays use them as a fixed colour scale when the model has no
+    threshold. Training images score lower than held-out normal ones; this is a scale, not a threshold.
+    """
+    maps, scores = model.score_frames(images)
+    return {
+        "count": len(images),
+        "p50": round(float(np.percentile(scores, 50)), 6),
+        "p99": round(float(np.percentile(scores, 99)), 6),
+        "max": round(float(scores.max()), 6),
+        "map_p50": round(float(np.median(maps)), 6),
+    }
 
 
 def check_parity(model: PadimModule, onnx_path: Path, images: list[np.ndarray]) -> Parity:
@@ -79,6 +168,43 @@ def check_parity(model: PadimModule, onnx_path: Path, images: list[np.ndarray]) 
         max_abs_map=float(np.abs(onnx_maps - torch_maps).max()),
         max_score=float(torch_scores.max()),
     )
+
+
+def export(
+    model: PadimModule,
+    output: str | Path,
+    *,
+    weights: str,
+    train_images: int,
+    parity_images: list[np.ndarray] | None = None,
+    external_data: ExternalData = "auto",
+    blocks: int = DEFAULT_BLOCKS,
+    extra_metadata: dict[str, object] | None = None,
+) -> tuple[ExportResult, Parity | None]:
+    """Export a fitted model; with ``parity_images``, only if the graph reproduces the module on them.
+
+    Raises:
+        ParityError: The staged graph differs from the PyTorch module; ``output`` was not touched.
+    """
+    results: list[Parity] = []
+
+    def verify(staged: Path) -> None:
+        parity = check_parity(model, staged, parity_images or [])
+        results.append(parity)
+        if not parity.ok:
+            raise ParityError(parity)
+
+    result = export_model(
+        model,
+        output,
+        weights=weights,
+        train_images=train_images,
+        external_data=external_data,
+        blocks=blocks,
+        extra_metadata=extra_metadata,
+        verify=verify if parity_images else None,
+    )
+    return result, (results[0] if results else None)
 
 
 def run_export(
@@ -101,6 +227,9 @@ def run_export(
 ) -> ExportRun:
     """Fit PaDiM on the normal images in ``data`` and export the fused graph to ``output``.
 
+    The output location is checked (writable, not a folder, enough free space) before the fit, and
+    the new file replaces an old one only once it is complete and has passed the parity check.
+
     Args:
         data: Folder of defect-free images (direct children).
         output: The ``.onnx`` file to write.
@@ -108,7 +237,7 @@ def run_export(
         dims: Channels kept (default: the backbone's paper setting).
         resize: Square resize edge.
         crop: Center-crop edge.
-        seed: Seed of the random channel subset.
+        seed: Seed of the random channel subset (and of a random-init backbone).
         weights_file: A ``state_dict`` file instead of torchvision's ImageNet weights.
         random_init: Random backbone weights (latency and smoke tests only).
         batch_size: Images per forward pass during the fit.
@@ -117,7 +246,12 @@ def run_export(
         blocks: Column blocks of the packed Sigma^-1 storage.
         parity_images: Training images scored by both PyTorch and the exported graph (0: skip).
         progress: Show progress bars.
+
+    Raises:
+        OutputError: ``output`` cannot be written, or the disk lacks the space.
+        ParityError: The exported graph does not reproduce the module (nothing written).
     """
+    output = check_output_file(output, what="--output")
     paths = list_images(data)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, found {len(paths)} in {data}")
@@ -130,11 +264,22 @@ def run_export(
         weights_file=weights_file,
         random_init=random_init,
     )
+    needed, free = estimated_bytes(model, blocks=blocks), free_bytes(output.parent)
+    if needed * 1.1 > free:
+        raise OutputError(
+            f"the model needs about {needed / 1e9:.2f} GB and {output.parent} has {free / 1e9:.2f} GB free"
+        )
     report = fit(model, paths, batch_size=batch_size, device=device, progress=progress)
-    result = export_model(
-        model, output, weights=weights, train_images=report.images, external_data=external_data, blocks=blocks
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), TRAIN_SCORE_IMAGES)).round().astype(int))
+    sample = [load_image(paths[i]) for i in picks]
+    result, parity = export(
+        model,
+        output,
+        weights=weights,
+        train_images=report.images,
+        parity_images=sample[:parity_images] if parity_images else None,
+        external_data=external_data,
+        blocks=blocks,
+        extra_metadata={"train_scores": training_scores(model, sample)},
     )
-    parity = None
-    if parity_images:
-        parity = check_parity(model, Path(output), [load_image(p) for p in paths[:parity_images]])
     return ExportRun(model=model, weights=weights, fit=report, export=result, parity=parity)

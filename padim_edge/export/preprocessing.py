@@ -2,7 +2,8 @@
 
 uint8 frames ``[N, H, W, 3]`` of any size -> bilinear (antialiased) resize to ``resize x resize`` ->
 center crop ``crop x crop`` -> ImageNet normalisation -> float32 ``[N, 3, crop, crop]``.
-The fit calls this module; the exporter traces this same module into the graph.
+The fit calls this module; the exporter traces this same module into the graph. The crop geometry
+itself is :class:`padim_edge.geometry.Geometry`, shared with the torch-free side.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from padim_edge.geometry import Geometry
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def crop_offset(resize: int, crop: int) -> int:
-    """Top/left offset of the center crop (the same on both axes)."""
-    return (resize - crop) // 2
 
 
 class Preprocess(nn.Module):
@@ -30,8 +28,7 @@ class Preprocess(nn.Module):
 
     def __init__(self, *, resize: int = 256, crop: int = 224) -> None:
         super().__init__()
-        if not 32 <= crop <= resize:
-            raise ValueError(f"need 32 <= crop <= resize, got crop={crop}, resize={resize}")
+        self.geometry = Geometry(resize, crop)  # validates the pair
         self.resize = resize
         self.crop = crop
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -46,6 +43,6 @@ class Preprocess(nn.Module):
         x = F.interpolate(
             x, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True
         )
-        top = crop_offset(self.resize, self.crop)
+        top = self.geometry.offset
         x = x[:, :, top : top + self.crop, top : top + self.crop]
         return x * self.scale + self.shift

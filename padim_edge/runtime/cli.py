@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from padim_edge.images import ImageError, expand_paths, iter_batches
 from padim_edge.runtime.model import InputError, ModelLoadError, PadimModel
-from padim_edge.runtime.providers import ProviderError
+from padim_edge.runtime.providers import DEVICE_NAMES, ProviderError
 
 
 def open_model(path: Path, device: str, threads: int | None) -> PadimModel:
@@ -33,7 +33,7 @@ def open_model(path: Path, device: str, threads: int | None) -> PadimModel:
 )
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    type=click.Choice(DEVICE_NAMES),
     default="auto",
     show_default=True,
     help="Execution provider: auto tries TensorRT, CUDA, then CPU (whichever this onnxruntime has).",
@@ -108,7 +108,8 @@ def _write_outputs(
     crop: int,
     threshold: float | None,
 ) -> None:
-    from padim_edge.visualize import heatmap_overlay, model_view, save_png
+    from padim_edge.geometry import Geometry
+    from padim_edge.visualize import heatmap_overlay, save_png
 
     output.mkdir(parents=True, exist_ok=True)
     scores = {name: round(score, 6) for name, score, _ in rows}
@@ -121,6 +122,8 @@ def _write_outputs(
     for name, image, amap in overlays:
         target = output / (Path(name).with_suffix("").as_posix().replace("/", "__") + "_overlay.png")
         save_png(
-            heatmap_overlay(model_view(image, resize, crop), amap.astype(np.float32), vmin=vmin, vmax=vmax),
+            heatmap_overlay(
+                Geometry(resize, crop).image_view(image), amap.astype(np.float32), vmin=vmin, vmax=vmax
+            ),
             target,
         )

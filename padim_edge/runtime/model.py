@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from padim_edge import graph_names, metadata
+from padim_edge.integrity import IntegrityError, verify_data_file
 from padim_edge.metadata import ModelInfo
+from padim_edge.naming import data_file
 from padim_edge.runtime import providers as _providers
+from padim_edge.runtime.session import open_session
 
 INPUT_NAME = graph_names.INPUT
 REQUIRED_OUTPUTS = (graph_names.ANOMALY_MAP, graph_names.SCORE)
 
 
 class ModelLoadError(RuntimeError):
-    """The model file is missing, is not ONNX, is not ours, or lacks its external-data file."""
+    """The model file is missing, not ONNX, not ours, or lacks (or mismatches) its external-data file."""
 
 
 class InputError(ValueError):
@@ -45,13 +47,18 @@ class Prediction:
 
 def _load_error(path: Path, exc: Exception) -> ModelLoadError:
     message = str(exc)
-    data_file = path.with_name(path.name + ".data")
+    expected = data_file(path)
     lowered = message.lower()
-    if "external" in lowered or (not data_file.exists() and ".data" in message):
+    if "outside" in lowered or "escape" in lowered or (".." in message and "external" in lowered):
         return ModelLoadError(
-            f"{path} keeps its constants in an external-data file that could not be read "
-            f"(expected {data_file.name} beside it, as padim-export wrote it; copy both files together). "
-            f"onnxruntime said: {message.strip()[:300]}"
+            f"{path} refers to an external-data file outside its own folder, which onnxruntime refuses (a "
+            f"padim-edge model keeps {expected.name} beside it). onnxruntime said: {message.strip()[:300]}"
+        )
+    if "external" in lowered or (not expected.exists() and ".data" in message):
+        state = "is missing" if not expected.exists() else "could not be read (truncated, or another model's)"
+        return ModelLoadError(
+            f"{path} keeps its constants in {expected.name} beside it, which {state}: copy both files "
+            f"together as padim-export wrote them. onnxruntime said: {message.strip()[:300]}"
         )
     if "protobuf" in lowered or "parse" in lowered or "invalid_graph" in lowered:
         return ModelLoadError(f"{path} is not a readable ONNX model: {message.strip()[:300]}")
@@ -74,9 +81,7 @@ def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int
     """
     if isinstance(images, np.ndarray):
         if images.ndim == 4:
-            _check_frame(
-                images[0] if len(images) else images.reshape(images.shape[1:]), "batch", images.dtype
-            )
+            _check_shape(images.shape[1:], "batch", images.dtype)
             return [(list(range(len(images))), np.ascontiguousarray(images))] if len(images) else []
         if images.ndim in (2, 3):
             images = [images]
@@ -93,12 +98,12 @@ def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int
     for i, frame in enumerate(images):
         if not isinstance(frame, np.ndarray):
             raise InputError(f"frame {i}: expected a numpy array, got {type(frame).__name__}")
-        _check_frame(frame, f"frame {i}", frame.dtype)
+        _check_shape(frame.shape, f"frame {i}", frame.dtype)
         groups.setdefault(frame.shape, []).append(i)
     return [(pos, np.stack([images[i] for i in pos])) for pos in groups.values()]
 
 
-def _check_frame(frame: np.ndarray, where: str, dtype: np.dtype) -> None:
+def _check_shape(shape: tuple[int, ...], where: str, dtype: np.dtype) -> None:
     if dtype != np.uint8:
         hint = (
             " (for 0-1 floats use (x * 255).round().astype(np.uint8))"
@@ -106,20 +111,20 @@ def _check_frame(frame: np.ndarray, where: str, dtype: np.dtype) -> None:
             else ""
         )
         raise InputError(f"{where}: frames must be uint8 RGB, got dtype {dtype}{hint}")
-    if frame.ndim == 2:
+    if len(shape) == 2:
         raise InputError(
             f"{where}: grayscale [H, W] frame; stack it to RGB with np.repeat(x[..., None], 3, -1)"
         )
-    if frame.ndim != 3:
-        raise InputError(f"{where}: expected [H, W, 3], got shape {frame.shape}")
-    if frame.shape[-1] != 3:
+    if len(shape) != 3:
+        raise InputError(f"{where}: expected [H, W, 3], got shape {tuple(shape)}")
+    if shape[-1] != 3:
         kind = {1: "one channel (grayscale)", 4: "4 channels (RGBA: drop alpha with x[..., :3])"}
         raise InputError(
             f"{where}: expected 3 channels (RGB, channels last), got "
-            f"{kind.get(frame.shape[-1], f'{frame.shape[-1]} channels')} in shape {frame.shape}"
+            f"{kind.get(shape[-1], f'{shape[-1]} channels')} in shape {tuple(shape)}"
         )
-    if frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise InputError(f"{where}: empty frame of shape {frame.shape}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise InputError(f"{where}: empty frame of shape {tuple(shape)}")
 
 
 class PadimModel:
@@ -133,9 +138,13 @@ class PadimModel:
         device: ``auto`` (TensorRT, then CUDA, then CPU, whichever this build has), ``cpu``,
             ``cuda`` or ``tensorrt``.
         threads: Intra-op threads for the CPU provider (``None``: onnxruntime's default, all cores).
+        verify_data: How the external-data file (big models only) is checked against the model's
+            record of it: ``once`` (hash the first time a file is seen, then its size and mtime),
+            ``always`` (hash every load) or ``size`` (size only). See :mod:`padim_edge.integrity`.
 
     Raises:
-        ModelLoadError: Missing file, not ONNX, missing external data, or not a padim-edge model.
+        ModelLoadError: Missing file, not ONNX, missing or mismatched external data, or not a
+            padim-edge model.
         padim_edge.runtime.providers.ProviderError: The device is not available.
 
     Example:
@@ -145,54 +154,40 @@ class PadimModel:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, device: str = "auto", threads: int | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        verify_data: str = "once",
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
         self.device = device
-        wanted = _providers.resolve(device)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        self.threads = threads
         try:
-            self.session = ort.InferenceSession(
-                str(self.path),
-                options,
-                providers=wanted,
-                provider_options=_providers.provider_options(wanted),
-            )
+            self.session = open_session(self.path, device=device, threads=threads)
+        except (_providers.ProviderError, ValueError):
+            raise
         except Exception as exc:
             raise _load_error(self.path, exc) from exc
         self.providers: list[str] = list(self.session.get_providers())
-        if device != "auto" and wanted[0] not in self.providers:
-            raise _providers.ProviderError(
-                f"{wanted[0]} is in this onnxruntime build but could not start (check the CUDA / TensorRT "
-                f"libraries); the session only got {self.providers}"
-            )
         try:
             self.info: ModelInfo = metadata.parse(
                 self.session.get_modelmeta().custom_metadata_map, source=str(self.path)
             )
-        except metadata.NotAPadimModelError as exc:
+            verify_data_file(self.path, self.info.get("external_data"), mode=verify_data)
+        except (metadata.NotAPadimModelError, IntegrityError) as exc:
             raise ModelLoadError(str(exc)) from exc
         inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or any(o not in self.outputs for o in REQUIRED_OUTPUTS):
             raise ModelLoadError(f"{self.path}: unexpected inputs {inputs} / outputs {self.outputs}")
-        self.threads = threads
 
     def __repr__(self) -> str:
         info = self.info
-        return (
-            f"PadimModel({str(self.path)!r}, backbone={info.backbone}, dims={info.dims}, crop={info.crop}, "
-            f"precision={info.precision}, providers={self.providers})"
-        )
+        return f"PadimModel({str(self.path)!r}, {info.description}, providers={self.providers})"
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one validated uint8 ``[N, H, W, 3]`` batch; returns every graph output by name."""

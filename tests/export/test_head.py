@@ -1,4 +1,4 @@
-"""Fitted statistics and the Mahalanobis head against independent float64 numpy / scipy computations."""
+"""The Mahalanobis head (ONNX) and the PyTorch reference against independent float64 numpy / scipy."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 from scipy import ndimage
 
 from padim_edge.export.anomaly_map import AnomalyMapGenerator, separable_operator
-from padim_edge.export.gaussian import EPSILON, GaussianAccumulator
-from padim_edge.export.graph_head import anomaly_map_nodes, block_bounds, mahalanobis_nodes
-from padim_edge.export.mahalanobis import MahalanobisDistance
+from padim_edge.export.graph_map import anomaly_map_nodes
+from padim_edge.export.padim.graph_head import block_bounds, mahalanobis_nodes
+from padim_edge.export.padim.mahalanobis import MahalanobisDistance
+from padim_edge.gaussian import EPSILON
 
 
 def reference_gaussians(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,30 +33,6 @@ def reference_map(embedding: np.ndarray, mean: np.ndarray, inverse: np.ndarray, 
     dist = np.sqrt(np.maximum(np.einsum("pd,pde,pe->p", delta, inverse, delta), 0)).reshape(h, w)
     up = ndimage.zoom(dist, crop / h, order=1, mode="nearest", grid_mode=True)
     return ndimage.gaussian_filter(up, sigma=4, mode="mirror", truncate=4.0)
-
-
-@pytest.mark.parametrize("batches", [[40], [7, 13, 20], [1, 1, 38]])
-def test_streaming_statistics_match_numpy_cov(batches: list[int]) -> None:
-    rng = np.random.default_rng(0)
-    samples = rng.normal(size=(sum(batches), 5, 6)) * rng.uniform(0.5, 3, size=(1, 5, 1))
-    samples += 1000.0  # a large offset: the naive E[xx] - mu^2 formula loses digits here
-    acc = GaussianAccumulator(patches=6, dims=5, chunk=4)
-    start = 0
-    for b in batches:
-        acc.update(torch.from_numpy(samples[start : start + b].reshape(b, 5, 2, 3)))
-        start += b
-    mean, inverse = acc.finalize()
-    ref_mean, ref_inverse = reference_gaussians(samples)
-    assert acc.count == 40
-    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-6)
-    np.testing.assert_allclose(inverse.numpy(), ref_inverse, rtol=2e-5, atol=1e-6)
-
-
-def test_finalize_needs_two_samples() -> None:
-    acc = GaussianAccumulator(patches=4, dims=3)
-    acc.update(torch.zeros(1, 3, 2, 2))
-    with pytest.raises(ValueError, match="at least 2 images"):
-        acc.finalize()
 
 
 def _fitted(rng: np.random.Generator, d: int, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

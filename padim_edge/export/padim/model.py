@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
-from padim_edge.export.backbones import BackboneSpec
-from padim_edge.export.features import EmbeddingReducer, FeatureExtractor, select_channels
-from padim_edge.export.mahalanobis import MahalanobisDistance
+from padim_edge.export.features import FeatureExtractor
+from padim_edge.export.padim.mahalanobis import MahalanobisDistance
+from padim_edge.export.padim.reduction import EmbeddingReducer, select_channels
 from padim_edge.export.preprocessing import Preprocess
+from padim_edge.spec import BackboneSpec
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class PadimConfig:
     """Everything that shapes a PaDiM model besides the backbone weights.
 
     Attributes:
-        spec: Backbone row from :data:`padim_edge.export.backbones.BACKBONES`.
+        spec: Backbone row from :data:`padim_edge.spec.BACKBONES`.
         dims: Channels kept by the random reduction.
         resize: Square resize edge.
         crop: Center-crop edge.
@@ -86,8 +87,12 @@ class PadimModule(nn.Module):
         """uint8 frames -> embedding ``[N, dims, grid, grid]``."""
         return self.embed_frames(self.frames_to_tensor(images))
 
-    def set_gaussians(self, mean: torch.Tensor, inv_covariance: torch.Tensor) -> None:
-        """Install the fitted per-patch means ``[P, d]`` and inverse covariances ``[P, d, d]``."""
+    def set_gaussians(
+        self, mean: torch.Tensor | np.ndarray, inv_covariance: torch.Tensor | np.ndarray
+    ) -> None:
+        """Install the fitted per-patch means ``[P, d]`` and inverse covariances ``[P, d, d]`` (float32)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        inv_covariance = torch.as_tensor(inv_covariance, dtype=torch.float32)
         expected = (self.patches, self.config.dims)
         if tuple(mean.shape) != expected or tuple(inv_covariance.shape) != (*expected, self.config.dims):
             raise ValueError(f"Gaussians of shape {tuple(mean.shape)} do not fit the model {expected}")

@@ -11,20 +11,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from padim_edge.datasets import DatasetError, find_categories, load_mask
 from padim_edge.evaluation import cli
-from padim_edge.evaluation.dataset import (
-    DatasetError,
-    PredictionError,
-    find_categories,
-    load_mask,
-    mask_to_model_view,
-    predict_category,
-)
 from padim_edge.evaluation.metrics import evaluate_category
+from padim_edge.evaluation.predictions import PredictionError, predict_category
+from padim_edge.geometry import Geometry
 from padim_edge.metadata import ModelInfo
-from padim_edge.visualize import model_view
 
-RESIZE, CROP, SIZE = 32, 28, 32  # test images are RESIZE-sized, so the model view is an exact crop
+RESIZE, CROP, SIZE = 40, 36, 40  # test images are RESIZE-sized, so the model view is an exact crop
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,7 @@ class FakeModel:
         self.calls.append(len(images))
         out = []
         for image in images:
-            view = model_view(image, RESIZE, self.info.crop)
+            view = Geometry(RESIZE, self.info.crop).image_view(image)
             anomaly_map = view.mean(axis=2).astype(np.float32) / 255.0
             score = float(anomaly_map.max())
             threshold = self.info.threshold
@@ -113,24 +107,6 @@ def use_model(monkeypatch: pytest.MonkeyPatch, model: FakeModel) -> list[tuple[P
 # --- geometry ------------------------------------------------------------------------------------
 
 
-def test_mask_to_model_view_same_size_is_a_center_crop() -> None:
-    rng = np.random.default_rng(0)
-    mask = rng.random((32, 32)) < 0.3
-    view = mask_to_model_view(mask, 32, 28)
-    assert view.dtype == bool and view.shape == (28, 28)
-    np.testing.assert_array_equal(view, mask[2:30, 2:30])
-
-
-def test_mask_to_model_view_is_nearest_and_keeps_the_box() -> None:
-    mask = np.zeros((128, 64), dtype=np.uint8)  # H=128, W=64 -> resize 32: y / 4, x / 2
-    mask[40:80, 20:40] = 255
-    view = mask_to_model_view(mask, 32, 24)  # crop offset 4
-    expected = np.zeros((32, 32), dtype=bool)
-    expected[10:20, 10:20] = True
-    np.testing.assert_array_equal(view, expected[4:28, 4:28])
-    assert set(np.unique(view)) <= {False, True}
-
-
 def test_load_mask_checks_the_image_size(tmp_path: Path) -> None:
     path = tmp_path / "m.png"
     _save(np.full((10, 12), 255, dtype=np.uint8), path)
@@ -190,7 +166,7 @@ def test_missing_mask_is_an_error(category: Path) -> None:
 def test_mask_of_the_wrong_size_is_an_error(category: Path) -> None:
     _save(np.zeros((16, 16), np.uint8), category / "ground_truth" / "scratch" / "001_mask.png")
     [found] = find_categories(category)
-    with pytest.raises(DatasetError, match=r"001_mask\.png is 16x16 .* but its image is 32x32"):
+    with pytest.raises(DatasetError, match=r"001_mask\.png is 16x16 .* but its image is 40x40"):
         predict_category(FakeModel(), found)
 
 
@@ -240,11 +216,11 @@ def test_model_failure_becomes_prediction_error(category: Path) -> None:
     [found] = find_categories(category)
     with pytest.raises(PredictionError, match="CUDA out of memory"):
         predict_category(Broken(), found)
-    with pytest.raises(PredictionError, match=r"\[24, 24\] anomaly map .* expected \[28, 28\]"):
+    with pytest.raises(PredictionError, match=r"\[32, 32\] anomaly map .* expected \[36, 36\]"):
 
         class WrongCrop(FakeModel):
             def predict(self, images, batch_size: int = 8):
-                return FakeModel(crop=24).predict(images, batch_size)
+                return FakeModel(crop=32).predict(images, batch_size)
 
         predict_category(WrongCrop(), found)
 

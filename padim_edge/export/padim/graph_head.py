@@ -1,4 +1,4 @@
-"""The graph's head in ONNX: batched Mahalanobis against baked constants, anomaly map, score.
+"""PaDiM's head in ONNX: batched Mahalanobis distance against baked mean / Sigma^-1 constants.
 
 Built directly from numpy constants (not traced), so that a 3.8 GB ``Sigma^-1`` never passes through
 the tracer and the op layout is the fast one:
@@ -7,11 +7,10 @@ the tracer and the op layout is the fast one:
   per block streams each patch's ``Sigma^-1`` once per batch, whatever N is. ``Sigma^-1`` is
   symmetric, so only its lower block triangle is stored, off-diagonal blocks doubled: with ``k``
   column blocks the head reads ``(k + 1) / 2k`` of the full matrix.
-* **Anomaly map** (:func:`anomaly_map_nodes`): bilinear upsampling and the Gaussian blur are both
-  separable linear maps, folded into one ``[crop, grid]`` matrix ``K``: ``map = K @ D @ K^T``.
 
-The PyTorch modules in :mod:`padim_edge.export.mahalanobis` and :mod:`padim_edge.export.anomaly_map`
-are the reference this head is tested against.
+The distances then go through the shared anomaly-map nodes (:mod:`padim_edge.export.graph_map`).
+The PyTorch module in :mod:`padim_edge.export.padim.mahalanobis` is the reference this head is tested
+against. numpy + onnx only: calibration rebuilds heads without torch.
 """
 
 from __future__ import annotations
@@ -131,30 +130,3 @@ def mahalanobis_nodes(
         ),
     ]
     return nodes, inits, n("distance")
-
-
-def anomaly_map_nodes(
-    distance: str, operator: np.ndarray, *, map_output: str, score_output: str
-) -> tuple[list[NodeProto], list[TensorProto]]:
-    """Nodes for ``map = K @ D @ K^T`` and ``score = max(map)``.
-
-    Args:
-        distance: Name of the ``[N, grid, grid]`` distance tensor.
-        operator: ``K`` ``[crop, grid]`` from :func:`padim_edge.export.anomaly_map.separable_operator`.
-        map_output: Graph output name of the anomaly map.
-        score_output: Graph output name of the score.
-    """
-    n = _name
-    inits = [
-        numpy_helper.from_array(operator.astype(np.float32), n("upsample_blur")),
-        numpy_helper.from_array(np.ascontiguousarray(operator.T).astype(np.float32), n("upsample_blur_t")),
-        numpy_helper.from_array(np.array([1, 2], dtype=np.int64), n("map_axes")),
-    ]
-    nodes = [
-        helper.make_node("MatMul", [n("upsample_blur"), distance], [n("rows_done")], name=n("rows")),
-        helper.make_node("MatMul", [n("rows_done"), n("upsample_blur_t")], [map_output], name=n("cols")),
-        helper.make_node(
-            "ReduceMax", [map_output, n("map_axes")], [score_output], keepdims=0, name=n("score")
-        ),
-    ]
-    return nodes, inits

@@ -12,11 +12,9 @@ from PIL import Image
 
 from padim_edge.visualize import (
     JET_LUT,
-    center_crop_box,
     colorize,
     heatmap_overlay,
     mask_outline,
-    model_view,
     save_png,
 )
 
@@ -74,7 +72,7 @@ def test_outline_closes_at_the_border() -> None:
 
 def test_overlay_rejects_mismatched_inputs() -> None:
     image = np.zeros((8, 8, 3), dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"with model_view\(\) first"):
+    with pytest.raises(ValueError, match=r"with Geometry.image_view\(\)"):
         heatmap_overlay(image, np.zeros((4, 4)))
     with pytest.raises(ValueError, match="uint8"):
         heatmap_overlay(image.astype(np.float32), np.zeros((8, 8)))
@@ -82,21 +80,6 @@ def test_overlay_rejects_mismatched_inputs() -> None:
         heatmap_overlay(image, np.zeros((8, 8)), alpha=1.5)
     with pytest.raises(ValueError, match="contour mask shape"):
         heatmap_overlay(image, np.zeros((8, 8)), contour_mask=np.zeros((4, 4), bool))
-
-
-def test_model_view_geometry() -> None:
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(model_view(image, 32, 28), image[2:30, 2:30])  # no resize: a crop
-    assert center_crop_box(256, 224) == (16, 16, 240, 240)
-    assert center_crop_box(33, 28) == (2, 2, 30, 30)
-    wide = np.zeros((60, 120, 3), dtype=np.uint8)
-    wide[:, 60:] = 200  # right half bright -> right half of the square view
-    view = model_view(wide, 40, 32)
-    assert view.shape == (32, 32, 3) and view.dtype == np.uint8
-    assert view[:, :14].max() == 0 and view[:, 18:].min() == 200
-    with pytest.raises(ValueError, match="crop must be"):
-        model_view(image, 16, 20)
 
 
 def test_save_png_round_trips(tmp_path: Path) -> None:

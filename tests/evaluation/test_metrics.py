@@ -16,11 +16,9 @@ from padim_edge.evaluation.metrics import (
     image_auroc,
     mean_row,
     pixel_auroc,
-    pro_curve,
-    pro_score,
     roc,
-    trapezoid_area,
 )
+from padim_edge.evaluation.pro import pro_curve, pro_score, trapezoid_area
 
 
 def brute_force_pro(

@@ -1,15 +1,10 @@
-"""Tests for padim_edge.bench: statistics, the timing loop, reports, and a tiny end-to-end run.
-
-The end-to-end runs use a tiny random-init R18 (16 channels, 64 px crop) built once for the module
-and reused through the artifacts folder; GPU rows are only exercised where the provider exists.
-"""
+"""The benchmark runner, its worker, reports and CLI (tiny end-to-end runs)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -18,7 +13,7 @@ from padim_edge import graph_names
 from padim_edge.bench import report, system, worker
 from padim_edge.bench.cli import main, parse_devices, parse_frame, parse_int_list, parse_threads
 from padim_edge.bench.runner import BenchConfig, BenchResult, plan_devices, run_benchmark
-from padim_edge.bench.timing import Summary, TimingPolicy, percentile, summarize, time_calls
+from padim_edge.bench.timing import TimingPolicy, summarize
 from padim_edge.runtime import available
 
 TINY = {"dims": 16, "resize": 72, "crop": 64}
@@ -26,85 +21,6 @@ TINY_ARGS = ["--dims", "16", "--resize", "72", "--crop", "64"]
 FAST = TimingPolicy(warmup=1, min_reps=3, min_seconds=0.0, max_seconds=1.0, floor_reps=1)
 FAST_ARGS = ["--warmup", "1", "--min-reps", "2", "--min-seconds", "0", "--max-seconds", "1"]
 HAS_CUDA = "CUDAExecutionProvider" in available()
-
-
-# ----------------------------------------------------------------------------------------------- math
-
-
-def test_summary_of_known_timings() -> None:
-    times = np.arange(1, 101, dtype=float)  # 1 .. 100
-    s = summarize(times)
-    assert s.reps == 100
-    assert s.total == pytest.approx(5050)
-    assert s.mean == pytest.approx(50.5)
-    assert s.min == 1 and s.max == 100
-    assert s.p50 == pytest.approx(50.5)
-    assert s.p90 == pytest.approx(90.1)
-    assert s.p99 == pytest.approx(99.01)
-    assert s.std == pytest.approx(np.std(times, ddof=1))
-
-
-def test_summary_small_and_scaled() -> None:
-    s = summarize([0.004])
-    assert (s.p50, s.p99, s.std, s.reps) == (0.004, 0.004, 0.0, 1)
-    t = summarize([1.0, 2.0, 3.0, 4.0]).scaled(1e3 / 4)  # seconds per batch of 4 -> ms per image
-    assert t.p50 == pytest.approx(625.0)
-    assert t.reps == 4
-    assert Summary(**t.to_dict()) == t
-
-
-def test_percentile_interpolates_and_rejects_bad_input() -> None:
-    assert percentile([10, 20], 50) == 15
-    assert percentile([3, 1, 2], 100) == 3
-    with pytest.raises(ValueError):
-        percentile([], 50)
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
-    with pytest.raises(ValueError):
-        summarize([])
-
-
-class FakeClock:
-    """Advances only when the timed function runs (0.25 s a call: exact in binary)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.calls = 0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def work(self) -> None:
-        self.calls += 1
-        self.now += 0.25
-
-
-@pytest.mark.parametrize(
-    ("policy", "expected"),
-    [
-        (TimingPolicy(warmup=2, min_reps=5, min_seconds=0.0, max_seconds=10.0), 5),  # reps bound
-        (TimingPolicy(warmup=2, min_reps=2, min_seconds=1.0, max_seconds=10.0), 4),  # seconds bound (later)
-        (TimingPolicy(warmup=2, min_reps=100, min_seconds=1.0, max_seconds=2.0, floor_reps=5), 8),  # time cap
-        (TimingPolicy(warmup=2, min_reps=100, min_seconds=0.0, max_seconds=0.5, floor_reps=5), 5),  # floor
-        (TimingPolicy(warmup=2, min_reps=3, min_seconds=100.0, max_seconds=200.0, max_reps=3), 3),  # reps cap
-    ],
-)
-def test_time_calls_follows_the_policy(policy: TimingPolicy, expected: int) -> None:
-    clock = FakeClock()
-    times = time_calls(clock.work, policy, clock=clock)
-    assert len(times) == expected
-    assert clock.calls == expected + policy.warmup
-    assert all(t == 0.25 for t in times)
-
-
-def test_policy_validation() -> None:
-    with pytest.raises(ValueError):
-        TimingPolicy(warmup=0)
-    with pytest.raises(ValueError):
-        TimingPolicy(min_reps=10, max_reps=5)
-    with pytest.raises(ValueError):
-        TimingPolicy(min_seconds=5, max_seconds=1)
-
 
 # ------------------------------------------------------------------------------------ small helpers
 
@@ -282,21 +198,31 @@ def test_tiny_run_outputs(tiny_run: tuple[BenchResult, dict[str, Path]]) -> None
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_session_options_match_the_runtime(
-    tiny_run: tuple[BenchResult, dict[str, Path]], workdir: Path
+def test_every_graph_is_opened_by_the_runtime_session_factory(
+    tiny_run: tuple[BenchResult, dict[str, Path]], workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from padim_edge.runtime import PadimModel
+    """Backbone-alone graphs and the fused model go through one factory: the users' settings."""
+    from padim_edge.runtime import session as session_module
 
+    calls = []
+    real = session_module.open_session
+
+    def spy(path, **kwargs):
+        calls.append((Path(path).name, kwargs))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(session_module, "open_session", spy)
+    monkeypatch.setattr("padim_edge.runtime.model.open_session", spy)
     (fused,) = workdir.glob("*/padim.onnx")
-    runtime = PadimModel(fused, device="cpu", threads=2).session.get_session_options()
-    ours = worker.session_options(2)
-    for attribute in (
-        "intra_op_num_threads",
-        "inter_op_num_threads",
-        "graph_optimization_level",
-        "execution_mode",
-    ):
-        assert getattr(ours, attribute) == getattr(runtime, attribute), attribute
+    (backbone,) = workdir.glob("*/backbone.onnx")
+    for variant, path in (("fused", fused), ("backbone", backbone)):
+        spec = {"variant": variant, "path": str(path), "device": "cpu", "threads": 2}
+        _run, facts = worker._open_ort(spec)
+        assert facts["providers"] == ["CPUExecutionProvider"]
+    assert calls == [
+        ("padim.onnx", {"device": "cpu", "threads": 2}),
+        ("backbone.onnx", {"device": "cpu", "threads": 2}),
+    ]
 
 
 def test_load_failure_is_a_note_not_a_crash(tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""The anomaly map and image score in ONNX, shared by every method (numpy + onnx; no torch).
+
+Bilinear upsampling of the patch distances to the crop and the Gaussian blur are both separable
+linear maps, so together they are one ``[crop, grid]`` matrix ``K`` and ``map = K @ D @ K^T``. ``K``
+comes from the PyTorch reference module itself
+(:func:`padim_edge.export.anomaly_map.separable_operator`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from padim_edge import graph_names
+
+
+def _name(name: str) -> str:
+    return graph_names.HEAD + name
+
+
+def anomaly_map_nodes(
+    distance: str, operator: np.ndarray, *, map_output: str, score_output: str
+) -> tuple[list[NodeProto], list[TensorProto]]:
+    """Nodes for ``map = K @ D @ K^T`` and ``score = max(map)``.
+
+    Args:
+        distance: Name of the ``[N, grid, grid]`` distance tensor.
+        operator: ``K`` ``[crop, grid]`` from :func:`padim_edge.export.anomaly_map.separable_operator`.
+        map_output: Graph output name of the anomaly map.
+        score_output: Graph output name of the score.
+    """
+    n = _name
+    inits = [
+        numpy_helper.from_array(operator.astype(np.float32), n("upsample_blur")),
+        numpy_helper.from_array(np.ascontiguousarray(operator.T).astype(np.float32), n("upsample_blur_t")),
+        numpy_helper.from_array(np.array([1, 2], dtype=np.int64), n("map_axes")),
+    ]
+    nodes = [
+        helper.make_node("MatMul", [n("upsample_blur"), distance], [n("rows_done")], name=n("rows")),
+        helper.make_node("MatMul", [n("rows_done"), n("upsample_blur_t")], [map_output], name=n("cols")),
+        helper.make_node(
+            "ReduceMax", [map_output, n("map_axes")], [score_output], keepdims=0, name=n("score")
+        ),
+    ]
+    return nodes, inits

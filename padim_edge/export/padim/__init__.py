@@ -1,0 +1,10 @@
+"""PaDiM (Defard et al., 2020): per-patch Gaussians and the Mahalanobis distance.
+
+* :mod:`.model`: the PyTorch module (preprocessing, truncated backbone, random channel subset, head).
+* :mod:`.reduction`: the fixed random channel subset (index-select) and the embedding it builds.
+* :mod:`.mahalanobis`: the PyTorch reference of the distance.
+* :mod:`.graph_head`: the same distance built directly in ONNX against baked constants (no torch),
+  what the exported graph runs.
+
+Kept thin: importing :mod:`.graph_head` must not import torch (calibration rebuilds heads torch-free).
+"""

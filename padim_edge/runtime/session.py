@@ -1,0 +1,68 @@
+"""Opening onnxruntime sessions: the one place session options and providers are chosen.
+
+:class:`padim_edge.runtime.PadimModel` opens its model here, and so do the benchmarks for the graphs
+they compare against it, so every measurement runs with the settings users get.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from padim_edge.runtime import providers as _providers
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options: full graph optimisation, quiet logs, ``threads`` intra-op threads (``None``: all).
+
+    Raises:
+        ValueError: ``threads`` below 1.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(
+    path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    tensorrt: dict[str, Any] | None = None,
+) -> ort.InferenceSession:
+    """Open ``path`` on ``device``.
+
+    Args:
+        path: An ``.onnx`` file.
+        device: A name from :data:`padim_edge.runtime.providers.DEVICES`.
+        threads: CPU intra-op threads.
+        tensorrt: TensorRT EP options (see :func:`padim_edge.runtime.providers.provider_options`).
+
+    Raises:
+        ValueError: Unknown device or bad thread count.
+        padim_edge.runtime.providers.ProviderError: The device's provider is missing or could not start.
+        Exception: Whatever onnxruntime raises for a file it cannot load (callers word it).
+    """
+    wanted = _providers.resolve(device)
+    session = ort.InferenceSession(
+        str(Path(path)),
+        session_options(threads),
+        providers=wanted,
+        provider_options=_providers.provider_options(wanted, tensorrt=tensorrt),
+    )
+    got = list(session.get_providers())
+    if device != "auto" and wanted[0] not in got:
+        raise _providers.ProviderError(
+            f"{wanted[0]} is in this onnxruntime build but could not start (check the CUDA / TensorRT "
+            f"libraries); the session only got {got}"
+        )
+    return session
