@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError
-from padim_edge.export.exporter import DEFAULT_BLOCKS
+from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
 

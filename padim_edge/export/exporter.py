@@ -1,4 +1,7 @@
-"""Write the one ONNX graph: traced preprocessing + backbone + reduction, then the built head.
+"""Write the one ONNX graph: traced preprocessing + backbone + reduction, then the method's built head.
+
+Method-agnostic: it reads a module through the :class:`padim_edge.export.method.AnomalyMethod`
+contract, so PaDiM and its siblings export the same way.
 
 Input ``images``: uint8 ``[N, H, W, 3]`` (N, H, W dynamic). Outputs ``anomaly_map`` float32
 ``[N, crop, crop]`` and ``score`` float32 ``[N]``. Metadata in ``metadata_props``
@@ -22,8 +25,7 @@ from torch import nn
 from padim_edge import __version__, graph_names, metadata
 from padim_edge.export.anomaly_map import separable_operator
 from padim_edge.export.graph_map import anomaly_map_nodes
-from padim_edge.export.padim.graph_head import mahalanobis_nodes
-from padim_edge.export.padim.model import PadimModule
+from padim_edge.export.method import AnomalyMethod
 from padim_edge.onnx_files import ExternalData, save_model
 
 OPSET = 18
@@ -36,14 +38,12 @@ _STAGE_OF_MODULE = {
     "/features": graph_names.BACKBONE,
     "/reducer": graph_names.REDUCE,
 }
-#: Column blocks of the packed symmetric Sigma^-1 storage (see graph_head); measured in benchmarks/.
-DEFAULT_BLOCKS = 3
 
 
 class _FeatureGraph(nn.Module):
     """Preprocess + backbone (+ reduction): the traced part of the graph."""
 
-    def __init__(self, model: PadimModule, *, reduce: bool) -> None:
+    def __init__(self, model: AnomalyMethod, *, reduce: bool) -> None:
         super().__init__()
         self.preprocess = model.preprocess
         self.features = model.features
@@ -73,11 +73,11 @@ def _tag_stages(model: onnx.ModelProto) -> None:
         node.name = prefix + node.name
 
 
-def trace_features(model: PadimModule, *, reduce: bool = True) -> onnx.ModelProto:
+def trace_features(model: AnomalyMethod, *, reduce: bool = True) -> onnx.ModelProto:
     """Trace preprocessing + truncated backbone (+ channel reduction) to ONNX with the dynamo exporter.
 
     Args:
-        model: The PaDiM model (fitted or not; the head is not part of this graph).
+        model: A method's module (fitted or not; the head is not part of this graph).
         reduce: Output the reduced embedding ``[N, dims, grid, grid]`` (else the three tapped maps,
             which is "the truncated backbone alone" that benchmarks compare against).
     """
@@ -105,24 +105,32 @@ def trace_features(model: PadimModule, *, reduce: bool = True) -> onnx.ModelProt
     return proto
 
 
-def build_graph(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> onnx.ModelProto:
-    """The full fused graph of a fitted model (no metadata yet)."""
-    if model.mahalanobis is None:
+def build_graph(model: AnomalyMethod, **head_options: object) -> onnx.ModelProto:
+    """The full fused graph of a fitted model (no metadata yet).
+
+    Args:
+        model: A fitted method module.
+        head_options: Passed to the method's ``head_graph`` (PaDiM: ``blocks``).
+    """
+    if not model.fitted:
         raise RuntimeError("fit the model before exporting it")
     proto = trace_features(model, reduce=True)
     graph = proto.graph
     (embedding,) = [o.name for o in graph.output]
-    mean = model.mahalanobis.mean.cpu().numpy()
-    inv_covariance = model.mahalanobis.inv_covariance.cpu().numpy()
-    nodes, inits, distance = mahalanobis_nodes(
-        embedding, mean, inv_covariance, grid=model.grid, blocks=blocks
-    )
+    head = model.head_graph(embedding, **head_options)
     operator = separable_operator(model.anomaly_map, model.grid).numpy()
     map_nodes, map_inits = anomaly_map_nodes(
-        distance, operator, map_output=MAP_OUTPUT, score_output=SCORE_OUTPUT
+        head.distance,
+        operator,
+        map_output=MAP_OUTPUT,
+        score_output=SCORE_OUTPUT if head.score is None else None,
     )
-    graph.node.extend(nodes + map_nodes)
-    graph.initializer.extend(inits + map_inits)
+    if head.score is not None:
+        map_nodes.append(
+            onnx.helper.make_node("Identity", [head.score], [SCORE_OUTPUT], name=graph_names.HEAD + "score")
+        )
+    graph.node.extend(head.nodes + map_nodes)
+    graph.initializer.extend(head.initializers + map_inits)
     del graph.output[:]
     crop = model.config.crop
     graph.output.extend(
@@ -131,32 +139,33 @@ def build_graph(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> onnx.Mod
             onnx.helper.make_tensor_value_info(SCORE_OUTPUT, onnx.TensorProto.FLOAT, ["N"]),
         ]
     )
-    graph.name = f"padim_{model.config.spec.name}"
+    graph.name = f"{model.method}_{model.config.spec.name}"
+    if head.metadata:  # what the head says about itself (e.g. its precision); export_model keeps it
+        onnx.helper.set_model_props(proto, {metadata.prop(k): str(v) for k, v in head.metadata.items()})
     return proto
 
 
 def model_metadata(
-    model: PadimModule, *, weights: str, train_images: int, extra: dict[str, object] | None = None
+    model: AnomalyMethod, *, weights: str, train_images: int, extra: dict[str, object] | None = None
 ) -> dict[str, str]:
     """The ``metadata_props`` a freshly exported model carries (``extra``: more keys of the table)."""
     config = model.config
     return metadata.encode(
         {
             "version": __version__,
-            "method": "padim",
+            "method": model.method,
             "backbone": config.spec.name,
             "dims": config.dims,
-            "channels": config.spec.total_channels,
             "resize": config.resize,
             "crop": config.crop,
             "feature_size": model.grid,
             "sigma": config.sigma,
             "weights": weights,
             "seed": config.seed,
-            "channel_indices": [int(i) for i in model.indices],
             "train_images": train_images,
             "precision": "fp32",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **model.metadata(),
             **(extra or {}),
         }
     )
@@ -175,13 +184,13 @@ class ExportResult:
 
 
 def export_model(
-    model: PadimModule,
+    model: AnomalyMethod,
     path: str | Path,
     *,
     weights: str,
     train_images: int,
     external_data: ExternalData = "auto",
-    blocks: int = DEFAULT_BLOCKS,
+    head_options: dict[str, object] | None = None,
     extra_metadata: dict[str, object] | None = None,
     verify: Callable[[Path], None] | None = None,
 ) -> ExportResult:
@@ -191,21 +200,22 @@ def export_model(
     or anything else fails, an existing model at ``path`` is left untouched.
 
     Args:
-        model: Fitted PaDiM model.
+        model: A fitted method module.
         path: Output ``.onnx`` path.
         weights: Weights identity for the metadata (from :func:`build_backbone`).
         train_images: Images the Gaussians were fitted on.
         external_data: ``auto`` (only when too big to inline), ``always`` or ``never``.
-        blocks: Column blocks of the packed Sigma^-1 storage.
+        head_options: Passed to the method's ``head_graph`` (PaDiM: ``blocks``).
         extra_metadata: More metadata keys (see :data:`padim_edge.metadata.KEYS`).
         verify: Called with the staged file before it replaces anything (e.g. a parity check).
     """
-    proto = build_graph(model, blocks=blocks)
-    onnx.helper.set_model_props(
-        proto, model_metadata(model, weights=weights, train_images=train_images, extra=extra_metadata)
-    )
+    proto = build_graph(model, **(head_options or {}))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(model_metadata(model, weights=weights, train_images=train_images, extra=extra_metadata))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
     proto.doc_string = (
-        f"PaDiM {model.config.spec.paper_name} exported by padim-edge {__version__}: uint8 NHWC frames in, "
-        "anomaly_map and score out."
+        f"{model.method} {model.config.spec.name} exported by padim-edge {__version__}: uint8 NHWC frames "
+        "in, anomaly_map and score out."
     )
     return ExportResult(save_model(proto, path, external_data=external_data, verify=verify))

@@ -19,15 +19,15 @@ def _name(name: str) -> str:
 
 
 def anomaly_map_nodes(
-    distance: str, operator: np.ndarray, *, map_output: str, score_output: str
+    distance: str, operator: np.ndarray, *, map_output: str, score_output: str | None
 ) -> tuple[list[NodeProto], list[TensorProto]]:
-    """Nodes for ``map = K @ D @ K^T`` and ``score = max(map)``.
+    """Nodes for ``map = K @ D @ K^T`` and (unless the head scores images itself) ``score = max(map)``.
 
     Args:
         distance: Name of the ``[N, grid, grid]`` distance tensor.
         operator: ``K`` ``[crop, grid]`` from :func:`padim_edge.export.anomaly_map.separable_operator`.
         map_output: Graph output name of the anomaly map.
-        score_output: Graph output name of the score.
+        score_output: Graph output name of the score, or ``None`` when the method's head computes it.
     """
     n = _name
     inits = [
@@ -38,8 +38,13 @@ def anomaly_map_nodes(
     nodes = [
         helper.make_node("MatMul", [n("upsample_blur"), distance], [n("rows_done")], name=n("rows")),
         helper.make_node("MatMul", [n("rows_done"), n("upsample_blur_t")], [map_output], name=n("cols")),
-        helper.make_node(
-            "ReduceMax", [map_output, n("map_axes")], [score_output], keepdims=0, name=n("score")
-        ),
     ]
+    if score_output is not None:
+        nodes.append(
+            helper.make_node(
+                "ReduceMax", [map_output, n("map_axes")], [score_output], keepdims=0, name=n("score")
+            )
+        )
+    else:
+        inits.pop()  # no map_axes
     return nodes, inits

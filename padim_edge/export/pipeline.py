@@ -17,8 +17,9 @@ import numpy as np
 
 from padim_edge.atomic import OutputError, check_output_file, free_bytes
 from padim_edge.export.backbones import build_backbone, get_spec
-from padim_edge.export.exporter import DEFAULT_BLOCKS, ExportResult, ExternalData, export_model
+from padim_edge.export.exporter import ExportResult, ExternalData, export_model
 from padim_edge.export.fit import FitReport, fit, fit_frames
+from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
 from padim_edge.export.padim.model import PadimConfig, PadimModule
 from padim_edge.images import list_images, load_image
 
@@ -200,7 +201,7 @@ def export(
         weights=weights,
         train_images=train_images,
         external_data=external_data,
-        blocks=blocks,
+        head_options={"blocks": blocks},
         extra_metadata=extra_metadata,
         verify=verify if parity_images else None,
     )

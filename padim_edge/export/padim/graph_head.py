@@ -24,6 +24,8 @@ from padim_edge import graph_names
 
 #: Name prefix of every head node and initializer (calibration leaves these in float32).
 HEAD_PREFIX = graph_names.HEAD
+#: Column blocks of the packed symmetric Sigma^-1 storage; measured in benchmarks/.
+DEFAULT_BLOCKS = 3
 
 
 def _name(name: str) -> str:

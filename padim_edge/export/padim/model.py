@@ -11,6 +11,8 @@ from torch import nn
 
 from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
 from padim_edge.export.features import FeatureExtractor
+from padim_edge.export.method import HeadGraph
+from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS, mahalanobis_nodes
 from padim_edge.export.padim.mahalanobis import MahalanobisDistance
 from padim_edge.export.padim.reduction import EmbeddingReducer, select_channels
 from padim_edge.export.preprocessing import Preprocess
@@ -48,6 +50,8 @@ class PadimModule(nn.Module):
         config: Model configuration.
     """
 
+    method = "padim"
+
     def __init__(self, backbone: nn.Module, config: PadimConfig) -> None:
         super().__init__()
         self.config = config
@@ -64,6 +68,31 @@ class PadimModule(nn.Module):
         with torch.no_grad():
             probe = torch.zeros(1, 3, self.config.crop, self.config.crop)
             return int(self.features(probe)[0].shape[-1])
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`set_gaussians` installed the Gaussians."""
+        return self.mahalanobis is not None
+
+    def head_graph(self, embedding: str, *, blocks: int = DEFAULT_BLOCKS) -> HeadGraph:
+        """The Mahalanobis head in ONNX against the fitted constants (see :mod:`.graph_head`)."""
+        if self.mahalanobis is None:
+            raise RuntimeError("fit the model before exporting it")
+        nodes, inits, distance = mahalanobis_nodes(
+            embedding,
+            self.mahalanobis.mean.cpu().numpy(),
+            self.mahalanobis.inv_covariance.cpu().numpy(),
+            grid=self.grid,
+            blocks=blocks,
+        )
+        return HeadGraph(nodes, inits, distance)
+
+    def metadata(self) -> dict[str, object]:
+        """PaDiM's own metadata keys: channels before the reduction and the kept indices."""
+        return {
+            "channels": self.config.spec.total_channels,
+            "channel_indices": [int(i) for i in self.indices],
+        }
 
     @property
     def patches(self) -> int:
