@@ -30,6 +30,8 @@ from typing import Any
 import click
 import numpy as np
 
+from padim_edge import atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED_TRAIN = ROOT.parent / "shared" / "data" / "magnetic_tile" / "train" / "good"
@@ -215,8 +217,8 @@ def main(
         "passed": abs(difference) < MAX_DIFFERENCE,
     }
     output.mkdir(parents=True, exist_ok=True)
-    (output / "fit_memory.json").write_text(json.dumps(result, indent=1) + "\n")
-    (output / "fit_memory.md").write_text(render(result))
+    atomic.write_json(output / "fit_memory.json", result, indent=1)
+    atomic.write_text(output / "fit_memory.md", render(result))
     verdict = "PASS" if result["passed"] else "FAIL"
     click.echo(f"peak RSS {first:.0f} MB -> {last:.0f} MB ({difference:+.1%}): {verdict}", err=True)
     click.echo(str(output / "fit_memory.json"))

@@ -13,6 +13,7 @@ Files get the usual permissions (``0666`` minus the umask), like ``open()`` woul
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -73,6 +74,11 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Atomically replace ``path`` with ``text`` (UTF-8)."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], value: object, *, indent: int = 2) -> Path:
+    """Atomically replace ``path`` with ``value`` as JSON (and a final newline)."""
+    return write_text(path, json.dumps(value, indent=indent) + "\n")
 
 
 class Stage:

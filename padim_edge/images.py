@@ -1,12 +1,19 @@
 """Finding and decoding image files (Pillow + numpy; no torch).
 
-Every image becomes ``uint8 [H, W, 3]`` RGB: grayscale, palette, 16-bit and RGBA files are converted,
-so the model always sees what the graph's ``images`` input expects.
+Every image becomes ``uint8 [H, W, 3]`` RGB, what the graph's ``images`` input expects:
+
+* 8-bit grayscale, palette and RGB files as they are; RGBA composited over black;
+* 16-bit files (grayscale ``I;16`` PNG/TIFF, and 16-bit RGB PNGs, which Pillow itself reads as 8-bit)
+  by a fixed shift, ``value >> 8``: the same pixel value always gives the same 8-bit value, whatever
+  else is in the image (scaling by the image's own maximum would let one bright pixel darken the rest);
+* 32-bit integer and floating-point images are refused with a message: there is no scale that is
+  right for every camera, so the caller converts them to 8 bits (e.g. ``np.clip(x * 255, 0, 255)``
+  for floats in ``[0, 1]``) before they reach a model or a fit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +82,39 @@ def expand_paths(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
     return out
 
 
-def to_rgb(image: Image.Image) -> np.ndarray:
-    """Convert any Pillow image to a ``uint8 [H, W, 3]`` RGB array."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max() if array.size and array.max() > 255 else 255.0
-        image = Image.fromarray((array * (255.0 / peak)).clip(0, 255).astype(np.uint8))
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def _is_sixteen_bit(image: Image.Image, array: np.ndarray) -> bool:
+    """Pillow < 10 opened 16-bit grayscale PNGs as mode ``I``; those are 16-bit, other ``I`` files are not."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return True
+    return (
+        image.mode == "I"
+        and image.format == "PNG"
+        and (array.size == 0 or (array.min() >= 0 and array.max() <= 65535))
+    )
+
+
+def to_rgb(image: Image.Image, *, source: str = "image") -> np.ndarray:
+    """Convert a Pillow image to a ``uint8 [H, W, 3]`` RGB array (see the module docstring for the rules).
+
+    Raises:
+        ImageError: A 32-bit integer or floating-point image (``source`` names it in the message).
+    """
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        array = np.asarray(image)
+        if not _is_sixteen_bit(image, array):
+            raise ImageError(
+                f"{source} is a 32-bit integer image (mode I): padim-edge will not guess its scale; convert "
+                "it to 8 bits per channel first (16-bit images are converted with value >> 8)"
+            )
+        image = Image.fromarray((array.astype(np.uint32) >> 8).astype(np.uint8))
+    elif image.mode == "F":
+        raise ImageError(
+            f"{source} is a floating-point image (mode F): padim-edge will not guess its scale; convert it "
+            "to 8 bits first, e.g. np.clip(x * 255, 0, 255).astype(np.uint8) for values in [0, 1]"
+        )
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
@@ -92,22 +126,48 @@ def load_image(path: str | Path) -> np.ndarray:
     """Decode one image file to ``uint8 [H, W, 3]`` RGB.
 
     Raises:
-        ImageError: The file is missing, truncated or not an image.
+        ImageError: The file is missing, truncated, not an image, or a 32-bit / floating-point image.
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(image, source=str(path))
+    except ImageError:
+        raise
     except FileNotFoundError as exc:
         raise ImageError(f"image not found: {path}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
 
 
-def iter_batches(paths: list[Path], batch_size: int) -> Iterator[list[tuple[Path, np.ndarray]]]:
-    """Decode ``paths`` lazily in batches of ``(path, image)`` pairs; never holds more than a batch."""
+def iter_batches(
+    paths: list[Path],
+    batch_size: int,
+    *,
+    on_error: Callable[[Path, ImageError], None] | None = None,
+) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Decode ``paths`` lazily in batches of ``(path, image)`` pairs; never holds more than a batch.
+
+    Args:
+        paths: Image files.
+        batch_size: Files per batch.
+        on_error: Called with each file that cannot be decoded, which is then skipped (a batch may come
+            out smaller). Without it, the first bad file raises.
+
+    Raises:
+        ImageError: A file cannot be decoded and there is no ``on_error``.
+    """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
-        yield [(p, load_image(p)) for p in paths[start : start + batch_size]]
+        batch = []
+        for path in paths[start : start + batch_size]:
+            try:
+                batch.append((path, load_image(path)))
+            except ImageError as exc:
+                if on_error is None:
+                    raise
+                on_error(path, exc)
+        if batch:
+            yield batch

@@ -10,10 +10,15 @@ it with ``Geometry(resize, crop).image_view(frame)`` before drawing a map on top
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+from padim_edge import atomic
+from padim_edge.metadata import ModelInfo
 
 
 def _jet_lut() -> np.ndarray:
@@ -119,6 +124,85 @@ def heatmap_overlay(
     return out
 
 
+@dataclass(frozen=True)
+class ColourScale:
+    """The fixed map values drawn dark blue (``low``) and dark red (``high``), and where they came from.
+
+    One scale for every overlay of a model, so colours mean the same thing from image to image and
+    from run to run (see :func:`colour_scale`).
+    """
+
+    low: float
+    high: float
+    source: str
+
+
+def colour_scale(info: ModelInfo) -> ColourScale | None:
+    """The documented colour scale of a model's overlays, or ``None`` when its metadata has no basis.
+
+    * ``low``: the median anomaly-map value of the training images (``train_scores.map_p50``), the
+      typical normal pixel; 0 when unknown.
+    * ``high``: 1.5 x the baked threshold when the model is calibrated (the threshold itself is drawn
+      two thirds up the bar, in yellow-orange); otherwise 1.5 x the 99th percentile of the training
+      image scores (``train_scores.p99``), a stand-in for the highest normal score.
+    """
+    stats = info.get("train_scores") or {}
+    low = float(stats.get("map_p50", 0.0))
+    if info.threshold is not None:
+        return ColourScale(
+            low,
+            1.5 * info.threshold,
+            f"0 at the median training pixel, 1 at 1.5 x the threshold {info.threshold:.4g}",
+        )
+    if "p99" in stats:
+        return ColourScale(low, 1.5 * float(stats["p99"]), "1.5 x the 99th-percentile training score")
+    return None
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def annotated_overlay(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    scale: ColourScale,
+    *,
+    score: float,
+    label: str | None = None,
+) -> np.ndarray:
+    """An overlay with the image score written on it and a colour bar on its right, labelled with ``scale``.
+
+    Args:
+        image: ``uint8 [h, w, 3]`` in the map's geometry.
+        anomaly_map: ``float [h, w]``.
+        scale: The colour scale (the same for every image of a run).
+        score: The image score, written top-left.
+        label: ``ANOMALOUS`` / ``ok`` for a calibrated model, written after the score.
+
+    Returns:
+        ``uint8 [h, w + bar, 3]`` RGB.
+    """
+    overlay = heatmap_overlay(image, anomaly_map, vmin=scale.low, vmax=scale.high)
+    height, width = overlay.shape[:2]
+    bar_width, text_width = 12, 56
+    canvas = Image.new("RGB", (width + bar_width + text_width, height), (24, 24, 24))
+    canvas.paste(Image.fromarray(overlay), (0, 0))
+    ramp = JET_LUT[np.linspace(255, 0, height).round().astype(int)]
+    canvas.paste(Image.fromarray(np.repeat(ramp[:, None, :], bar_width, axis=1)), (width + 2, 0))
+    draw, font = ImageDraw.Draw(canvas), _font()
+    x = width + bar_width + 4
+    draw.text((x, 0), f"{scale.high:.3g}", fill=(235, 235, 235), font=font)
+    draw.text((x, height - 14), f"{scale.low:.3g}", fill=(235, 235, 235), font=font)
+    text = f"score {score:.4g}" + (f" {label}" if label else "")
+    draw.rectangle((0, 0, min(width, 7 * len(text) + 6), 15), fill=(0, 0, 0))
+    draw.text((3, 1), text, fill=(255, 80, 80) if label == "ANOMALOUS" else (255, 255, 255), font=font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Write ``uint8 [h, w, 3]`` RGB, ``uint8 [h, w]`` gray or a boolean mask as a PNG file.
 
@@ -134,5 +218,7 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
         raise ValueError(f"expected uint8 [h, w] or [h, w, 3], got {array.dtype} {list(array.shape)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    atomic.write_bytes(path, buffer.getvalue())
     return path

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from padim_edge import atomic
 from padim_edge.spec import get_spec, paper_name
 
 __all__ = ["Artifacts", "paper_name", "prepare"]
@@ -183,7 +184,7 @@ def prepare(
         paths["state"] = str(target / STATE_NAME)
     seconds = time.perf_counter() - start
     manifest = {**base, **paths, "seconds": seconds}
-    (target / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    atomic.write_json(target / MANIFEST_NAME, manifest)
     say(f"{label}: models ready in {seconds:.0f} s")
     return Artifacts(**base, label=label, **paths, seconds=seconds, reused=False)
 

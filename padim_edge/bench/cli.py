@@ -8,8 +8,8 @@ import click
 
 from padim_edge.bench.runner import DEFAULT_BATCH_SIZES, BenchConfig, run_benchmark
 from padim_edge.bench.timing import TimingPolicy
+from padim_edge.devices import CONCRETE_DEVICES
 from padim_edge.geometry import parse_size
-from padim_edge.runtime.providers import CONCRETE_DEVICES, available_devices
 from padim_edge.spec import BACKBONES
 
 
@@ -119,7 +119,7 @@ def parse_frame(text: str) -> tuple[int, int]:
     "device",
     default=None,
     help="Devices, comma-separated, from cpu, cuda, tensorrt. Default: every one this onnxruntime build has "
-    f"(here: {','.join(available_devices())}). Requested devices whose provider is missing are skipped "
+    "that can start. Requested devices whose provider is missing are skipped "
     "with a note.",
 )
 @click.option(

@@ -10,12 +10,14 @@ with the same thread count, batch size and frame size:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from padim_edge import atomic
 from padim_edge.bench.runner import CONTENDED, BenchResult
 
 #: The PaDiM paper's Table VII (Defard et al., ICPR 2021): seconds per image on one laptop CPU.
@@ -420,7 +422,9 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     fig.tight_layout(rect=(0, min(0.45, 0.04 * rows_of_legend + 0.02), 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=90, format="png")
+    atomic.write_bytes(path, buffer.getvalue())
     plt.close(fig)
     return path
 
@@ -432,8 +436,8 @@ def write_all(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / f"{stem}.json", "md": folder / f"{stem}.md", "png": folder / f"{stem}.png"}
-    paths["json"].write_text(json.dumps(to_json(result), indent=1) + "\n")
-    paths["md"].write_text(render_markdown(result, title=title or "padim-edge latency benchmark"))
+    atomic.write_json(paths["json"], to_json(result), indent=1)
+    atomic.write_text(paths["md"], render_markdown(result, title=title or "padim-edge latency benchmark"))
     if result.rows:
         plot(result, paths["png"])
     else:

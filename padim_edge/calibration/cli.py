@@ -10,7 +10,7 @@ from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, select_variant
 from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
 from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
-from padim_edge.runtime.providers import DEVICE_NAMES
+from padim_edge.devices import DEVICE_NAMES
 
 
 def _size(n: int) -> str:

@@ -35,7 +35,6 @@ narrower than one pass over the same frames (a small MobileNetV2 case lost 0.1 i
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import logging
 import tempfile
@@ -296,11 +295,6 @@ def quantize_backbone(
     return Int8Result(
         proto=quantized, images=len(images), ranges=ranges, quantized_nodes=dict(counts), warnings=warnings
     )
-
-
-def tensorrt_available() -> bool:
-    """Whether the ``tensorrt`` Python package is importable here."""
-    return importlib.util.find_spec("tensorrt") is not None
 
 
 def write_tensorrt_table(ranges: TensorsData, folder: Path) -> list[Path]:

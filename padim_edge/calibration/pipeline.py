@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from padim_edge import __version__, metadata
+from padim_edge.atomic import OutputError, check_output_file
 from padim_edge.calibration import decision, int8, threshold
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant
@@ -74,6 +75,10 @@ def _check_request(
         )
     if output.suffix != ".onnx":
         raise CalibrationError(f"--output must end in .onnx, got {output}")
+    try:
+        check_output_file(output, what="--output")
+    except OutputError as exc:
+        raise CalibrationError(str(exc)) from exc
     if variant.precision is not None and source.info.precision != "fp32":
         raise CalibrationError(
             f"{source.path} is already {source.info.precision}; make the {variant.name} variant from the "
@@ -158,6 +163,7 @@ def calibrate(
     labeled: str | Path | None = None,
     calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES,
     device: str = "auto",
+    tensorrt_table: bool = False,
     progress: bool = True,
 ) -> CalibrationReport:
     """Write a calibrated variant of a padim-edge model.
@@ -173,6 +179,8 @@ def calibrate(
         labeled: MVTec-layout root: choose the F1-optimal threshold on ``ROOT/test`` instead.
         calibration_images: Most ``data`` images used for INT8 calibration (an even spread).
         device: Where the threshold scores are computed (``auto``, ``cpu``, ``cuda``, ``tensorrt``).
+        tensorrt_table: Also write the TensorRT EP's INT8 calibration table for the float32 model's
+            backbone activations (INT8 variants only), beside the output.
         progress: Show progress bars.
 
     Raises:
@@ -245,15 +253,9 @@ def calibrate(
     set_props(built.proto, metadata.encode_updates(props))
     report.files = save_model(built.proto, output)
 
-    if built.quantization is not None:
-        if int8.tensorrt_available():
-            folder = output.with_name(output.stem + "_tensorrt_calibration")
-            report.files += int8.write_tensorrt_table(built.quantization.ranges, folder)
-            report.tensorrt = f"INT8 calibration table for the TensorRT EP written to {folder}"
-        else:
-            report.tensorrt = (
-                "tensorrt is not importable here: no TensorRT INT8 calibration table was written "
-                "(install TensorRT's Python package and rerun to get one)"
-            )
+    if tensorrt_table and built.quantization is not None:
+        folder = output.with_name(output.stem + "_tensorrt_calibration")
+        report.files += int8.write_tensorrt_table(built.quantization.ranges, folder)
+        report.tensorrt = f"INT8 calibration table for the TensorRT EP written to {folder}"
     report.seconds = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
     return report

@@ -9,19 +9,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from padim_edge import atomic
 from padim_edge.datasets import DatasetError, find_categories
-from padim_edge.evaluation.metrics import evaluate_category
+from padim_edge.devices import DEVICE_NAMES
 from padim_edge.evaluation.predictions import AnomalyModel, PredictionError, predict_category
-from padim_edge.evaluation.report import (
-    EvaluationSummary,
-    format_text,
-    write_grid_png,
-    write_json,
-    write_markdown,
-    write_roc_png,
-)
+from padim_edge.extras import MissingExtraError, require
 from padim_edge.images import ImageError
-from padim_edge.runtime.providers import DEVICE_NAMES
 
 
 def open_model(path: Path, device: str) -> AnomalyModel:
@@ -30,6 +23,7 @@ def open_model(path: Path, device: str) -> AnomalyModel:
     Returns:
         A :class:`padim_edge.runtime.PadimModel`.
     """
+    require("padim-eval", "runtime")
     from padim_edge.runtime import PadimModel
 
     return PadimModel(str(path), device=device)
@@ -79,7 +73,28 @@ def open_model(path: Path, device: str) -> AnomalyModel:
     "providers, ...) instead of the tables; the progress bar stays on stderr.",
 )
 def main(model: Path, root: Path, output: Path | None, device: str, batch_size: int, as_json: bool) -> None:
-    """Evaluate MODEL (a padim-edge .onnx file) on the MVTec AD test set in ROOT."""
+    """Evaluate MODEL (a padim-edge .onnx file) on the MVTec AD test set in ROOT.
+
+    Without ground_truth/ masks (folders of good and defective images only) it reports image AUROC,
+    the confusion matrix at a baked threshold and the image-level plots, and says pixel metrics need
+    masks.
+    """
+    try:
+        require("padim-eval", "eval")
+        if output is not None:
+            atomic.check_output_folder(output, what="--output")
+    except (MissingExtraError, atomic.OutputError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from padim_edge.evaluation.metrics import evaluate_category
+    from padim_edge.evaluation.report import (
+        EvaluationSummary,
+        format_text,
+        write_grid_png,
+        write_json,
+        write_markdown,
+        write_roc_png,
+    )
+
     try:
         categories = find_categories(root)
     except (DatasetError, ImageError) as exc:

@@ -222,7 +222,8 @@ class CategoryResult:
         per_defect: One row per defect type (that defect's images plus every good image).
         confusion: Decisions at the model's threshold, when it carries one.
         image_roc: Image-level ROC curve (overall).
-        pixel_roc: Pixel-level ROC curve (overall).
+        pixel_roc: Pixel-level ROC curve (overall); empty for an image-level category.
+        has_masks: Whether the category has ground-truth masks (else pixel AUROC and PRO are ``nan``).
     """
 
     name: str
@@ -231,6 +232,7 @@ class CategoryResult:
     confusion: Confusion | None
     image_roc: RocCurve
     pixel_roc: RocCurve
+    has_masks: bool = True
 
 
 def evaluate_category(
@@ -295,6 +297,7 @@ def evaluate_category(
         confusion=matrix,
         image_roc=image_curve,
         pixel_roc=pixel_curve,
+        has_masks=masks is not None,
     )
 
 

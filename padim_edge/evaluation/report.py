@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from padim_edge import atomic
 from padim_edge.evaluation.metrics import PRO_MAX_FPR, CategoryResult, Confusion, MetricsRow, mean_row
 from padim_edge.evaluation.predictions import CategoryPredictions
 from padim_edge.geometry import Geometry
@@ -22,6 +23,10 @@ from padim_edge.visualize import heatmap_overlay, save_png
 PRO_HEADER = f"PRO@{PRO_MAX_FPR:.0%}"
 COUNT_HEADERS = ("images", "good", "defective")
 METRIC_HEADERS = ("image AUROC", "pixel AUROC", PRO_HEADER)
+NO_MASKS = (
+    "pixel AUROC and PRO: n/a, this category has no ground_truth/ masks (image labels come from the "
+    "test/ folder names); add ground_truth/<defect>/<stem>_mask.png files for pixel metrics"
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class EvaluationSummary:
             "categories": [
                 {
                     "category": c.name,
+                    "has_masks": c.has_masks,
                     **_without_name(c.overall),
                     **({"confusion": c.confusion.to_dict()} if c.confusion is not None else {}),
                 }
@@ -201,6 +207,8 @@ def format_text(summary: EvaluationSummary) -> str:
         if summary.multi:
             lines.append(f"== {result.name} ==")
         lines.append(format_table(headers, _category_rows(result)))
+        if not result.has_masks:
+            lines.append(NO_MASKS)
         if result.confusion is not None:
             lines.append(format_confusion(result.confusion))
         lines.append("")
@@ -236,6 +244,8 @@ def format_markdown(summary: EvaluationSummary) -> str:
         lines += [f"## {result.name}", ""]
         lines.append(format_markdown_table(headers, _category_rows(result)))
         lines.append("")
+        if not result.has_masks:
+            lines += [NO_MASKS, ""]
         if result.confusion is not None:
             lines += [format_confusion(result.confusion), ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -245,7 +255,7 @@ def write_json(summary: EvaluationSummary, path: str | Path) -> Path:
     """Write :meth:`EvaluationSummary.to_dict` as indented JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(path, summary.to_dict())
     return path
 
 
@@ -253,7 +263,7 @@ def write_markdown(summary: EvaluationSummary, path: str | Path) -> Path:
     """Write :func:`format_markdown` to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_markdown(summary), encoding="utf-8")
+    atomic.write_text(path, format_markdown(summary))
     return path
 
 
@@ -272,6 +282,8 @@ def write_roc_png(result: CategoryResult, path: str | Path) -> Path:
         if curve.fpr.size:
             axes.plot(curve.fpr, curve.tpr, linewidth=2, label=f"AUROC {_fmt(curve.auroc)}")
             axes.legend(loc="lower right")
+        elif curve is result.pixel_roc and not result.has_masks:
+            axes.text(0.5, 0.5, "needs ground_truth/ masks", ha="center", va="center")
         else:
             axes.text(0.5, 0.5, "undefined (one class only)", ha="center", va="center")
         axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate", ylabel="true-positive rate")
@@ -280,7 +292,9 @@ def write_roc_png(result: CategoryResult, path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic.write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -352,7 +366,7 @@ def write_grid_png(
         for column, index in enumerate(indices):
             sample = samples[int(index)]
             view = Geometry(predictions.resize, predictions.crop).image_view(load_image(sample.path))
-            mask = predictions.masks[int(index)]
+            mask = predictions.masks[int(index)] if predictions.masks is not None else np.zeros(1, bool)
             overlay = heatmap_overlay(
                 view, maps[int(index)], vmin=vmin, vmax=vmax, contour_mask=mask if mask.any() else None
             )

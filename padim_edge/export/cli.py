@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from padim_edge.atomic import OutputError
+from padim_edge.atomic import OutputError, check_output_file
 from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
@@ -133,10 +133,20 @@ def main(
         raise click.UsageError("--data and --demo exclude each other")
     if batch_size < 1:
         raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    try:
+        check_output_file(output, what="--output")
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from exc
     if data is None:
         from padim_edge.demo import demo_summary, make_demo_dataset
 
-        dataset = make_demo_dataset(output.parent / "demo_data")
+        try:
+            dataset = make_demo_dataset(output.parent / "demo_data")
+        except (FileExistsError, OSError) as exc:
+            raise click.ClickException(
+                f"{exc}. --demo writes its images to demo_data/ beside --output: delete that folder or "
+                "choose another --output folder"
+            ) from exc
         click.echo(demo_summary(dataset))
         data = dataset.train_dir
         if weights_file is None:

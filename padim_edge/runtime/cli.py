@@ -2,44 +2,64 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import numpy as np
 from tqdm import tqdm
 
+from padim_edge import atomic
+from padim_edge.devices import DEVICE_HELP, DEVICE_NAMES
+from padim_edge.extras import MissingExtraError, require
 from padim_edge.images import ImageError, expand_paths, iter_batches
-from padim_edge.runtime.model import InputError, ModelLoadError, PadimModel
-from padim_edge.runtime.providers import DEVICE_NAMES, ProviderError
+from padim_edge.naming import image_keys, key_to_filename
+
+#: Overlay file-name suffix: ``scratch/003.png`` -> ``scratch__003_overlay.png``.
+OVERLAY_SUFFIX = "_overlay.png"
 
 
-def open_model(path: Path, device: str, threads: int | None) -> PadimModel:
-    """Open the model or turn the runtime's errors into a CLI error."""
+def open_model(path: Path, device: str, threads: int | None):
+    """Open the model or turn the runtime's errors into a one-line CLI error."""
     try:
-        return PadimModel(path, device=device, threads=threads)
-    except (ModelLoadError, ProviderError, ValueError) as exc:
+        require("padim-predict", "runtime")
+        from padim_edge.runtime.model import ModelLoadError, PadimModel
+        from padim_edge.runtime.providers import ProviderError
+
+        try:
+            return PadimModel(path, device=device, threads=threads)
+        except (ModelLoadError, ProviderError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    except MissingExtraError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="\b\nOutputs with --output:\n"
+    "  scores.json   {key: score}, keys = image paths relative to the inputs' common folder\n"
+    "  labels.json   {key: true|false} (is_anomalous), only for a model calibrated with a threshold\n"
+    "  failed.json   {key: reason} for images that could not be read (exit code 1)\n"
+    "  <key>_overlay.png  the heat map on the model's view of the image, score and colour bar\n"
+    "\b\nOverlay colours use one fixed scale per model: dark blue = the median training pixel, dark red =\n"
+    "1.5 x the threshold (calibrated models) or 1.5 x the 99th-percentile training score.",
+)
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Folder for scores.json (name -> score) and one heat-map overlay PNG per image.",
+    help="Folder for scores.json (key -> score), labels.json, failed.json and one overlay PNG per image.",
 )
 @click.option(
-    "--device",
-    type=click.Choice(DEVICE_NAMES),
-    default="auto",
-    show_default=True,
-    help="Execution provider: auto tries TensorRT, CUDA, then CPU (whichever this onnxruntime has).",
+    "--device", type=click.Choice(DEVICE_NAMES), default="auto", show_default=True, help=DEVICE_HELP
 )
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Images per session run.")
-@click.option("--threads", type=int, help="CPU intra-op threads (default: onnxruntime's choice, all cores).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per run."
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="CPU intra-op threads (default: onnxruntime's, all cores)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def main(
     model_path: Path,
@@ -53,77 +73,127 @@ def main(
     """Score images with a padim-edge MODEL.
 
     PATH is image files or folders (searched recursively). Prints one row per image with its score
-    (and its label when the model carries a threshold from `padim-calibrate`). With --output, writes
-    scores.json and, per image, an overlay of the anomaly map on the model's view of the image (resized
-    and center-cropped as the graph sees it). Overlays share one colour scale across the run: from the
-    lowest map value to the highest score, or to 1.5x the threshold when the model has one.
+    (and its label when the model carries a threshold from `padim-calibrate`), keyed by its path
+    relative to the common folder of all inputs. An image that cannot be read is reported and
+    skipped; the others are still scored and written, and the exit code is 1.
     """
-    if batch_size < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    if output is not None:
+        try:
+            atomic.check_output_folder(output, what="--output")
+        except atomic.OutputError as exc:
+            raise click.ClickException(str(exc)) from exc
     model = open_model(model_path, device, threads)
     try:
-        inputs = expand_paths(paths)
+        files = [file for _, file in expand_paths(paths)]
     except ImageError as exc:
         raise click.ClickException(str(exc)) from exc
     info = model.info
-    click.echo(
-        f"model {model_path} ({info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision}) "
-        f"on {', '.join(model.providers)}",
-        err=True,
-    )
+    click.echo(f"model {model_path} ({info.description}) on {', '.join(model.providers)}", err=True)
     if info.random_init:
         click.echo(
             "note: this model's backbone has random-init weights; scores are for demos and timing.", err=True
         )
-    names = {file: name for name, file in inputs}
+    keys = dict(zip(files, image_keys(files)))  # noqa: B905 (Python 3.8: JetPack 5)
     rows: list[tuple[str, float, bool | None]] = []
-    overlays: list[tuple[str, np.ndarray, np.ndarray]] = []
-    with tqdm(total=len(inputs), desc="predict", unit="img", disable=quiet) as bar:
-        try:
-            for batch in iter_batches([file for _, file in inputs], batch_size):
-                predictions = model.predict([image for _, image in batch], batch_size=batch_size)
-                for (file, image), pred in zip(batch, predictions, strict=True):
-                    rows.append((names[file], pred.score, pred.is_anomalous))
-                    if output is not None:
-                        overlays.append((names[file], image, pred.anomaly_map.astype(np.float16)))
-                bar.update(len(batch))
-        except (ImageError, InputError) as exc:
-            raise click.ClickException(str(exc)) from exc
+    failed: dict[str, str] = {}
+    overlays = _Overlays(output, info) if output is not None else None
+
+    def skip(path: Path, exc: ImageError) -> None:
+        failed[keys[path]] = str(exc)
+
+    with tqdm(total=len(files), desc="predict", unit="img", disable=quiet) as bar:
+        for batch in iter_batches(files, batch_size, on_error=skip):
+            predictions = model.predict([image for _, image in batch], batch_size=batch_size)
+            for (file, image), pred in zip(batch, predictions):  # noqa: B905 (Python 3.8)
+                rows.append((keys[file], pred.score, pred.is_anomalous))
+                if overlays is not None:
+                    overlays.add(keys[file], image, pred.anomaly_map, pred.score, pred.is_anomalous)
+            bar.update(len(batch))
+        bar.update(len(failed))
+    _print_table(rows, labelled=info.threshold is not None)
+    if output is not None and overlays is not None:
+        written = _write_json(output, rows, failed, labelled=info.threshold is not None)
+        count = overlays.finish()
+        click.echo(f"wrote {', '.join(written)} and {count} overlays to {output}", err=True)
+    if failed:
+        for key, reason in failed.items():
+            click.echo(f"error: {key}: {reason}", err=True)
+        raise click.ClickException(f"{len(failed)} of {len(files)} images could not be read (listed above)")
+
+
+def _print_table(rows: list[tuple[str, float, bool | None]], *, labelled: bool) -> None:
+    if not rows:
+        return
     width = max(len(name) for name, _, _ in rows)
-    labelled = info.threshold is not None
     click.echo(f"{'image':<{width}}  {'score':>10}" + ("  label" if labelled else ""))
     for name, score, flag in rows:
         label = ("  ANOMALOUS" if flag else "  ok") if labelled else ""
         click.echo(f"{name:<{width}}  {score:>10.4f}{label}")
-    if output is not None:
-        _write_outputs(output, rows, overlays, info.resize, info.crop, info.threshold)
-        click.echo(f"wrote {output / 'scores.json'} and {len(overlays)} overlays in {output}", err=True)
 
 
-def _write_outputs(
-    output: Path,
-    rows: list[tuple[str, float, bool | None]],
-    overlays: list[tuple[str, np.ndarray, np.ndarray]],
-    resize: int,
-    crop: int,
-    threshold: float | None,
-) -> None:
-    from padim_edge.geometry import Geometry
-    from padim_edge.visualize import heatmap_overlay, save_png
+def _write_json(
+    output: Path, rows: list[tuple[str, float, bool | None]], failed: dict[str, str], *, labelled: bool
+) -> list[str]:
+    written = ["scores.json"]
+    atomic.write_json(output / "scores.json", {name: round(score, 6) for name, score, _ in rows})
+    if labelled:
+        atomic.write_json(output / "labels.json", {name: bool(flag) for name, _, flag in rows})
+        written.append("labels.json")
+    if failed:
+        atomic.write_json(output / "failed.json", failed)
+        written.append("failed.json")
+    return written
 
-    output.mkdir(parents=True, exist_ok=True)
-    scores = {name: round(score, 6) for name, score, _ in rows}
-    (output / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    if threshold is not None:
-        labels = {name: bool(flag) for name, _, flag in rows}
-        (output / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
-    vmin = float(min(m.min() for _, _, m in overlays))
-    vmax = 1.5 * threshold if threshold is not None else max(score for _, score, _ in rows)
-    for name, image, amap in overlays:
-        target = output / (Path(name).with_suffix("").as_posix().replace("/", "__") + "_overlay.png")
-        save_png(
-            heatmap_overlay(
-                Geometry(resize, crop).image_view(image), amap.astype(np.float32), vmin=vmin, vmax=vmax
-            ),
-            target,
+
+class _Overlays:
+    """Writes one annotated overlay per image on the model's fixed colour scale, as images come.
+
+    A model without training scores in its metadata (exported before they were recorded) has no fixed
+    scale: its overlays are kept until the end and drawn on the run's own range, with a note.
+    """
+
+    def __init__(self, output: Path, info) -> None:
+        from padim_edge.geometry import Geometry
+        from padim_edge.visualize import colour_scale
+
+        self.output = output
+        self.geometry = Geometry(info.resize, info.crop)
+        self.labelled = info.threshold is not None
+        self.scale = colour_scale(info)
+        self.pending: list[tuple[str, np.ndarray, np.ndarray, float, bool | None]] = []
+        self.count = 0
+
+    def add(
+        self, key: str, image: np.ndarray, anomaly_map: np.ndarray, score: float, flag: bool | None
+    ) -> None:
+        view = self.geometry.image_view(image)
+        if self.scale is None:
+            self.pending.append((key, view, anomaly_map.astype(np.float16), score, flag))
+        else:
+            self._write(key, view, anomaly_map, score, flag)
+
+    def finish(self) -> int:
+        if self.pending:
+            from padim_edge.visualize import ColourScale
+
+            low = float(min(m.min() for _, _, m, _, _ in self.pending))
+            high = max(s for _, _, _, s, _ in self.pending)
+            self.scale = ColourScale(low, high, "this run's range (the model has no training scores)")
+            click.echo(
+                f"note: overlay colours use {self.scale.source}; re-export it for a fixed scale", err=True
+            )
+            for item in self.pending:
+                self._write(*item)
+        return self.count
+
+    def _write(
+        self, key: str, view: np.ndarray, anomaly_map: np.ndarray, score: float, flag: bool | None
+    ) -> None:
+        from padim_edge.visualize import annotated_overlay, save_png
+
+        label = ("ANOMALOUS" if flag else "ok") if self.labelled else None
+        picture = annotated_overlay(
+            view, np.asarray(anomaly_map, np.float32), self.scale, score=score, label=label
         )
+        save_png(picture, self.output / key_to_filename(key, OVERLAY_SUFFIX))
+        self.count += 1

@@ -53,3 +53,23 @@ def test_expand_paths_recurses_with_relative_names(tmp_path: Path) -> None:
         Image.new("RGB", (4, 4)).save(tmp_path / sub / "000.png")
     names = [name for name, _ in expand_paths([tmp_path])]
     assert names == ["crack/000.png", "good/000.png"]
+
+
+def test_sixteen_bit_is_a_fixed_shift_not_the_image_maximum(tmp_path: Path) -> None:
+    """One bright pixel must not darken the rest (the old rule scaled by the image's own maximum)."""
+    array = np.full((16, 16), 0x4000, dtype=np.uint16)  # 64 in 8 bits
+    array[0, 0] = 0xFFFF
+    Image.fromarray(array).save(tmp_path / "bright.png")
+    Image.fromarray(np.full((16, 16), 0x4000, dtype=np.uint16)).save(tmp_path / "flat.tif")
+    bright, flat = load_image(tmp_path / "bright.png"), load_image(tmp_path / "flat.tif")
+    assert bright[0, 0, 0] == 255 and bright[5, 5, 0] == 64
+    assert (flat == 64).all()
+
+
+def test_float_and_int32_images_are_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(tmp_path / "f.tif")
+    Image.fromarray(np.full((8, 8), 100_000, dtype=np.int32)).save(tmp_path / "i.tif")
+    with pytest.raises(ImageError, match=r"f\.tif is a floating-point image \(mode F\).*np\.clip"):
+        load_image(tmp_path / "f.tif")
+    with pytest.raises(ImageError, match=r"i\.tif is a 32-bit integer image \(mode I\)"):
+        load_image(tmp_path / "i.tif")

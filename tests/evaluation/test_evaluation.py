@@ -359,3 +359,38 @@ def test_cli_help_explains_every_option() -> None:
     for text in ("--output", "--device", "auto|cpu|cuda|tensorrt", "--batch-size", "--json", "MODEL", "ROOT"):
         assert text in result.output
     assert "metrics.json" in result.output and "PRO" in result.output
+
+
+def test_image_level_set_without_masks(monkeypatch, category: Path, model_file: Path, tmp_path: Path) -> None:
+    """Folders of good and defective images only: image AUROC, confusion, plots; pixel metrics say why not."""
+    import shutil
+
+    shutil.rmtree(category / "ground_truth")
+    use_model(monkeypatch, FakeModel(threshold=0.5))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "no ground_truth/ masks" in result.output and "at threshold 0.5: TP" in result.output
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["image_auroc"] is not None and report["pixel_auroc"] is None and report["pro"] is None
+    assert report["categories"][0]["has_masks"] is False
+    assert (out / "roc.png").is_file() and (out / "grid.png").is_file()
+
+
+def test_missing_extra_is_one_line(tmp_path: Path) -> None:
+    """Without scikit-learn, --help still works and a run says which extra to install."""
+    import subprocess
+    import sys
+
+    block = "import sys; sys.modules['sklearn'] = None; from padim_edge.evaluation.cli import main; main()"
+    helped = subprocess.run([sys.executable, "-c", block, "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "Evaluate MODEL" in helped.stdout
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    run = subprocess.run(
+        [sys.executable, "-c", block, str(tmp_path / "m.onnx"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert run.returncode == 1
+    assert (
+        "padim-eval needs scikit-learn, which is not installed: pip install 'padim-edge[eval]'" in run.stderr
+    )
+    assert "Traceback" not in run.stderr

@@ -26,13 +26,53 @@ def test_predict_cli_table_scores_and_overlays(small_onnx: Path, tmp_path: Path)
     assert all(isinstance(v, float) and v > 0 for v in scores.values())
     overlays = sorted(p.name for p in out.glob("*_overlay.png"))
     assert overlays == ["bad__img_000_overlay.png", "good__img_000_overlay.png", "good__img_001_overlay.png"]
-    assert np.asarray(Image.open(out / overlays[0])).shape == (64, 64, 3)
+    overlay = np.asarray(Image.open(out / overlays[0]))
+    assert overlay.shape[0] == 64 and overlay.shape[1] > 64 + 12  # the map, then the colour bar
     for name, score in scores.items():
         assert name in result.output and f"{score:.4f}" in result.output
+    assert not (out / "labels.json").exists() and not (out / "failed.json").exists()
+
+
+def test_keys_and_colours_do_not_depend_on_how_paths_are_given(
+    small_onnx: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The same image gets the same key and the same overlay pixels, alone or with others, by any path."""
+    data = tmp_path / "data"
+    write_images(data / "good", 3, seed=3)
+    runner = CliRunner()
+    out_all, out_one = tmp_path / "all", tmp_path / "one"
+    assert runner.invoke(predict_main, [str(small_onnx), str(data), "-o", str(out_all), "-q"]).exit_code == 0
+    monkeypatch.chdir(data)
+    files = ["good/img_000.png", "good/img_001.png"]
+    assert runner.invoke(predict_main, [str(small_onnx), *files, "-o", str(out_one), "-q"]).exit_code == 0
+    assert sorted(json.loads((out_one / "scores.json").read_text())) == ["img_000.png", "img_001.png"]
+    # the common folder of data/'s files is data/good: keys are relative to it, however they were named
+    assert sorted(json.loads((out_all / "scores.json").read_text())) == [f"img_00{i}.png" for i in range(3)]
+    same_all = np.asarray(Image.open(out_all / "img_001_overlay.png"))
+    same_one = np.asarray(Image.open(out_one / "img_001_overlay.png"))
+    np.testing.assert_array_equal(same_all, same_one)  # a fixed colour scale, not each run's max
+
+
+def test_a_corrupt_image_among_many_is_reported_and_the_rest_scored(small_onnx: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_images(data, 3, seed=5)
+    (data / "img_001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(predict_main, [str(small_onnx), str(data), "-o", str(out), "-q"])
+    assert result.exit_code == 1
+    assert "1 of 3 images could not be read" in result.output and "img_001.png" in result.output
+    assert sorted(json.loads((out / "scores.json").read_text())) == ["img_000.png", "img_002.png"]
+    assert list(json.loads((out / "failed.json").read_text())) == ["img_001.png"]
 
 
 def test_predict_cli_errors(small_onnx: Path, tmp_path: Path) -> None:
     runner = CliRunner()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = runner.invoke(predict_main, [str(small_onnx), str(tmp_path), "-o", str(blocker)])
+    assert (
+        result.exit_code == 1 and "--output" in result.output and "is a file, not a folder" in result.output
+    )
     result = runner.invoke(predict_main, [str(tmp_path / "none.onnx"), str(tmp_path)])
     assert result.exit_code == 1 and "model file not found" in result.output
     notes = tmp_path / "notes.txt"
