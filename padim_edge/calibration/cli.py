@@ -146,6 +146,12 @@ _VARIANT_TABLE = "\n".join(
     help="Where the threshold scores are computed; use the device you deploy on. INT8 calibration itself "
     "always runs on the CPU EP.",
 )
+@click.option(
+    "--tensorrt-table",
+    is_flag=True,
+    help="With --int8: also write the TensorRT EP's INT8 calibration table (the backbone activation ranges "
+    "measured here) to <output>_tensorrt_calibration/, for running the float32 model with trt_int8_enable.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def main(
     model: Path,
@@ -158,6 +164,7 @@ def main(
     calibration_images: int | None,
     fp16_flag: bool,
     device: str,
+    tensorrt_table: bool,
     quiet: bool,
 ) -> None:
     """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 variant.
@@ -179,6 +186,8 @@ def main(
         variant = select_variant(int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt)
         if calibration_images is not None and not int8_flag:
             raise CalibrationError("--calibration-images applies to --int8 only")
+        if tensorrt_table and not int8_flag:
+            raise CalibrationError("--tensorrt-table applies to --int8 only")
         report = calibrate(
             model,
             output,
@@ -190,6 +199,7 @@ def main(
             if calibration_images is None
             else calibration_images,
             device=device,
+            tensorrt_table=tensorrt_table,
             progress=not quiet,
         )
     except CalibrationError as exc:
