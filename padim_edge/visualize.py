@@ -143,8 +143,10 @@ def colour_scale(info: ModelInfo) -> ColourScale | None:
     * ``low``: the median anomaly-map value of the training images (``train_scores.map_p50``), the
       typical normal pixel; 0 when unknown.
     * ``high``: 1.5 x the baked threshold when the model is calibrated (the threshold itself is drawn
-      two thirds up the bar, in yellow-orange); otherwise 1.5 x the 99th percentile of the training
-      image scores (``train_scores.p99``), a stand-in for the highest normal score.
+      two thirds up the bar, in yellow-orange); otherwise 2 x the 99th percentile of the training
+      image scores (``train_scores.p99``). That one is rough: images the model was fitted on score lower
+      than new normal images (1.7x lower on the demo set, with fewer images than dims), so an
+      uncalibrated model's normal parts can look warm. Calibrate a threshold for a meaningful scale.
     """
     stats = info.get("train_scores") or {}
     low = float(stats.get("map_p50", 0.0))
@@ -155,7 +157,7 @@ def colour_scale(info: ModelInfo) -> ColourScale | None:
             f"0 at the median training pixel, 1 at 1.5 x the threshold {info.threshold:.4g}",
         )
     if "p99" in stats:
-        return ColourScale(low, 1.5 * float(stats["p99"]), "1.5 x the 99th-percentile training score")
+        return ColourScale(low, 2.0 * float(stats["p99"]), "2 x the 99th-percentile training score")
     return None
 
 

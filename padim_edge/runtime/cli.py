@@ -41,7 +41,7 @@ def open_model(path: Path, device: str, threads: int | None):
     "  failed.json   {key: reason} for images that could not be read (exit code 1)\n"
     "  <key>_overlay.png  the heat map on the model's view of the image, score and colour bar\n"
     "\b\nOverlay colours use one fixed scale per model: dark blue = the median training pixel, dark red =\n"
-    "1.5 x the threshold (calibrated models) or 1.5 x the 99th-percentile training score.",
+    "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.",
 )
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -103,3 +103,29 @@ def test_importing_visualize_pulls_in_neither_torch_nor_matplotlib() -> None:
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_colour_scale_is_fixed_by_the_model() -> None:
+    from padim_edge import metadata
+    from padim_edge.visualize import annotated_overlay, colour_scale
+
+    base = {
+        "version": "x",
+        "backbone": "r18",
+        "dims": 8,
+        "resize": 72,
+        "crop": 64,
+        "weights": "w",
+        "train_images": 9,
+    }
+    assert colour_scale(metadata.parse(metadata.encode(base))) is None  # no basis: the CLI says so
+    trained = {**base, "train_scores": {"count": 9, "p50": 5.0, "p99": 6.0, "max": 6.5, "map_p50": 4.0}}
+    scale = colour_scale(metadata.parse(metadata.encode(trained)))
+    assert (scale.low, scale.high) == (4.0, 12.0)
+    calibrated = colour_scale(metadata.parse(metadata.encode({**trained, "threshold": 10.0})))
+    assert (calibrated.low, calibrated.high) == (4.0, 15.0) and "threshold 10" in calibrated.source
+    image = np.zeros((64, 64, 3), np.uint8)
+    hot = annotated_overlay(image, np.full((64, 64), 99.0), calibrated, score=99.0, label="ANOMALOUS")
+    cold = annotated_overlay(image, np.full((64, 64), 0.0), calibrated, score=0.0, label="ok")
+    assert hot.shape == cold.shape and hot.shape[0] == 64 and hot.shape[1] > 64
+    assert hot[40, 40, 0] > hot[40, 40, 2] and cold[40, 40, 2] > cold[40, 40, 0]  # red vs blue, clipped
