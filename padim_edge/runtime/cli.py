@@ -12,12 +12,29 @@ from tqdm import tqdm
 from padim_edge.images import ImageError, expand_paths, iter_batches
 from padim_edge.runtime.model import InputError, ModelLoadError, PadimModel
 from padim_edge.runtime.providers import DEVICE_NAMES, ProviderError
+from padim_edge.runtime.tensorrt import DEFAULT_WORKSPACE_BYTES
 
 
-def open_model(path: Path, device: str, threads: int | None) -> PadimModel:
+def open_model(
+    path: Path,
+    device: str,
+    threads: int | None,
+    *,
+    trt_cache: Path | None = None,
+    trt_profile: str | None = None,
+    trt_workspace_mib: int | None = None,
+) -> PadimModel:
     """Open the model or turn the runtime's errors into a CLI error."""
+    workspace = DEFAULT_WORKSPACE_BYTES if trt_workspace_mib is None else trt_workspace_mib << 20
     try:
-        return PadimModel(path, device=device, threads=threads)
+        return PadimModel(
+            path,
+            device=device,
+            threads=threads,
+            trt_cache_dir=trt_cache,
+            trt_profile=trt_profile,
+            trt_workspace=workspace,
+        )
     except (ModelLoadError, ProviderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -40,6 +57,26 @@ def open_model(path: Path, device: str, threads: int | None) -> PadimModel:
 )
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per session run.")
 @click.option("--threads", type=int, help="CPU intra-op threads (default: onnxruntime's choice, all cores).")
+@click.option(
+    "--trt-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="TensorRT EP: folder of the engine and timing caches (default ~/.cache/padim-edge/tensorrt). "
+    "The first run builds the engine (minutes on a Jetson); later runs load it.",
+)
+@click.option(
+    "--trt-profile",
+    metavar="MIN:OPT:MAX",
+    help="TensorRT EP: shapes of the input as NxHxW each, e.g. 1x480x640:1x480x640:8x480x640. Default: "
+    "the model's fixed frame size with 1-8 frames (--target tensorrt models), else "
+    "1x64x64:1x480x640:8x1080x1920.",
+)
+@click.option(
+    "--trt-workspace",
+    "trt_workspace_mib",
+    type=click.IntRange(min=1),
+    metavar="MIB",
+    help="TensorRT EP: workspace limit in MiB (default 1024, sized for a Jetson's shared memory).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def main(
     model_path: Path,
@@ -48,6 +85,9 @@ def main(
     device: str,
     batch_size: int,
     threads: int | None,
+    trt_cache: Path | None,
+    trt_profile: str | None,
+    trt_workspace_mib: int | None,
     quiet: bool,
 ) -> None:
     """Score images with a padim-edge MODEL.
@@ -60,7 +100,14 @@ def main(
     """
     if batch_size < 1:
         raise click.BadParameter("must be >= 1", param_hint="--batch-size")
-    model = open_model(model_path, device, threads)
+    model = open_model(
+        model_path,
+        device,
+        threads,
+        trt_cache=trt_cache,
+        trt_profile=trt_profile,
+        trt_workspace_mib=trt_workspace_mib,
+    )
     try:
         inputs = expand_paths(paths)
     except ImageError as exc:
@@ -82,7 +129,7 @@ def main(
         try:
             for batch in iter_batches([file for _, file in inputs], batch_size):
                 predictions = model.predict([image for _, image in batch], batch_size=batch_size)
-                for (file, image), pred in zip(batch, predictions, strict=True):
+                for (file, image), pred in zip(batch, predictions):  # one each (3.8: no strict=)
                     rows.append((names[file], pred.score, pred.is_anomalous))
                     if output is not None:
                         overlays.append((names[file], image, pred.anomaly_map.astype(np.float16)))
