@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+#: ../shared beside the checkout; PADIM_SHARED points elsewhere (a git worktree outside the main folder).
+SHARED = Path(os.environ.get("PADIM_SHARED") or ROOT.parent / "shared")
 MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
 MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 
