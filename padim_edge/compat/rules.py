@@ -101,6 +101,16 @@ def uint8_intermediate(view: GraphView, target: Target) -> list[str]:
     return hits
 
 
+def shape_start_end(view: GraphView, target: Target) -> list[str]:
+    """Shape with ``start``/``end`` attributes (opset 15)."""
+    hits = []
+    for node in view.nodes:
+        if node.op_type == "Shape" and {a.name for a in node.attribute} & {"start", "end"}:
+            start, end = _attribute(node, "start", 0), _attribute(node, "end")
+            hits.append(f"{_where(node)} start={start} end={end}")
+    return hits
+
+
 def resize_antialias(view: GraphView, target: Target) -> list[str]:
     """Resize with ``antialias=1`` (opset 18)."""
     return [
@@ -233,6 +243,15 @@ RULES: dict[str, Rule] = {
             "(DataType.UINT8 docs); the 8.5 Transpose importer has no uint8 check, so there the build, not "
             "the parse, fails (error text unverified)",
             uint8_intermediate,
+        ),
+        Rule(
+            "shape-start-end",
+            "Shape with start/end attributes (opset 15)",
+            {**_on(FAILS, *_TRT8), "tensorrt-10": NOTE},
+            "8.5 Shape importer only calls addShape(input): start/end are ignored and the whole shape comes "
+            "out, so sizes built from it have the wrong length (8.6: unverified, assumed as 8.5; 10.x: "
+            "unverified)",
+            shape_start_end,
         ),
         Rule(
             "resize-antialias",

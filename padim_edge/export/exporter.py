@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -141,6 +142,39 @@ def trace_features(
     return proto
 
 
+def portable_shapes(graph: onnx.GraphProto) -> int:
+    """Rewrite ``Shape(x, start, end)`` (opset 15) as ``Slice(Shape(x))``, which every TensorRT imports.
+
+    TensorRT 8.5's Shape importer ignores ``start``/``end`` and returns the whole shape (its
+    ``builtin_op_importers.cpp`` only calls ``addShape``), so the reducer's resize sizes would come out
+    with the wrong length. ``Slice`` with constant starts/ends/axes means the same everywhere.
+
+    Returns:
+        How many Shape nodes were rewritten.
+    """
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Shape" or not ({"start", "end"} & set(attributes)):
+            nodes.append(node)
+            continue
+        start, end = int(attributes.get("start", 0)), int(attributes.get("end", 2**62))
+        base, out = node.name or f"shape_{rewritten}", node.output[0]
+        full = out + "_full"
+        nodes.append(onnx.helper.make_node("Shape", [node.input[0]], [full], name=base))
+        bounds = {"starts": start, "ends": end, "axes": 0}
+        for key, value in bounds.items():
+            graph.initializer.append(
+                onnx.numpy_helper.from_array(np.array([value], np.int64), f"{base}_{key}")
+            )
+        inputs = [full, *(f"{base}_{key}" for key in bounds)]
+        nodes.append(onnx.helper.make_node("Slice", inputs, [out], name=base + "_slice"))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
 def _to_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """Convert the traced graph with ``onnx.version_converter`` (Resize 18 -> 17 drops its new attributes).
 
@@ -195,6 +229,7 @@ def build_graph(
     graph.name = f"{model.method}_{model.config.spec.name}"
     if head.metadata:  # what the head says about itself (e.g. its precision); export_model keeps it
         onnx.helper.set_model_props(proto, {metadata.prop(k): str(v) for k, v in head.metadata.items()})
+    portable_shapes(graph)
     pin_ir_version(proto)
     return proto
 

@@ -67,6 +67,17 @@ def test_uint8_intermediate() -> None:
     ]
 
 
+def shape_graph(**attributes) -> onnx.ModelProto:
+    node = helper.make_node("Shape", ["x"], ["s"], name="shape", **attributes)
+    return model([node], [vi("x", F, [2, 3, 4, 5])], [vi("s", TensorProto.INT64, None)])
+
+
+def test_shape_start_end() -> None:
+    assert hits("shape-start-end", shape_graph()) == []
+    assert hits("shape-start-end", shape_graph(start=0, end=2)) == ["shape (Shape) start=0 end=2"]
+    assert hits("shape-start-end", shape_graph(start=1)) == ["shape (Shape) start=1 end=None"]
+
+
 def resize_graph(*, opset: int = 18, **attributes) -> onnx.ModelProto:
     sizes = const("sizes", np.array([1, 3, 8, 8], np.int64)[: 4 if "axes" not in attributes else 2])
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", **attributes)

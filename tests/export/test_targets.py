@@ -102,6 +102,35 @@ def test_matrices_reproduce_the_preprocess_module(height: int, width: int) -> No
     np.testing.assert_allclose((rows @ x @ cols.T).numpy(), preprocess.resize_crop(x).numpy(), atol=1e-9)
 
 
+@pytest.mark.parametrize(
+    "attributes", [{"start": 0, "end": 2}, {"start": 1}, {"start": -2, "end": -1}, {"end": 3}]
+)
+def test_portable_shapes_mean_the_same(attributes: dict[str, int]) -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from padim_edge.export.exporter import portable_shapes
+
+    node = helper.make_node("Shape", ["x"], ["s"], name="padim_reduce/shape", **attributes)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])],
+        [helper.make_tensor_value_info("s", TensorProto.INT64, None)],
+    )
+    before = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before.ir_version = 8
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    assert portable_shapes(after.graph) == 1
+    assert [n.op_type for n in after.graph.node] == ["Shape", "Slice"]
+    assert not after.graph.node[0].attribute
+    assert all(n.name.startswith("padim_reduce/") for n in after.graph.node)
+    x = np.zeros((2, 3, 4, 5), np.float32)
+    run = [ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0] for m in (before, after)]
+    np.testing.assert_array_equal(run[0], run[1])
+
+
 def test_target_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="pass --input-size HxW"):
         check_target("tensorrt", None)
