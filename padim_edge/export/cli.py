@@ -214,14 +214,15 @@ def main(
     )
     for f in run.export.files:
         click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
+    click.echo("\n".join(tensorrt_lines(run.export.files[0], size)))
     if run.parity is not None:
         p = run.parity
+        frames = " (resized to the input size)" if size is not None else ""
         click.echo(
-            f"parity        ONNX Runtime vs PyTorch on {p.images} training images: "
+            f"parity        ONNX Runtime vs PyTorch on {p.images} training images{frames}: "
             f"max |d score| {p.max_abs_score:.2e}, max |d map| {p.max_abs_map:.2e} "
             f"(tolerance {p.tolerance:.1e} at max score {p.max_score:.3f}) ok"
         )
-    click.echo("\n".join(tensorrt_lines(run.export.files[0], size)))
 
 
 def tensorrt_lines(model: Path, size: tuple[int, int] | None) -> list[str]:
