@@ -171,3 +171,16 @@ def iter_batches(
                 on_error(path, exc)
         if batch:
             yield batch
+
+
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a ``uint8 [H, W, 3]`` frame to ``size`` = (H, W) (Pillow bilinear; unchanged if already so).
+
+    For models built for one frame size (the TensorRT target), when the frames at hand (a dataset on
+    disk) are not the camera's size.
+    """
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    return np.array(resized, dtype=np.uint8)  # writable (torch.from_numpy warns otherwise)

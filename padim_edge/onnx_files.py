@@ -29,8 +29,11 @@ __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
     "ExternalData",
     "data_file",
+    "default_opset",
+    "graph_versions",
     "initializer_bytes",
     "needs_external_data",
+    "pin_ir_version",
     "save_model",
     "set_props",
     "sha256",
@@ -56,6 +59,47 @@ def initializer_bytes(proto: onnx.ModelProto) -> int:
 def needs_external_data(proto: onnx.ModelProto) -> bool:
     """Whether ``proto`` is too big to be written as one protobuf file."""
     return initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    """The model's opset of the default (``ai.onnx``) domain."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def pin_ir_version(proto: onnx.ModelProto) -> int:
+    """Give ``proto`` the lowest IR version its opsets allow, dropping the IR-10-only fields.
+
+    IR 10 added ``metadata_props`` on nodes, graphs and functions (the dynamo exporter fills them with
+    its trace); onnxruntime 1.16 / 1.17 (JetPack 5's last wheels) refuse any IR above 9. Opsets 17 and
+    18 need IR 8. Domains ``onnx.helper`` has no table for (``com.microsoft``) do not raise the version.
+
+    Returns:
+        The IR version set.
+    """
+    known = [o for o in proto.opset_import if o.domain in ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.training")]
+    graphs = [proto.graph]
+    while graphs:  # subgraphs (If / Loop bodies) carry node metadata too
+        graph = graphs.pop()
+        if hasattr(graph, "metadata_props"):
+            del graph.metadata_props[:]
+        for node in graph.node:
+            if hasattr(node, "metadata_props"):
+                del node.metadata_props[:]
+            graphs += [a.g for a in node.attribute if a.HasField("g")]
+            graphs += [g for a in node.attribute for g in a.graphs]
+    for function in proto.functions:
+        if hasattr(function, "metadata_props"):
+            del function.metadata_props[:]
+        for node in function.node:
+            if hasattr(node, "metadata_props"):
+                del node.metadata_props[:]
+    proto.ir_version = onnx.helper.find_min_ir_version_for(known) if known else 3
+    return proto.ir_version
+
+
+def graph_versions(proto: onnx.ModelProto) -> dict[str, int]:
+    """``{"opset": ..., "ir_version": ...}``: the metadata keys that say what a runtime must support."""
+    return {"opset": default_opset(proto), "ir_version": int(proto.ir_version)}
 
 
 def set_props(proto: onnx.ModelProto, updates: dict[str, str | None]) -> None:

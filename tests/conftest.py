@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,15 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+#: ../shared beside the checkout; PADIM_SHARED points elsewhere (a git worktree outside the main folder).
+SHARED = Path(os.environ.get("PADIM_SHARED") or ROOT.parent / "shared")
 MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
 MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 
 #: A small but real configuration: the full r18 taps, a 64x64 crop (16x16 patches), 24 channels.
 SMALL = {"backbone": "r18", "dims": 24, "resize": 72, "crop": 64, "random_init": True}
+#: Frame size (H, W) of the small TensorRT-target export (both edges above the 72 resize: downscaled).
+TRT_SIZE = (90, 120)
 
 
 def needs_shared():
@@ -62,6 +66,19 @@ def small_export(train_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def small_onnx(small_export) -> Path:
     return small_export.export.files[0]
+
+
+@pytest.fixture(scope="session")
+def small_trt_onnx(train_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same small model exported for TensorRT (``--target tensorrt --input-size 90x120``)."""
+    from padim_edge.export.pipeline import run_export
+
+    out = tmp_path_factory.mktemp("model_trt") / "small-trt.onnx"
+    run = run_export(
+        train_dir, out, batch_size=5, device="cpu", parity_images=2, progress=False,
+        target="tensorrt", input_size=TRT_SIZE, **SMALL,
+    )  # fmt: skip
+    return run.export.files[0]
 
 
 @pytest.fixture()

@@ -52,10 +52,13 @@ class BuildRequest:
     Attributes:
         calibration_images: INT8 calibration images.
         progress: Show progress bars.
+        input_size: ``(H, W)`` of a fixed-size model (TensorRT target): calibration frames are resized
+            to it.
     """
 
     calibration_images: list[Path] = field(default_factory=list)
     progress: bool = True
+    input_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,9 @@ def build_threshold_only(proto: onnx.ModelProto, request: BuildRequest) -> Built
 
 
 def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Built:
-    result = int8.quantize_backbone(proto, request.calibration_images, fmt=fmt, progress=request.progress)
+    result = int8.quantize_backbone(
+        proto, request.calibration_images, fmt=fmt, progress=request.progress, size=request.input_size
+    )
     ops = ", ".join(f"{op} {n}" for op, n in sorted(result.quantized_nodes.items()))
     return Built(
         proto=result.proto,

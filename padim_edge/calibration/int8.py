@@ -14,7 +14,9 @@ Two formats:
   execution provider (x86 with VNNI here, so ``reduce_range`` stays off).
 * ``qdq``: QuantizeLinear / DequantizeLinear pairs around float ops, which TensorRT (and the CUDA EP)
   consume. TensorRT only takes symmetric signed int8 (zero point 0), so activations are int8 with
-  symmetric ranges here, weights int8 symmetric per channel.
+  symmetric ranges here, weights int8 symmetric per channel. Conv biases stay float32
+  (``QuantizeBias: False``): by default onnxruntime stores them as int32 behind a DequantizeLinear,
+  which TensorRT rejects ("only activation types allowed as input to this layer").
 
 ``quant_pre_process`` (symbolic shape inference + ORT graph optimisation) is not run: the exporter's
 graph already has BatchNorm folded into Conv, and with it the quantised MobileNetV2 graph came out node
@@ -64,7 +66,7 @@ from padim_edge.calibration.graph import (
     prefix_unstaged,
 )
 from padim_edge.calibration.modelio import needs_external_data, save_model
-from padim_edge.images import ImageError, load_image
+from padim_edge.images import ImageError, load_image, resize_frame
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -130,11 +132,15 @@ class FrameReader(CalibrationDataReader):
     Args:
         paths: Image files.
         progress: Show a progress bar.
+        size: ``(H, W)`` of a fixed-size model (TensorRT target): frames are resized to it first.
     """
 
-    def __init__(self, paths: list[Path], *, progress: bool = True) -> None:
+    def __init__(
+        self, paths: list[Path], *, progress: bool = True, size: tuple[int, int] | None = None
+    ) -> None:
         self.paths = list(paths)
         self.progress = progress
+        self.size = size
         self._frames: Iterator[Path] = iter(self.paths)
         self._bar: tqdm | None = None
         self._done = 0
@@ -163,6 +169,8 @@ class FrameReader(CalibrationDataReader):
         self._bar.update(1)
         if self._done == len(self.paths):
             self._bar.close()
+        if self.size is not None:
+            frame = resize_frame(frame, self.size)
         return {graph_names.INPUT: frame[None]}
 
 
@@ -209,7 +217,12 @@ def quantize_options(fmt: str, *, frames: int) -> dict[str, object]:
             "activation_type": QuantType.QInt8,
             "weight_type": QuantType.QInt8,
             "calibrate_method": CalibrationMethod.Percentile,
-            "extra_options": {**calibration, "ActivationSymmetric": True, "WeightSymmetric": True},
+            "extra_options": {
+                **calibration,
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,  # int32 bias DequantizeLinear: TensorRT refuses it
+            },
         }
     raise CalibrationError(f"unknown INT8 format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
@@ -235,7 +248,12 @@ def _stage_ops(proto: onnx.ModelProto, *, backbone: bool) -> Counter[tuple[str, 
 
 
 def quantize_backbone(
-    proto: onnx.ModelProto, images: list[Path], *, fmt: str = QOPERATOR, progress: bool = True
+    proto: onnx.ModelProto,
+    images: list[Path],
+    *,
+    fmt: str = QOPERATOR,
+    progress: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> Int8Result:
     """Quantise the backbone of a float32 padim-edge graph.
 
@@ -244,6 +262,7 @@ def quantize_backbone(
         images: Calibration images (normal parts, any sizes).
         fmt: ``qoperator`` or ``qdq``.
         progress: Show a progress bar while calibrating.
+        size: ``(H, W)`` of a fixed-size model: calibration frames are resized to it.
 
     Raises:
         CalibrationError: Too few images, no backbone nodes, or a quantised graph that changed the
@@ -268,7 +287,7 @@ def quantize_backbone(
             quantize_static(
                 str(source),
                 str(target),
-                FrameReader(images, progress=progress),
+                FrameReader(images, progress=progress, size=size),
                 op_types_to_quantize=ops,
                 nodes_to_exclude=excluded,
                 per_channel=True,

@@ -17,6 +17,7 @@ from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Varian
 from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
 from padim_edge.calibration.scoring import labeled_images, normal_images, score_images
 from padim_edge.datasets import Category
+from padim_edge.onnx_files import graph_versions, pin_ir_version
 
 DEFAULT_TARGET_FPR = 0.01
 
@@ -205,11 +206,14 @@ def calibrate(
                 f"need at least 2 normal images in {data} to choose a threshold, found {len(data_paths)}"
             )
 
-    request = BuildRequest(progress=progress)
+    size = source.info.input_size
+    request = BuildRequest(progress=progress, input_size=size)
     if row.needs_calibration_images:
         assert data_paths is not None
         request = BuildRequest(
-            calibration_images=int8.pick_calibration_images(data_paths, calibration_images), progress=progress
+            calibration_images=int8.pick_calibration_images(data_paths, calibration_images),
+            progress=progress,
+            input_size=size,
         )
     had_threshold = decision.strip_threshold(source.proto)
     built: Built = row.build(source.proto, request)
@@ -217,7 +221,8 @@ def calibrate(
     report.warnings += built.warnings
     report.calibration_images = len(request.calibration_images)
 
-    props: dict[str, object | None] = dict(built.props)
+    pin_ir_version(built.proto)  # converters may stamp a newer IR; onnxruntime 1.16/1.17 load <= 9
+    props: dict[str, object | None] = {**graph_versions(built.proto), **built.props}
     with tempfile.TemporaryDirectory(prefix="padim-calibrate-") as tmp:
         if wants_threshold:
             scoring_model = source.path

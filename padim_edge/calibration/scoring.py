@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.datasets import Category, DatasetError, load_category
-from padim_edge.images import ImageError, iter_batches, list_images
+from padim_edge.images import ImageError, iter_batches, list_images, resize_frame
 
 
 def normal_images(folder: str | Path, *, what: str = "--data") -> list[Path]:
@@ -47,6 +47,8 @@ def score_images(
 ) -> np.ndarray:
     """Score image files with :class:`padim_edge.runtime.PadimModel`.
 
+    A model built for one frame size (TensorRT target) gets every image resized to it first.
+
     Returns:
         float32 ``[len(paths)]`` image scores, in the order of ``paths``.
 
@@ -63,9 +65,10 @@ def score_images(
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         try:
             for batch in iter_batches(paths, batch_size):
-                scores.extend(
-                    p.score for p in model.predict([image for _, image in batch], batch_size=batch_size)
-                )
+                frames = [image for _, image in batch]
+                if model.info.input_size is not None:
+                    frames = [resize_frame(frame, model.info.input_size) for frame in frames]
+                scores.extend(p.score for p in model.predict(frames, batch_size=batch_size))
                 bar.update(len(batch))
         except ImageError as exc:
             raise CalibrationError(str(exc)) from exc

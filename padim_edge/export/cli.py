@@ -8,6 +8,7 @@ import click
 
 from padim_edge.atomic import OutputError, check_output_file
 from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
+from padim_edge.geometry import parse_size
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
 
@@ -92,6 +93,21 @@ def _size(n: int) -> str:
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
 )
+@click.option(
+    "--target",
+    type=click.Choice(["default", "tensorrt"]),
+    default="default",
+    show_default=True,
+    help="default: any frame size, antialiased Resize (exact on the CPU and CUDA EPs; TensorRT has no "
+    "antialiased resize). tensorrt: frames of --input-size only, resize + crop as two constant MatMuls, "
+    "opset 17: builds on TensorRT 8.5-10.x with the default graph's numbers.",
+)
+@click.option(
+    "--input-size",
+    metavar="HxW",
+    help="Camera frame size for --target tensorrt, e.g. 480x640 (height x width). The model then refuses "
+    "other sizes.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def main(
     backbone: str,
@@ -109,6 +125,8 @@ def main(
     external_data: str,
     blocks: int,
     parity_images: int,
+    target: str,
+    input_size: str | None,
     quiet: bool,
 ) -> None:
     """Fit PaDiM on defect-free images and export ONE ONNX graph.
@@ -123,9 +141,10 @@ def main(
       padim-export --demo --output demo/model.onnx
       padim-export --backbone r18 --data bottle/train/good --output bottle.onnx
       padim-export --backbone mnv2 --weights mobilenet_v2-b0353104.pth --data DIR -o m.onnx
+      padim-export --data DIR -o m-trt.onnx --target tensorrt --input-size 480x640
     """
     from padim_edge.export.backbones import WeightsError
-    from padim_edge.export.pipeline import ParityError, run_export
+    from padim_edge.export.pipeline import ParityError, check_target, run_export
 
     if weights_file is not None and random_init:
         raise click.UsageError("--weights and --random-init exclude each other")
@@ -133,6 +152,16 @@ def main(
         raise click.UsageError("--data and --demo exclude each other")
     if batch_size < 1:
         raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    size = None
+    if input_size is not None:
+        try:
+            size = parse_size(input_size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--input-size") from exc
+    try:
+        check_target(target, size)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     try:
         check_output_file(output, what="--output")
     except OutputError as exc:
@@ -173,6 +202,8 @@ def main(
             blocks=blocks,
             parity_images=parity_images,
             progress=not quiet,
+            target=target,
+            input_size=size,
         )
     except (ImageError, WeightsError, OutputError, ParityError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -193,10 +224,29 @@ def main(
     )
     for f in run.export.files:
         click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
+    click.echo("\n".join(tensorrt_lines(run.export.files[0], size)))
     if run.parity is not None:
         p = run.parity
+        frames = " (resized to the input size)" if size is not None else ""
         click.echo(
-            f"parity        ONNX Runtime vs PyTorch on {p.images} training images: "
+            f"parity        ONNX Runtime vs PyTorch on {p.images} training images{frames}: "
             f"max |d score| {p.max_abs_score:.2e}, max |d map| {p.max_abs_map:.2e} "
             f"(tolerance {p.tolerance:.1e} at max score {p.max_score:.3f}) ok"
         )
+
+
+def tensorrt_lines(model: Path, size: tuple[int, int] | None) -> list[str]:
+    """What ``padim-check`` says about TensorRT for the written model, for the summary."""
+    from padim_edge.compat.check import check_file, tensorrt_summary
+    from padim_edge.compat.targets import TARGETS
+
+    report = check_file(model, [t for t in TARGETS.values() if t.tensorrt])
+    lines = [f"{'tensorrt':<14}{line}" for line in tensorrt_summary(report)]
+    if size is None and not report.ok:
+        lines.append(
+            f"{'':<14}TensorRT has no antialiased resize: for a TensorRT deployment export with "
+            "--target tensorrt --input-size HxW (the camera's frame size); details: padim-check MODEL"
+        )
+    elif size is not None:
+        lines.append(f"{'':<14}built for input {size[0]}x{size[1]} frames only (the runtime refuses others)")
+    return lines

@@ -17,11 +17,18 @@ import numpy as np
 
 from padim_edge.atomic import OutputError, check_output_file, free_bytes
 from padim_edge.export.backbones import build_backbone, get_spec
-from padim_edge.export.exporter import ExportResult, ExternalData, export_model
+from padim_edge.export.exporter import (
+    DEFAULT_TARGET,
+    TARGETS,
+    TENSORRT_TARGET,
+    ExportResult,
+    ExternalData,
+    export_model,
+)
 from padim_edge.export.fit import FitReport, fit, fit_frames
 from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
 from padim_edge.export.padim.model import PadimConfig, PadimModule
-from padim_edge.images import list_images, load_image
+from padim_edge.images import list_images, load_image, resize_frame
 
 __all__ = [
     "ExportRun",
@@ -29,6 +36,7 @@ __all__ = [
     "ParityError",
     "build_module",
     "check_parity",
+    "check_target",
     "estimated_bytes",
     "export",
     "fit",
@@ -103,6 +111,26 @@ class ExportRun:
     fit: FitReport
     export: ExportResult
     parity: Parity | None
+
+
+def check_target(target: str, input_size: tuple[int, int] | None) -> None:
+    """Refuse an unknown target, ``tensorrt`` without a frame size, or a frame size for ``default``.
+
+    Raises:
+        ValueError: The message names the flag to fix.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == TENSORRT_TARGET and input_size is None:
+        raise ValueError(
+            "the tensorrt target is built for one camera frame size: pass --input-size HxW (e.g. 480x640)"
+        )
+    if target == DEFAULT_TARGET and input_size is not None:
+        raise ValueError(
+            "--input-size applies to --target tensorrt only (the default graph takes any frame size)"
+        )
+    if input_size is not None and min(input_size) < 1:
+        raise ValueError(f"--input-size must be positive, got {input_size[0]}x{input_size[1]}")
 
 
 def build_module(
@@ -181,13 +209,19 @@ def export(
     external_data: ExternalData = "auto",
     blocks: int = DEFAULT_BLOCKS,
     extra_metadata: dict[str, object] | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> tuple[ExportResult, Parity | None]:
     """Export a fitted model; with ``parity_images``, only if the graph reproduces the module on them.
+
+    With ``input_size`` (the TensorRT target) the parity frames are first resized to that size (Pillow
+    bilinear), since the graph takes no other.
 
     Raises:
         ParityError: The staged graph differs from the PyTorch module; ``output`` was not touched.
     """
     results: list[Parity] = []
+    if parity_images and input_size is not None:
+        parity_images = [resize_frame(image, input_size) for image in parity_images]
 
     def verify(staged: Path) -> None:
         parity = check_parity(model, staged, parity_images or [])
@@ -204,6 +238,7 @@ def export(
         head_options={"blocks": blocks},
         extra_metadata=extra_metadata,
         verify=verify if parity_images else None,
+        input_size=input_size,
     )
     return result, (results[0] if results else None)
 
@@ -225,6 +260,8 @@ def run_export(
     blocks: int = DEFAULT_BLOCKS,
     parity_images: int = 4,
     progress: bool = True,
+    target: str = DEFAULT_TARGET,
+    input_size: tuple[int, int] | None = None,
 ) -> ExportRun:
     """Fit PaDiM on the normal images in ``data`` and export the fused graph to ``output``.
 
@@ -247,11 +284,16 @@ def run_export(
         blocks: Column blocks of the packed Sigma^-1 storage.
         parity_images: Training images scored by both PyTorch and the exported graph (0: skip).
         progress: Show progress bars.
+        target: ``default`` (any frame size) or ``tensorrt`` (frames of ``input_size`` only, no
+            antialiased Resize op; see :mod:`padim_edge.export.exporter`).
+        input_size: ``(H, W)`` of the camera frames, required by (and only for) ``tensorrt``.
 
     Raises:
         OutputError: ``output`` cannot be written, or the disk lacks the space.
         ParityError: The exported graph does not reproduce the module (nothing written).
+        ValueError: Unknown target, or ``input_size`` missing for ``tensorrt`` / given without it.
     """
+    check_target(target, input_size)
     output = check_output_file(output, what="--output")
     paths = list_images(data)
     if len(paths) < 2:
@@ -282,5 +324,6 @@ def run_export(
         external_data=external_data,
         blocks=blocks,
         extra_metadata={"train_scores": training_scores(model, sample)},
+        input_size=input_size if target == TENSORRT_TARGET else None,
     )
     return ExportRun(model=model, weights=weights, fit=report, export=result, parity=parity)

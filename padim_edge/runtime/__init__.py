@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from padim_edge.metadata import ModelInfo
 from padim_edge.runtime.model import InputError, ModelLoadError, PadimModel, Prediction
 from padim_edge.runtime.providers import ProviderError, available
+from padim_edge.runtime.tensorrt import TrtProfile
 
 __all__ = [
     "InputError",
@@ -27,5 +28,6 @@ __all__ = [
     "PadimModel",
     "Prediction",
     "ProviderError",
+    "TrtProfile",
     "available",
 ]

@@ -18,18 +18,35 @@ from padim_edge.naming import image_keys, key_to_filename
 OVERLAY_SUFFIX = "_overlay.png"
 
 
-def open_model(path: Path, device: str, threads: int | None):
-    """Open the model or turn the runtime's errors into a one-line CLI error."""
+def open_model(
+    path: Path,
+    device: str,
+    threads: int | None,
+    *,
+    trt_cache: Path | None = None,
+    trt_profile: str | None = None,
+    trt_workspace_mib: int | None = None,
+):
+    """Open the model (imported here: ``--help`` needs no onnxruntime), or fail in one line."""
     try:
         require("padim-predict", "runtime")
-        from padim_edge.runtime.model import ModelLoadError, PadimModel
-        from padim_edge.runtime.providers import ProviderError
-
-        try:
-            return PadimModel(path, device=device, threads=threads)
-        except (ModelLoadError, ProviderError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
     except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    from padim_edge.runtime.model import ModelLoadError, PadimModel
+    from padim_edge.runtime.providers import ProviderError
+    from padim_edge.runtime.tensorrt import DEFAULT_WORKSPACE_BYTES
+
+    workspace = DEFAULT_WORKSPACE_BYTES if trt_workspace_mib is None else trt_workspace_mib << 20
+    try:
+        return PadimModel(
+            path,
+            device=device,
+            threads=threads,
+            trt_cache_dir=trt_cache,
+            trt_profile=trt_profile,
+            trt_workspace=workspace,
+        )
+    except (ModelLoadError, ProviderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -60,6 +77,26 @@ def open_model(path: Path, device: str, threads: int | None):
 @click.option(
     "--threads", type=click.IntRange(min=1), help="CPU intra-op threads (default: onnxruntime's, all cores)."
 )
+@click.option(
+    "--trt-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="TensorRT EP: folder of the engine and timing caches (default ~/.cache/padim-edge/tensorrt). "
+    "The first run builds the engine (minutes on a Jetson); later runs load it.",
+)
+@click.option(
+    "--trt-profile",
+    metavar="MIN:OPT:MAX",
+    help="TensorRT EP: shapes of the input as NxHxW each, e.g. 1x480x640:1x480x640:8x480x640. Default: "
+    "the model's fixed frame size with 1-8 frames (--target tensorrt models), else "
+    "1x64x64:1x480x640:8x1080x1920.",
+)
+@click.option(
+    "--trt-workspace",
+    "trt_workspace_mib",
+    type=click.IntRange(min=1),
+    metavar="MIB",
+    help="TensorRT EP: workspace limit in MiB (default 1024, sized for a Jetson's shared memory).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def main(
     model_path: Path,
@@ -68,6 +105,9 @@ def main(
     device: str,
     batch_size: int,
     threads: int | None,
+    trt_cache: Path | None,
+    trt_profile: str | None,
+    trt_workspace_mib: int | None,
     quiet: bool,
 ) -> None:
     """Score images with a padim-edge MODEL.
@@ -82,7 +122,14 @@ def main(
             atomic.check_output_folder(output, what="--output")
         except atomic.OutputError as exc:
             raise click.ClickException(str(exc)) from exc
-    model = open_model(model_path, device, threads)
+    model = open_model(
+        model_path,
+        device,
+        threads,
+        trt_cache=trt_cache,
+        trt_profile=trt_profile,
+        trt_workspace_mib=trt_workspace_mib,
+    )
     try:
         files = [file for _, file in expand_paths(paths)]
     except ImageError as exc:
@@ -93,7 +140,7 @@ def main(
         click.echo(
             "note: this model's backbone has random-init weights; scores are for demos and timing.", err=True
         )
-    keys = dict(zip(files, image_keys(files)))  # noqa: B905 (Python 3.8: JetPack 5)
+    keys = dict(zip(files, image_keys(files)))
     rows: list[tuple[str, float, bool | None]] = []
     failed: dict[str, str] = {}
     overlays = _Overlays(output, info) if output is not None else None
@@ -103,8 +150,11 @@ def main(
 
     with tqdm(total=len(files), desc="predict", unit="img", disable=quiet) as bar:
         for batch in iter_batches(files, batch_size, on_error=skip):
-            predictions = model.predict([image for _, image in batch], batch_size=batch_size)
-            for (file, image), pred in zip(batch, predictions):  # noqa: B905 (Python 3.8)
+            try:
+                predictions = model.predict([image for _, image in batch], batch_size=batch_size)
+            except ValueError as exc:  # InputError: e.g. frames of another size than a fixed-size model's
+                raise click.ClickException(str(exc)) from exc
+            for (file, image), pred in zip(batch, predictions):
                 rows.append((keys[file], pred.score, pred.is_anomalous))
                 if overlays is not None:
                     overlays.add(keys[file], image, pred.anomaly_map, pred.score, pred.is_anomalous)

@@ -14,6 +14,8 @@ from padim_edge.integrity import IntegrityError, verify_data_file
 from padim_edge.metadata import ModelInfo
 from padim_edge.naming import data_file
 from padim_edge.runtime import providers as _providers
+from padim_edge.runtime import tensorrt as _tensorrt
+from padim_edge.runtime.modelfile import ModelFileError, read_metadata
 from padim_edge.runtime.session import open_session
 
 INPUT_NAME = graph_names.INPUT
@@ -141,6 +143,17 @@ class PadimModel:
         verify_data: How the external-data file (big models only) is checked against the model's
             record of it: ``once`` (hash the first time a file is seen, then its size and mtime),
             ``always`` (hash every load) or ``size`` (size only). See :mod:`padim_edge.integrity`.
+        trt_cache_dir: TensorRT EP only: folder of the engine and timing caches (default
+            ``~/.cache/padim-edge/tensorrt``). The first run builds the engine (minutes on a Jetson);
+            later runs load it from here.
+        trt_profile: TensorRT EP only: min/opt/max ``(N, H, W)`` of ``images``
+            (:class:`padim_edge.runtime.tensorrt.TrtProfile` or ``"1x480x640:1x480x640:8x480x640"``).
+            Default: the model's fixed frame size with 1-8 frames, else
+            :data:`padim_edge.runtime.tensorrt.DEFAULT_DYNAMIC_PROFILE`.
+        trt_workspace: TensorRT EP only: workspace limit in bytes (default 1 GiB).
+
+    A model exported with ``--target tensorrt`` takes frames of its one size only
+    (``info.input_size``); :meth:`predict` refuses others with an :class:`InputError` that names it.
 
     Raises:
         ModelLoadError: Missing file, not ONNX, missing or mismatched external data, or not a
@@ -160,14 +173,22 @@ class PadimModel:
         device: str = "auto",
         threads: int | None = None,
         verify_data: str = "once",
+        trt_cache_dir: str | os.PathLike[str] | None = None,
+        trt_profile: _tensorrt.TrtProfile | str | None = None,
+        trt_workspace: int = _tensorrt.DEFAULT_WORKSPACE_BYTES,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
         self.device = device
         self.threads = threads
+        self.tensorrt_options: dict[str, object] | None = None
+        if _providers.TENSORRT in _providers.resolve(device):
+            self.tensorrt_options = self._tensorrt_options(trt_cache_dir, trt_profile, trt_workspace)
         try:
-            self.session = open_session(self.path, device=device, threads=threads)
+            self.session = open_session(
+                self.path, device=device, threads=threads, tensorrt=self.tensorrt_options
+            )
         except (_providers.ProviderError, ValueError):
             raise
         except Exception as exc:
@@ -185,14 +206,51 @@ class PadimModel:
         if inputs != [INPUT_NAME] or any(o not in self.outputs for o in REQUIRED_OUTPUTS):
             raise ModelLoadError(f"{self.path}: unexpected inputs {inputs} / outputs {self.outputs}")
 
+    def _tensorrt_options(
+        self,
+        cache: str | os.PathLike[str] | None,
+        profile: _tensorrt.TrtProfile | str | None,
+        workspace: int,
+    ) -> dict[str, object]:
+        """The TensorRT EP options for this file (its metadata read without loading it)."""
+        try:
+            info: ModelInfo | None = metadata.parse(read_metadata(self.path), source=str(self.path))
+        except (ModelFileError, metadata.NotAPadimModelError, OSError, ValueError):
+            info = None  # the session below reports what is wrong with the file
+        if isinstance(profile, str):
+            profile = _tensorrt.parse_profile(profile)
+        options = _tensorrt.tensorrt_options(info, cache=cache, profile=profile, workspace_bytes=workspace)
+        for folder in _tensorrt.cache_folders(options):
+            folder.mkdir(parents=True, exist_ok=True)
+        return options
+
     def __repr__(self) -> str:
         info = self.info
         return f"PadimModel({str(self.path)!r}, {info.description}, providers={self.providers})"
 
+    def check_size(self, batches: list[tuple[list[int], np.ndarray]]) -> None:
+        """Refuse frames of another size than a fixed-size model's (TensorRT target).
+
+        Raises:
+            InputError: Names the size the model was built for and the first frame that differs.
+        """
+        size = self.info.input_size
+        if size is None:
+            return
+        for positions, batch in batches:
+            if tuple(batch.shape[1:3]) != tuple(size):
+                raise InputError(
+                    f"frame {positions[0]}: this model was built for {size[0]}x{size[1]} (HxW) frames "
+                    f"(padim-export --target tensorrt --input-size {size[0]}x{size[1]}), got "
+                    f"{batch.shape[1]}x{batch.shape[2]}; resize the frames to {size[0]}x{size[1]} "
+                    "(padim_edge.images.resize_frame) or use a model exported for any size (the default "
+                    "target)"
+                )
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one validated uint8 ``[N, H, W, 3]`` batch; returns every graph output by name."""
         values = self.session.run(None, {INPUT_NAME: batch})
-        return dict(zip(self.outputs, values, strict=True))
+        return dict(zip(self.outputs, values))  # one value per output (no zip(strict=): Python 3.8)
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
         """Score frames.
@@ -206,12 +264,15 @@ class PadimModel:
             One :class:`Prediction` per frame, in input order.
 
         Raises:
-            InputError: The frames are not uint8 RGB images.
+            InputError: The frames are not uint8 RGB images, or not of the size a fixed-size model
+                (TensorRT target) was built for.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         results: dict[int, Prediction] = {}
-        for positions, batch in as_batches(images):
+        batches = as_batches(images)
+        self.check_size(batches)
+        for positions, batch in batches:
             for lo in range(0, len(positions), batch_size):
                 out = self.run(batch[lo : lo + batch_size])
                 for k, pos in enumerate(positions[lo : lo + batch_size]):

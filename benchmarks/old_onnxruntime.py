@@ -1,0 +1,273 @@
+"""Do old onnxruntime releases load every variant we write, with the same scores?
+
+Builds every variant of one small model (ResNet-18 random-init, dims 24, resize 72, crop 64: loading
+and arithmetic do not depend on the weights): the default graph, the same with a baked threshold, INT8
+QOperator, INT8 QDQ, FP16, and the TensorRT-target graph (``--target tensorrt --input-size 90x120``)
+with its INT8 QDQ and FP16 variants. Scores a fixed set of frames with the onnxruntime installed here
+(the reference), then, for each old runtime, in a throwaway virtual environment outside the repository
+(``~/.cache/padim-edge/venvs``), runs ``padim_edge.runtime`` (``PYTHONPATH`` = this checkout; the
+environment has only numpy and onnxruntime, as a Jetson would) on the same files and frames, and
+compares: max |d score| <= 1e-4 x the largest reference score.
+
+Environments: onnxruntime 1.16.3, 1.17.3 and 1.18.1 on Python 3.11 (numpy < 2), and onnxruntime 1.16.3
+with numpy 1.24.4 on Python 3.8 (JetPack 5's Python; 1.16 is its last Jetson wheel). CPU wheels from
+PyPI; the Jetson GPU wheels are not tested here.
+
+Usage::
+
+    python benchmarks/old_onnxruntime.py                  # ~10 min the first time (venvs), then ~3 min
+    python benchmarks/old_onnxruntime.py --envs ort-1.16.3-py3.8
+
+Writes ``benchmarks/results/old_onnxruntime.json`` and ``benchmarks/results/old_onnxruntime.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+VENVS = Path.home() / ".cache" / "padim-edge" / "venvs"
+#: Scores must agree to this fraction of the largest reference score.
+RTOL = 1e-4
+TRT_SIZE = (90, 120)
+
+
+@dataclass(frozen=True)
+class Env:
+    """One throwaway environment: a Python and the pip requirements besides nothing else."""
+
+    name: str
+    python: str
+    requirements: tuple[str, ...]
+
+
+ENVS = {
+    e.name: e
+    for e in (
+        Env("ort-1.16.3-py3.11", sys.executable, ("onnxruntime==1.16.3", "numpy<2")),
+        Env("ort-1.17.3-py3.11", sys.executable, ("onnxruntime==1.17.3", "numpy<2")),
+        Env("ort-1.18.1-py3.11", sys.executable, ("onnxruntime==1.18.1", "numpy<2")),
+        Env(
+            "ort-1.16.3-py3.8",
+            "/root/.pyenv/versions/3.8.18/bin/python3.8",
+            ("onnxruntime==1.16.3", "numpy==1.24.4"),
+        ),
+    )
+}
+
+#: Run inside each environment (Python 3.8 syntax): score every model on its frames, print JSON.
+WORKER = r"""
+import json, platform, sys
+import numpy as np
+import onnxruntime
+from padim_edge.runtime import PadimModel
+jobs = json.load(open(sys.argv[1]))
+out = {"onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+       "numpy": np.__version__, "models": {}}
+for name, job in jobs.items():
+    try:
+        model = PadimModel(job["model"], device="cpu")
+        frames = np.load(job["frames"])
+        out["models"][name] = {"scores": [p.score for p in model.predict(frames)]}
+    except Exception as exc:
+        out["models"][name] = {"error": "%s: %s" % (type(exc).__name__, str(exc)[:300])}
+print("PADIM-RESULT " + json.dumps(out))
+"""
+
+
+def parse_worker_output(text: str) -> dict[str, object]:
+    """The JSON the worker printed on its ``PADIM-RESULT`` line.
+
+    Raises:
+        ValueError: No such line (the worker crashed before it: the text says why).
+    """
+    for line in reversed(text.splitlines()):
+        if line.startswith("PADIM-RESULT "):
+            return json.loads(line[len("PADIM-RESULT ") :])
+    raise ValueError(f"the worker printed no result; its output ended with: {text.strip()[-500:]}")
+
+
+def compare(reference: list[float], got: dict[str, object], rtol: float = RTOL) -> dict[str, object]:
+    """One table cell: ``ok`` / ``differs`` / ``error`` with the worst score difference."""
+    if "error" in got:
+        return {"status": "error", "error": got["error"]}
+    scores = np.asarray(got["scores"], dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if scores.shape != ref.shape:
+        return {"status": "error", "error": f"{scores.size} scores for {ref.size} frames"}
+    worst = float(np.abs(scores - ref).max())
+    scale = float(np.abs(ref).max())
+    relative = worst / max(scale, 1e-12)
+    return {"status": "ok" if relative <= rtol else "differs", "max_abs": worst, "relative": relative}
+
+
+def ensure_env(env: Env) -> Path:
+    """The environment's python, creating the venv (once) outside the repository."""
+    folder = VENVS / env.name
+    python = folder / "bin" / "python"
+    marker = folder / ".padim-ready"
+    if marker.is_file() and marker.read_text() == "\n".join(env.requirements):
+        return python
+    if not Path(env.python).is_file():
+        raise FileNotFoundError(f"{env.python} not found (needed for {env.name})")
+    shutil.rmtree(folder, ignore_errors=True)
+    subprocess.run([env.python, "-m", "venv", str(folder)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *env.requirements],
+        check=True,
+    )
+    marker.write_text("\n".join(env.requirements))
+    return python
+
+
+def run_env(python: Path, jobs: Path) -> dict[str, object]:
+    """Run the worker in an environment, with this checkout on ``PYTHONPATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [str(python), "-c", WORKER, str(jobs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
+    return parse_worker_output(done.stdout + done.stderr)
+
+
+def build_variants(work: Path) -> dict[str, dict[str, str]]:
+    """Export and calibrate every variant; returns ``name -> {model, frames}``."""
+    from padim_edge.calibration.pipeline import calibrate
+    from padim_edge.export.pipeline import run_export
+    from tests.conftest import SMALL, write_images
+
+    train, held = work / "train", work / "held"
+    write_images(train, 12, sizes=[(80, 96), (64, 64), (100, 90)])
+    write_images(held, 12, seed=3, sizes=[(80, 96), (70, 70)])
+    rng = np.random.default_rng(0)
+    frames_any, frames_fixed = work / "frames-any.npy", work / "frames-fixed.npy"
+    np.save(frames_any, rng.integers(0, 256, (6, 80, 96, 3), dtype=np.uint8))
+    np.save(frames_fixed, rng.integers(0, 256, (6, *TRT_SIZE, 3), dtype=np.uint8))
+    base = {"default": work / "model.onnx", "tensorrt": work / "model-trt.onnx"}
+    run_export(train, base["default"], parity_images=2, progress=False, **SMALL)
+    run_export(
+        train,
+        base["tensorrt"],
+        parity_images=2,
+        progress=False,
+        target="tensorrt",
+        input_size=TRT_SIZE,
+        **SMALL,
+    )
+    jobs = {}
+    for target, source in base.items():
+        frames = str(frames_fixed if target == "tensorrt" else frames_any)
+        prefix = "" if target == "default" else "tensorrt "
+        jobs[f"{prefix}fp32".strip()] = {"model": str(source), "frames": frames}
+        variants = ["int8-qdq", "fp16"] + (
+            ["fp32-threshold", "int8-qoperator"] if target == "default" else []
+        )
+        for variant in variants:
+            out = source.with_name(f"{source.stem}-{variant}.onnx")
+            extra = {"target_fpr": 0.1} if variant == "fp32-threshold" else {}
+            calibrate(source, out, variant=variant, data=held, calibration_images=6, progress=False, **extra)
+            jobs[f"{prefix}{variant}"] = {"model": str(out), "frames": frames}
+    return jobs
+
+
+def reference_scores(jobs: dict[str, dict[str, str]]) -> dict[str, list[float]]:
+    """Scores with the onnxruntime installed here."""
+    from padim_edge.runtime import PadimModel
+
+    return {
+        name: [p.score for p in PadimModel(job["model"], device="cpu").predict(np.load(job["frames"]))]
+        for name, job in jobs.items()
+    }
+
+
+def markdown(result: dict[str, object]) -> str:
+    """The results table."""
+    envs = result["envs"]
+    lines = [
+        "# Old onnxruntime releases: do they load our models, with the same scores?",
+        "",
+        f"Reference: onnxruntime {result['reference']['onnxruntime']} on Python "
+        f"{result['reference']['python']} "
+        f"({result['machine']}). Cells: max |d score| relative to the largest reference score "
+        f"(pass: <= {RTOL:g}). Command: `python benchmarks/old_onnxruntime.py`.",
+        "",
+        "| variant | opset / IR | "
+        + " | ".join(f"{e['onnxruntime']} (py {e['python']})" for e in envs)
+        + " |",
+        "|---|---|" + "---|" * len(envs),
+    ]
+    for name, info in result["variants"].items():
+        cells = []
+        for env in envs:
+            cell = env["cells"][name]
+            if cell["status"] == "error":
+                cells.append(f"error: {cell['error'][:80]}")
+            else:
+                cells.append(f"{cell['status']} ({cell['relative']:.1e})")
+        lines.append(f"| {name} | {info['opset']} / {info['ir_version']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(path_type=Path), help="Where the models go (default: a temp dir).")
+@click.option("--envs", "names", multiple=True, type=click.Choice(list(ENVS)), help="Default: all.")
+def main(workdir: Path | None, names: tuple[str, ...]) -> None:
+    """Build every variant, score it here and in each old onnxruntime, write the table."""
+    import onnx
+    import onnxruntime
+
+    sys.path.insert(0, str(ROOT))
+    work = workdir or Path(tempfile.mkdtemp(prefix="padim-old-ort-"))
+    work.mkdir(parents=True, exist_ok=True)
+    jobs = build_variants(work)
+    jobs_file = work / "jobs.json"
+    jobs_file.write_text(json.dumps(jobs))
+    reference = reference_scores(jobs)
+    variants = {}
+    for name, job in jobs.items():
+        proto = onnx.load(job["model"], load_external_data=False)
+        opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        variants[name] = {"opset": opset, "ir_version": proto.ir_version}
+    result: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "reference": {"onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "rtol": RTOL,
+        "variants": variants,
+        "envs": [],
+    }
+    for env in [ENVS[n] for n in (names or ENVS)]:
+        click.echo(f"{env.name}: preparing", err=True)
+        out = run_env(ensure_env(env), jobs_file)
+        cells = {
+            name: compare(reference[name], out["models"].get(name, {"error": "not run"})) for name in jobs
+        }
+        result["envs"].append(
+            {"name": env.name, **{k: out[k] for k in ("onnxruntime", "python", "numpy")}, "cells": cells}
+        )
+        click.echo(f"{env.name}: " + ", ".join(f"{k} {v['status']}" for k, v in cells.items()), err=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "old_onnxruntime.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "old_onnxruntime.md").write_text(markdown(result))
+    click.echo(markdown(result))
+    bad = [e["name"] for e in result["envs"] for c in e["cells"].values() if c["status"] != "ok"]
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``padim-check``: what each TensorRT / onnxruntime version would do with a model (static, no GPU)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from padim_edge.compat.check import CheckError, check_file, format_report
+from padim_edge.compat.rules import RULES
+from padim_edge.compat.targets import ONNXRUNTIME, ONNXRUNTIME_VERSIONS, TENSORRT, TENSORRT_VERSIONS, target
+
+
+def _rule_table() -> str:
+    return "\n".join(f"  {r.name}: {r.summary}" for r in RULES.values())
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog="\b\nRules:\n" + _rule_table(),
+)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--tensorrt",
+    "tensorrt_versions",
+    multiple=True,
+    metavar="VERSION",
+    help=f"TensorRT version to check for ({', '.join(TENSORRT_VERSIONS)}; 10.x means 10). Repeatable.",
+)
+@click.option(
+    "--onnxruntime",
+    "ort_versions",
+    multiple=True,
+    metavar="VERSION",
+    help=f"onnxruntime version to check for ({', '.join(ONNXRUNTIME_VERSIONS)}). Repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def main(
+    model: Path, tensorrt_versions: tuple[str, ...], ort_versions: tuple[str, ...], as_json: bool
+) -> None:
+    """Check MODEL against TensorRT and onnxruntime versions (all of them unless some are named).
+
+    Prints, per target, what would FAIL (rejected; under onnxruntime's TensorRT EP the node falls back to
+    the CUDA / CPU EP), CHANGE NUMBERS (accepted, computes something else) or is a NOTE (outside the
+    documented range, no known failure). Exits 1 when a requested target fails or changes numbers.
+
+    \b
+    Examples:
+      padim-check model.onnx
+      padim-check model-trt.onnx --tensorrt 8.5 --tensorrt 10
+      padim-check model.onnx --onnxruntime 1.16 --json
+    """
+    try:
+        targets = [target(TENSORRT, v) for v in tensorrt_versions]
+        targets += [target(ONNXRUNTIME, v) for v in ort_versions]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    try:
+        report = check_file(model, targets or None)
+    except CheckError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo("\n".join(format_report(report)))
+    sys.exit(0 if report.ok else 1)

@@ -1,0 +1,67 @@
+"""benchmarks/old_onnxruntime.py: the worker's output parsing and the score comparison (no venvs made)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location(
+        "old_onnxruntime", ROOT / "benchmarks" / "old_onnxruntime.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_onnxruntime"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_worker_output(script) -> None:
+    payload = {"onnxruntime": "1.16.3", "python": "3.8.18", "models": {"fp32": {"scores": [1.0]}}}
+    text = "some warning\nPADIM-RESULT " + json.dumps(payload) + "\n"
+    assert script.parse_worker_output(text) == payload
+    with pytest.raises(ValueError, match="printed no result") as error:
+        script.parse_worker_output("Traceback ...\nImportError: numpy")
+    assert "ImportError: numpy" in str(error.value)
+
+
+def test_compare(script) -> None:
+    ref = [10.0, 20.0, 30.0]
+    ok = script.compare(ref, {"scores": [10.0, 20.001, 30.0]})
+    assert (
+        ok["status"] == "ok"
+        and ok["max_abs"] == pytest.approx(0.001)
+        and ok["relative"] == pytest.approx(0.001 / 30)
+    )
+    assert script.compare(ref, {"scores": [10.0, 20.01, 30.0]})["status"] == "differs"  # 3.3e-4 > 1e-4
+    assert script.compare(ref, {"error": "RuntimeError: IR 10"}) == {
+        "status": "error",
+        "error": "RuntimeError: IR 10",
+    }
+    assert script.compare(ref, {"scores": [1.0]})["status"] == "error"
+
+
+def test_worker_runs_here(script, small_onnx, tmp_path) -> None:
+    """The worker snippet itself, with this interpreter (the real runs use the old environments)."""
+    import numpy as np
+
+    frames = tmp_path / "frames.npy"
+    np.save(frames, np.zeros((2, 40, 50, 3), np.uint8))
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(
+        json.dumps(
+            {
+                "fp32": {"model": str(small_onnx), "frames": str(frames)},
+                "bad": {"model": "x", "frames": str(frames)},
+            }
+        )
+    )
+    out = script.run_env(sys.executable, jobs)
+    assert len(out["models"]["fp32"]["scores"]) == 2
+    assert out["models"]["bad"]["error"].startswith("ModelLoadError")

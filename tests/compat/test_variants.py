@@ -1,0 +1,73 @@
+"""padim-check on every variant we write: exactly the documented findings, nothing for the TensorRT graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from padim_edge.calibration.pipeline import calibrate
+from padim_edge.compat.check import check_file
+from padim_edge.compat.rules import BLOCKING, NOTE
+from tests.conftest import write_images
+
+#: What the default graph (and every variant made from it) shows on each TensorRT version.
+DEFAULT_GRAPH_FINDINGS = {
+    "tensorrt-8.5": {("resize-antialias", "changes numbers"), ("opset-range", NOTE)},
+    "tensorrt-8.6": {("resize-antialias", "changes numbers"), ("opset-range", NOTE)},
+    "tensorrt-10": {("resize-antialias", "fails")},
+}
+VARIANTS = ("fp32-threshold", "int8-qdq", "fp16", "int8-qoperator")
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("held")
+    write_images(folder, 8, seed=5, sizes=[(80, 96), (70, 70)])
+    return folder
+
+
+def _variant(source: Path, variant: str, held_out: Path) -> Path:
+    out = source.with_name(f"{source.stem}-{variant}.onnx")
+    if not out.exists():
+        extra = {"target_fpr": 0.2} if variant == "fp32-threshold" else {}
+        calibrate(source, out, variant=variant, data=held_out, calibration_images=4, progress=False, **extra)
+    return out
+
+
+def _findings(path: Path) -> dict[str, set[tuple[str, str]]]:
+    report = check_file(path)
+    return {t.target.name: {(f.rule, f.effect) for f in t.findings} for t in report.targets}
+
+
+@pytest.mark.parametrize("variant", [None, *VARIANTS[:-1]])
+def test_default_graph_findings_are_exactly_the_antialias_ones(
+    small_onnx: Path, held_out: Path, variant: str | None
+) -> None:
+    path = small_onnx if variant is None else _variant(small_onnx, variant, held_out)
+    findings = _findings(path)
+    for name, expected in DEFAULT_GRAPH_FINDINGS.items():
+        assert findings[name] == expected, (variant, name)
+    for name in ("onnxruntime-1.16", "onnxruntime-1.17", "onnxruntime-1.18"):
+        assert findings[name] == set(), (variant, name)
+
+
+@pytest.mark.parametrize("variant", [None, *VARIANTS[:-1]])
+def test_tensorrt_graph_has_no_findings(small_trt_onnx: Path, held_out: Path, variant: str | None) -> None:
+    path = small_trt_onnx if variant is None else _variant(small_trt_onnx, variant, held_out)
+    report = check_file(path)
+    assert report.ok
+    assert {t.target.name: t.findings for t in report.targets if t.findings} == {}, variant
+
+
+def test_qoperator_is_exempt_and_says_so(small_onnx: Path, held_out: Path) -> None:
+    report = check_file(_variant(small_onnx, "int8-qoperator", held_out))
+    for target in report.targets:
+        if target.target.tensorrt:
+            assert target.status == "exempt" and "CPU-only" in (target.exempt or "")
+            rules = {f.rule for f in target.findings}  # still listed, for the record
+            assert {"integer-ops", "non-default-domain", "uint8-intermediate"} <= rules
+            assert target.blocking == []
+        else:
+            assert [f for f in target.findings if f.effect in BLOCKING] == []
+    assert report.ok
