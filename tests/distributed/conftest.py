@@ -1,0 +1,21 @@
+"""A local Ray instance for the whole session (2 CPUs, no dashboard), shut down at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Ray started in this process; every padim_edge.distributed call below reuses it."""
+    import ray
+
+    from padim_edge.distributed.cluster import connect
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield connect("local")
+    finally:
+        ray.shutdown()
