@@ -35,14 +35,21 @@ from padim_edge.images import ImageError
 SHOWN_FAILURES = 10
 
 
-def split(paths: list[Path], shards: int) -> list[list[Path]]:
-    """Contiguous, near-equal shards (sizes differ by at most one), none empty."""
-    shards = max(1, min(shards, len(paths)))
-    size, extra = divmod(len(paths), shards)
+def split(paths: list[Path], shards: int, *, batch_size: int = 1) -> list[list[Path]]:
+    """Contiguous shards of whole batches, near-equal (batch counts differ by at most one), none empty.
+
+    Cut at the local fit's batch boundaries, every image is embedded in the same batch as in a local
+    fit with this ``batch_size``: the backbone's float32 output depends on the batch it runs in (a
+    batch of one takes other kernels), so only then do the shards' statistics merge to the local
+    fit's up to float64 rounding.
+    """
+    batches = [paths[lo : lo + batch_size] for lo in range(0, len(paths), batch_size)]
+    shards = max(1, min(shards, len(batches)))
+    size, extra = divmod(len(batches), shards)
     out, start = [], 0
     for k in range(shards):
         stop = start + size + (1 if k < extra else 0)
-        out.append(paths[start:stop])
+        out.append([p for batch in batches[start:stop] for p in batch])
         start = stop
     return out
 
@@ -137,7 +144,7 @@ def fit_statistics(
     device, resources = _resources(info, device, threads)
     plan = plan_for(model)
     state = ray.put(state_of(model))
-    shards = split(paths, workers)
+    shards = split(paths, workers, batch_size=batch_size)
     submit = _fit_shard.options(num_returns=2, **resources)
     leaves, failures = zip(
         *(
@@ -147,7 +154,7 @@ def fit_statistics(
         strict=True,
     )
     root = tree_reduce(list(leaves), _merge.options(num_cpus=1).remote)
-    bad: list[tuple[str, str]] = []
+    bad: dict[Any, list[tuple[str, str]]] = {}
     try:
         pending = list(failures)
         with tqdm(
@@ -155,13 +162,16 @@ def fit_statistics(
         ) as bar:
             sizes = {ref: len(shard) for ref, shard in zip(failures, shards, strict=True)}
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                bad.extend(ray.get(done[0]))
-                bar.update(sizes[done[0]])
-        if bad:
-            shown = "; ".join(f"{file}: {reason}" for file, reason in bad[:SHOWN_FAILURES])
-            more = f"; and {len(bad) - SHOWN_FAILURES} more" if len(bad) > SHOWN_FAILURES else ""
-            raise ImageError(f"{len(bad)} of {len(paths)} training images could not be read: {shown}{more}")
+                (done,), pending = ray.wait(pending, num_returns=1)
+                bad[done] = ray.get(done)
+                bar.update(sizes[done])
+        listed = [item for ref in failures for item in bad[ref]]  # in image order, whichever shard came first
+        if listed:
+            shown = "; ".join(r if f in r else f"{f}: {r}" for f, r in listed[:SHOWN_FAILURES])
+            more = f"; and {len(listed) - SHOWN_FAILURES} more" if len(listed) > SHOWN_FAILURES else ""
+            raise ImageError(
+                f"{len(listed)} of {len(paths)} training images could not be read: {shown}{more}"
+            )
         merged = ray.get(root)
     except ray.exceptions.RayError as exc:
         raise ClusterError(f"the distributed fit failed on a worker: {_first_line(exc)}") from exc
@@ -212,7 +222,7 @@ def fit(
         progress=progress,
     )
     plan_for(model).install(model, merged)
-    shards = min(workers, len(paths))
+    shards = len(split(paths, workers, batch_size=batch_size))
     return FitReport(
         images=merged.count, seconds=time.perf_counter() - start, device=f"{used} x {shards} Ray workers"
     )

@@ -249,6 +249,8 @@ def score(
     todo = [s for s in shards if not (folder / s.name).is_file()]
     run = ScoreRun(images=len(files), shards=len(shards), skipped=len(shards) - len(todo))
     gpu = device in ("cuda", "tensorrt") or (device == "auto" and info.gpus > 0)
+    if gpu and info.gpus <= 0:
+        raise ClusterError(f"--device {device} was requested but {info.describe()} has no GPU")
     if actors is None:
         actors = max(1, int(info.gpus)) if gpu else max(1, int(info.cpus // (threads or 1)))
     if todo:

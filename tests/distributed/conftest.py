@@ -1,16 +1,14 @@
-"""A local Ray instance for the whole session (2 CPUs, no dashboard), shut down at the end."""
+"""One local Ray instance for the whole session (2 CPUs, no dashboard), shut down at the end."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ray", reason="the [ray] extra is not installed")
-
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """Ray started in this process; every padim_edge.distributed call below reuses it."""
-    import ray
+    """Ray started in this process; every padim_edge.distributed call in the tests reuses it."""
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
     from padim_edge.distributed.cluster import connect
 
