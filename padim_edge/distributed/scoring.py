@@ -273,7 +273,7 @@ def score(
             },
             batch_size=1,
             batch_format="numpy",
-            concurrency=min(actors, len(todo)),
+            compute=ray.data.ActorPoolStrategy(size=min(actors, len(todo))),
             num_cpus=threads or 1,
             num_gpus=1 if gpu else 0,
         )
