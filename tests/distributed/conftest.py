@@ -12,7 +12,7 @@ def ray_cluster():
 
     from padim_edge.distributed.cluster import connect
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         yield connect("local")
     finally:
