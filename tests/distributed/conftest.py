@@ -1,11 +1,11 @@
-"""One local Ray instance for the whole session (2 CPUs, no dashboard), shut down at the end."""
+"""One local Ray instance for the tests of this package (2 CPUs, no dashboard), shut down after them."""
 
 from __future__ import annotations
 
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster():
     """Ray started in this process; every padim_edge.distributed call in the tests reuses it."""
     ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
