@@ -179,7 +179,10 @@ def ray_predict(
     for name, reason in run.shard_errors.items():
         click.echo(f"error: shard {name}: {reason} (re-run to retry it)", err=True)
     if not run.ok:
-        raise click.ClickException(
-            f"{len(run.failed_images)} images could not be read and {len(run.shard_errors)} shards failed "
-            "(listed above); every other result is written"
+        problems = (
+            [f"{len(run.failed_images)} of {run.images} images could not be read"]
+            if run.failed_images
+            else []
         )
+        problems += [f"{len(run.shard_errors)} shards failed"] if run.shard_errors else []
+        raise click.ClickException(f"{' and '.join(problems)} (listed above); every other result is written")

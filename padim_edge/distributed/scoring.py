@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -259,7 +258,6 @@ def score(
 
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # one bar of ours, per image
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # not Ray Data's execution plan
         rows = [
             {"index": s.index, "name": s.name, "paths": json.dumps(s.paths), "keys": json.dumps(s.keys)}
             for s in todo
