@@ -14,13 +14,6 @@ import click
 from padim_edge.distributed.cluster import LOCAL, ClusterError, is_address, parse_address
 from padim_edge.extras import MissingExtraError
 
-#: Help of the ``--ray`` option, shared by both commands.
-RAY_HELP = (
-    "Run on Ray: '--ray' alone starts a local instance, '--ray auto' joins the cluster running here "
-    "('ray start --head'), '--ray ray://HOST:10001' or '--ray HOST:6379' a remote one. Needs "
-    "pip install 'padim-edge[ray]'."
-)
-
 
 def _address(value: str) -> str:
     try:

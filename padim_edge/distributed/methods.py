@@ -56,10 +56,6 @@ class ShardPlan(Protocol):
         """Fit ``paths`` into a partial; undecodable files go to ``on_error`` and are skipped."""
         ...
 
-    def empty(self) -> Partial:
-        """A partial that has seen nothing (the identity of ``merge``)."""
-        ...
-
     def install(self, module: Any, partial: Partial) -> None:
         """Finalise the merged partial into ``module`` (the driver's), ready to export."""
         ...
@@ -116,9 +112,6 @@ class PadimPlan:
             [image for _, image in batch] for batch in iter_batches(paths, batch_size, on_error=on_error)
         )
         return accumulate(module, frames, device=device).to_numpy()
-
-    def empty(self) -> GaussianStatistics:
-        return GaussianStatistics()
 
     def install(self, module: PadimModule, partial: GaussianStatistics) -> None:
         install(module, partial)
