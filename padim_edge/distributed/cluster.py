@@ -101,6 +101,8 @@ def connect(address: str = LOCAL, *, num_cpus: int | None = None) -> ClusterInfo
         try:
             if address == LOCAL:
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+            elif address.startswith("ray://"):  # the Ray Client forwards options to the server's init
+                ray.init(address=address)
             else:
                 ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
