@@ -134,6 +134,33 @@ def find_categories(root: str | Path, *, masks: str = "auto") -> list[Category]:
     return [load_category(folder, masks=masks) for folder in folders]
 
 
+def training_folders(root: str | Path) -> dict[str, Path]:
+    """The categories of a folder of categories, for fitting one model each: ``{name: ROOT/name/train/good}``.
+
+    Every sub-folder with a ``train/`` or a ``test/`` folder is a category; its ``train/good`` may be
+    missing or empty (fitting it then fails with that message, and the others go on).
+
+    Raises:
+        DatasetError: ``root`` is not a folder, is itself one category, or holds none.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"not a folder: {root}")
+    if (root / "train").is_dir() or is_category(root):
+        raise DatasetError(
+            f"{root} is one category; pass the folder that holds the categories ({root.parent})"
+        )
+    folders = sorted(
+        p for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    )
+    if not folders:
+        raise DatasetError(
+            f"{root} has no category sub-folder (one with train/good/ of defect-free images, as MVTec AD's "
+            "ROOT/bottle/train/good)"
+        )
+    return {folder.name: folder / "train" / GOOD for folder in folders}
+
+
 def _images(folder: Path) -> list[Path]:
     try:
         return list_images(folder)

@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "eval": (("sklearn", "scipy", "matplotlib"), "pip install 'padim-edge[eval]'"),
     "calibrate": (("onnx", "onnxconverter_common"), "pip install 'padim-edge[calibrate]'"),
     "bench": (("psutil", "matplotlib"), "pip install 'padim-edge[bench]'"),
+    "ray": (("ray", "pyarrow", "pandas"), "pip install 'padim-edge[ray]'"),
 }
 #: How a module is called on PyPI, where that differs.
 _PACKAGE = {"sklearn": "scikit-learn", "onnxconverter_common": "onnxconverter-common"}

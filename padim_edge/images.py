@@ -137,7 +137,7 @@ def load_image(path: str | Path) -> np.ndarray:
         raise
     except FileNotFoundError as exc:
         raise ImageError(f"image not found: {path}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
 
 

@@ -109,6 +109,32 @@ def _size(n: int) -> str:
     "other sizes.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Fit on Ray: the images are sharded over workers whose partial statistics are merged (same "
+    "model as a local fit). '--ray' alone: a local instance; 'auto': the cluster running here "
+    "('ray start --head'); 'ray://HOST:10001' or 'HOST:6379': a remote one. Needs padim-edge[ray].",
+)
+@click.option(
+    "--ray-workers", type=click.IntRange(min=1), help="Ray workers (default: CPUs / --ray-threads, or GPUs)."
+)
+@click.option(
+    "--ray-threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads per Ray worker.",
+)
+@click.option(
+    "--categories",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Fit one model per category of an MVTec-style ROOT (ROOT/<cat>/train/good) in parallel on Ray "
+    "(implies --ray): writes --output DIR/<cat>.onnx, summary.json and summary.md.",
+)
 def main(
     backbone: str,
     data: Path | None,
@@ -128,6 +154,10 @@ def main(
     target: str,
     input_size: str | None,
     quiet: bool,
+    ray_address: str | None,
+    ray_workers: int | None,
+    ray_threads: int,
+    categories: Path | None,
 ) -> None:
     """Fit PaDiM on defect-free images and export ONE ONNX graph.
 
@@ -142,6 +172,8 @@ def main(
       padim-export --backbone r18 --data bottle/train/good --output bottle.onnx
       padim-export --backbone mnv2 --weights mobilenet_v2-b0353104.pth --data DIR -o m.onnx
       padim-export --data DIR -o m-trt.onnx --target tensorrt --input-size 480x640
+      padim-export --ray auto --data bottle/train/good --output bottle.onnx
+      padim-export --ray auto --categories mvtec_ad --output models/
     """
     from padim_edge.export.backbones import WeightsError
     from padim_edge.export.pipeline import ParityError, check_target, run_export
@@ -162,6 +194,39 @@ def main(
         check_target(target, size)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if categories is not None and (data is not None or demo):
+        raise click.UsageError("--categories and --data / --demo exclude each other")
+    fitter = None
+    if ray_address is not None or categories is not None:
+        from padim_edge.distributed.commands import ray_export
+
+        fitter = ray_export(
+            ray=ray_address,
+            workers=ray_workers,
+            threads=ray_threads,
+            categories=categories,
+            output=output,
+            output_given=click.get_current_context().get_parameter_source("output").name != "DEFAULT",
+            build={
+                "backbone": backbone,
+                "dims": dims,
+                "resize": resize,
+                "crop": crop,
+                "seed": seed,
+                "weights_file": weights_file,
+                "random_init": random_init,
+            },
+            options={
+                "batch_size": batch_size,
+                "device": device,
+                "external_data": external_data,
+                "blocks": blocks,
+                "parity_images": parity_images,
+            },
+            quiet=quiet,
+        )
+        if fitter is None:  # --categories ran whole
+            return
     try:
         check_output_file(output, what="--output")
     except OutputError as exc:
@@ -204,6 +269,7 @@ def main(
             progress=not quiet,
             target=target,
             input_size=size,
+            fitter=fitter,
         )
     except (ImageError, WeightsError, OutputError, ParityError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc

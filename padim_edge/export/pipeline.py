@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,9 @@ __all__ = [
 #: float32 noise, which Sigma^-1 amplifies up to 10x in distance units.
 PARITY_RTOL = 1e-4
 PARITY_ATOL = 1e-3
+#: A fit ``run_export`` can use instead of the local one (the distributed fit is one), called as
+#: ``fitter(model, paths, batch_size=, device=, progress=)``; it fits ``model`` in place.
+Fitter = Callable[..., FitReport]
 #: Training images scored after the fit for the model's ``train_scores`` (overlay colour scale).
 TRAIN_SCORE_IMAGES = 32
 
@@ -262,6 +266,8 @@ def run_export(
     progress: bool = True,
     target: str = DEFAULT_TARGET,
     input_size: tuple[int, int] | None = None,
+    module: tuple[PadimModule, str] | None = None,
+    fitter: Fitter | None = None,
 ) -> ExportRun:
     """Fit PaDiM on the normal images in ``data`` and export the fused graph to ``output``.
 
@@ -287,6 +293,9 @@ def run_export(
         target: ``default`` (any frame size) or ``tensorrt`` (frames of ``input_size`` only, no
             antialiased Resize op; see :mod:`padim_edge.export.exporter`).
         input_size: ``(H, W)`` of the camera frames, required by (and only for) ``tensorrt``.
+        module: A built, unfitted ``(model, weights identity)`` to fit instead of building one (then
+            ``backbone`` ... ``random_init`` are not used).
+        fitter: The fit to run (default :func:`padim_edge.export.fit.fit`; see :data:`Fitter`).
 
     Raises:
         OutputError: ``output`` cannot be written, or the disk lacks the space.
@@ -298,7 +307,7 @@ def run_export(
     paths = list_images(data)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, found {len(paths)} in {data}")
-    model, weights = build_module(
+    model, weights = module or build_module(
         backbone,
         dims=dims,
         resize=resize,
@@ -312,7 +321,7 @@ def run_export(
         raise OutputError(
             f"the model needs about {needed / 1e9:.2f} GB and {output.parent} has {free / 1e9:.2f} GB free"
         )
-    report = fit(model, paths, batch_size=batch_size, device=device, progress=progress)
+    report = (fitter or fit)(model, paths, batch_size=batch_size, device=device, progress=progress)
     picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), TRAIN_SCORE_IMAGES)).round().astype(int))
     sample = [load_image(paths[i]) for i in picks]
     result, parity = export(

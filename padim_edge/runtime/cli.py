@@ -61,7 +61,7 @@ def open_model(
     "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.",
 )
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
-@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", metavar="PATH...", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--output",
     "-o",
@@ -98,6 +98,28 @@ def open_model(
     help="TensorRT EP: workspace limit in MiB (default 1024, sized for a Jetson's shared memory).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Score on Ray with a pool of torch-free actors; --output gets Parquet shards (re-runs skip the "
+    "shards already written), scores.json, failed.json and summary.json, no overlays. '--ray' alone: a "
+    "local instance; 'auto': the cluster running here; 'ray://HOST:10001' or 'HOST:6379': a remote one. "
+    "--threads is per actor (default 1). Needs padim-edge[ray].",
+)
+@click.option(
+    "--ray-actors", type=click.IntRange(min=1), help="Scoring actors (default: CPUs / threads, or GPUs)."
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Images per --ray output shard.",
+)
+@click.option("--maps", is_flag=True, help="With --ray: store every anomaly map (float16) in the shards.")
 def main(
     model_path: Path,
     paths: tuple[Path, ...],
@@ -109,6 +131,10 @@ def main(
     trt_profile: str | None,
     trt_workspace_mib: int | None,
     quiet: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
+    shard_size: int,
+    maps: bool,
 ) -> None:
     """Score images with a padim-edge MODEL.
 
@@ -117,6 +143,29 @@ def main(
     relative to the common folder of all inputs. An image that cannot be read is reported and
     skipped; the others are still scored and written, and the exit code is 1.
     """
+    if ray_address is not None:  # one call into padim_edge.distributed (imports Ray only now)
+        from padim_edge.distributed import commands
+
+        ray_address, model_path, paths = commands.split_model_argument(ray_address, model_path, paths)
+        if paths:
+            commands.ray_predict(
+                ray_address,
+                model_path,
+                paths,
+                output=output,
+                device=device,
+                batch_size=batch_size,
+                threads=threads,
+                actors=ray_actors,
+                shard_size=shard_size,
+                maps=maps,
+                quiet=quiet,
+            )
+            return
+    if not paths:
+        raise click.MissingParameter(
+            ctx=click.get_current_context(), param_type="argument", param_hint="'PATH...'"
+        )
     if output is not None:
         try:
             atomic.check_output_folder(output, what="--output")

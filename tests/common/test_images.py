@@ -73,3 +73,24 @@ def test_float_and_int32_images_are_refused(tmp_path: Path) -> None:
         load_image(tmp_path / "f.tif")
     with pytest.raises(ImageError, match=r"i\.tif is a 32-bit integer image \(mode I\)"):
         load_image(tmp_path / "i.tif")
+
+
+def write_oversized_png(path: Path, edge: int = 20_000) -> Path:
+    """A tiny file that declares an ``edge x edge`` image: Pillow refuses it as a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", edge, edge, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def test_a_decompression_bomb_is_an_image_error_naming_the_file(tmp_path: Path) -> None:
+    """Pillow's guard raises its own exception type: it must not escape as a traceback (padim-predict)."""
+    bomb = write_oversized_png(tmp_path / "huge.png")
+    with pytest.raises(ImageError, match=r"cannot decode image .*huge\.png: .*exceeds limit"):
+        load_image(bomb)

@@ -1,0 +1,106 @@
+"""The distributed fit on a local Ray instance: the same statistics and the same graph as the local fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from padim_edge.export.cli import main as export_main
+from padim_edge.export.fit import accumulate
+from padim_edge.export.pipeline import build_module
+from padim_edge.images import ImageError, iter_batches, list_images
+from tests.common.test_images import write_oversized_png
+from tests.conftest import SMALL, write_images
+
+pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+from padim_edge.distributed.fit import fit_statistics
+
+SMALL_ARGS = ["--dims", "24", "--resize", "72", "--crop", "64", "--random-init", "--batch-size", "5"]
+
+
+def _small_module():
+    return build_module("r18", **{k: v for k, v in SMALL.items() if k != "backbone"})[0]
+
+
+def _nodes(model: onnx.ModelProto) -> list[tuple]:
+    return [(n.op_type, list(n.input), list(n.output), n.name, str(n.attribute)) for n in model.graph.node]
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """Every metadata key but the creation time and the training scores (float32 rounding, 6 digits)."""
+    return {p.key: p.value for p in model.metadata_props if not p.key.endswith(("created", "train_scores"))}
+
+
+def test_distributed_statistics_equal_the_local_fit(ray_cluster, train_dir: Path) -> None:
+    """Three shards (whole batches of 5: 5, 5, 2) merged in a tree == one local pass, in float64."""
+    model = _small_module()
+    paths = list_images(train_dir)
+    local = accumulate(model, ([im for _, im in b] for b in iter_batches(paths, 5)), device="cpu")
+    merged, device = fit_statistics(
+        model, paths, workers=3, batch_size=5, device="auto", info=ray_cluster, progress=False
+    )
+    assert device == "cpu" and merged.count == local.count == 12
+    assert not model.fitted  # the driver's module is untouched until install
+    scale = np.abs(local.mean).max()
+    np.testing.assert_allclose(merged.mean, local.mean, rtol=1e-9, atol=1e-9 * scale)
+    inv_local, inv_merged = np.linalg.inv(local.covariance()), np.linalg.inv(merged.covariance())
+    assert np.abs(inv_merged - inv_local).max() / np.abs(inv_local).max() <= 1e-9
+    np.testing.assert_allclose(inv_merged, inv_local, rtol=1e-9, atol=1e-9 * np.abs(inv_local).max())
+
+
+def test_export_on_ray_writes_the_local_graph(
+    ray_cluster, train_dir: Path, small_onnx: Path, tmp_path: Path
+) -> None:
+    """padim-export --ray: same nodes, same weights; the Gaussians differ at most by float32 rounding ties."""
+    out = tmp_path / "ray.onnx"
+    args = ["--ray", "--ray-workers", "2", "--data", str(train_dir), "-o", str(out), "--device", "cpu", "-q"]
+    result = CliRunner().invoke(export_main, [*args, *SMALL_ARGS, "--parity-images", "0"])
+    assert result.exit_code == 0, result.output
+    assert "images used   12" in result.output and "cpu x 2 Ray workers" in result.output
+    local, remote = onnx.load(small_onnx), onnx.load(out)
+    assert _nodes(remote) == _nodes(local)
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in local.graph.initializer}
+    changed = []
+    for tensor in remote.graph.initializer:
+        theirs, ours = constants.pop(tensor.name), onnx.numpy_helper.to_array(tensor)
+        assert theirs.shape == ours.shape and theirs.dtype == ours.dtype
+        if not np.array_equal(theirs, ours):
+            changed.append(tensor.name)
+            # float64 statistics equal to ~1e-15 (test above); a float32 value may round the other way
+            assert np.abs(ours - theirs).max() <= np.spacing(np.abs(theirs).max().astype(np.float32))
+    assert not constants
+    head = {
+        t.name
+        for n in local.graph.node
+        if n.name.startswith("padim_head/")
+        for t in local.graph.initializer
+        if t.name in n.input
+    }
+    assert set(changed) <= head  # only the fitted Gaussians may differ, by 1 ulp where float64 sat on a tie
+    assert _metadata(remote) == _metadata(local)
+
+
+def test_unreadable_training_images_are_named_from_every_shard(ray_cluster, tmp_path: Path) -> None:
+    """A worker meets a corrupt image: the fit fails naming it, and the bad files of the other shards too."""
+    write_images(tmp_path, 6, sizes=[(64, 64)])
+    (tmp_path / "img_001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    write_oversized_png(tmp_path / "img_005.png")
+    with pytest.raises(
+        ImageError,
+        match=r"2 of 6 training images could not be read: cannot decode image \S*img_001\.png: Truncated.*; "
+        r"cannot decode image \S*img_005\.png: .*exceeds limit",
+    ):
+        fit_statistics(
+            _small_module(),
+            list_images(tmp_path),
+            workers=2,
+            batch_size=5,
+            device="cpu",
+            info=ray_cluster,
+            progress=False,
+        )

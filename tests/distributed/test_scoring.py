@@ -1,0 +1,91 @@
+"""Batch scoring on Ray: the local padim-predict scores bit for bit, bad files reported, idempotent shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from padim_edge.images import iter_batches
+from padim_edge.naming import image_keys
+from padim_edge.runtime import PadimModel
+from padim_edge.runtime.cli import main as predict_main
+from tests.common.test_images import write_oversized_png
+from tests.conftest import write_images
+
+pytest.importorskip("ray", reason="the [ray] extra is not installed")
+import pyarrow.parquet as pq  # after the skip: it comes with the extra
+
+
+def test_ray_scores_equal_local_predict_and_shards_are_idempotent(
+    ray_cluster, small_onnx: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "archive"
+    write_images(data / "line1", 7, seed=3, sizes=[(80, 96), (64, 64)])
+    write_images(data / "line2", 6, seed=4)
+    (data / "line2" / "img_002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    write_oversized_png(data / "line2" / "img_005.png")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    runner = CliRunner()
+    result = runner.invoke(
+        predict_main, [str(small_onnx), str(data), "-o", str(local), "--batch-size", "4", "-q"]
+    )
+    assert result.exit_code == 1, result.output
+
+    ray_args = [
+        "--ray",
+        str(small_onnx),
+        str(data),
+        "-o",
+        str(remote),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "4",
+    ]
+    result = runner.invoke(predict_main, [*ray_args, "--ray-actors", "2", "--maps", "-q"])
+    assert result.exit_code == 1, result.output
+    assert (
+        "scored 11 of 13 images" in result.output
+        and "shards: 4 written, 0 already there, 0 failed" in result.output
+    )
+    assert "error: line2/img_002.png: cannot decode image" in result.output
+    # the local command's files, byte for byte (keys relative to the common folder, scores rounded alike)
+    for name in ("scores.json", "failed.json"):
+        assert (remote / name).read_text() == (local / name).read_text(), name
+    summary = json.loads((remote / "summary.json").read_text())
+    assert summary["torch_in_workers"] is False and summary["actors"] == 2 and summary["written"] == 4
+
+    # raw scores (and float16 maps) from the shards == the runtime's, bit for bit, in the same batches
+    shards = sorted((remote / "shards").glob("part-*.parquet"))
+    table = pq.read_table(shards).to_pydict()
+    files = sorted(p for p in data.rglob("*.png"))
+    keys = dict(zip(files, image_keys(files), strict=True))
+    model = PadimModel(small_onnx, device="cpu")
+    expected = {}
+    for batch in iter_batches(files, 4, on_error=lambda path, exc: None):
+        for (file, _), pred in zip(batch, model.predict([im for _, im in batch], batch_size=4), strict=True):
+            expected[keys[file]] = pred
+    assert table["key"] == [keys[f] for f in files]
+    for key, score, error, picture in zip(
+        table["key"], table["score"], table["error"], table["anomaly_map"], strict=True
+    ):
+        if key in expected:
+            assert score == expected[key].score and error is None, key
+            np.testing.assert_array_equal(
+                np.frombuffer(picture, np.float16).reshape(64, 64),
+                expected[key].anomaly_map.astype(np.float16),
+            )
+        else:
+            assert score is None and picture is None and "cannot decode image" in error
+
+    # idempotent per shard: a re-run writes nothing; a lost shard is the only one recomputed
+    result = runner.invoke(predict_main, [*ray_args, "--maps", "-q"])
+    assert "shards: 0 written, 4 already there" in result.output
+    shards[1].unlink()
+    result = runner.invoke(predict_main, [*ray_args, "--maps", "-q"])
+    assert "shards: 1 written, 3 already there" in result.output and shards[1].is_file()
+    assert (remote / "scores.json").read_text() == (local / "scores.json").read_text()
