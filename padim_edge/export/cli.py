@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError
-from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
+from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS, HEAD_PRECISIONS, PRECISION_HELP
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
 
@@ -90,6 +90,13 @@ def _size(n: int) -> str:
     help="Column blocks of the packed symmetric Sigma^-1 (1 = full matrix; more = fewer bytes read).",
 )
 @click.option(
+    "--head-precision",
+    type=click.Choice(HEAD_PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Sigma^-1 and the head's MatMul. " + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items()) + ".",
+)
+@click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -108,6 +115,7 @@ def main(
     device: str,
     external_data: str,
     blocks: int,
+    head_precision: str,
     parity_images: int,
     quiet: bool,
 ) -> None:
@@ -161,6 +169,7 @@ def main(
             device=device,
             external_data=external_data,  # type: ignore[arg-type]
             blocks=blocks,
+            head_precision=head_precision,
             parity_images=parity_images,
             progress=not quiet,
         )
@@ -175,6 +184,7 @@ def main(
         f"{config.dims} of {spec.total_channels} channels (seed {config.seed})"
     )
     click.echo(f"weights       {run.weights}")
+    click.echo(f"head          {head_precision} Sigma^-1, {blocks} column block(s)")
     click.echo(f"images used   {run.fit.images} from {data}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
     click.echo(
