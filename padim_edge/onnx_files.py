@@ -34,6 +34,7 @@ __all__ = [
     "save_model",
     "set_props",
     "sha256",
+    "tensor_bytes",
 ]
 
 #: Above this many bytes of constants the model is written with external data (protobuf caps at 2 GiB).
@@ -42,15 +43,16 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 ExternalData = Literal["auto", "always", "never"]
 
 
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of one initializer's values (inline or external)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return int({e.key: e.value for e in tensor.external_data}.get("length", 0))
+    return len(tensor.raw_data) or numpy_helper.to_array(tensor).nbytes
+
+
 def initializer_bytes(proto: onnx.ModelProto) -> int:
     """Bytes held by the model's initializers (inline or external)."""
-    total = 0
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            total += int({e.key: e.value for e in tensor.external_data}.get("length", 0))
-        else:
-            total += len(tensor.raw_data) or numpy_helper.to_array(tensor).nbytes
-    return total
+    return sum(tensor_bytes(tensor) for tensor in proto.graph.initializer)
 
 
 def needs_external_data(proto: onnx.ModelProto) -> bool:

@@ -10,6 +10,7 @@ from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, select_variant
 from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
 from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
+from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
 from padim_edge.runtime.providers import DEVICE_NAMES
 
 
@@ -26,7 +27,10 @@ def _ratio(value: float | None) -> str:
 def format_summary(report: CalibrationReport) -> list[str]:
     """The lines ``padim-calibrate`` prints after a run."""
     info = report.source.info
-    geometry = f"{info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision}"
+    geometry = (
+        f"{info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision} backbone / "
+        f"{info.head_precision} head"
+    )
     lines = [
         f"model         {report.source.path} ({geometry})",
         f"variant       {report.variant.name}: {report.variant.description}",
@@ -139,6 +143,15 @@ _VARIANT_TABLE = "\n".join(
     "outputs unchanged, Mahalanobis head float32.",
 )
 @click.option(
+    "--head-precision",
+    type=click.Choice(HEAD_PRECISIONS),
+    help="Rebuild the Mahalanobis head's Sigma^-1 and MatMul in this precision from the model's own "
+    "constants (torch-free; any backbone precision; combines with --int8 / --fp16 in one call). int8: "
+    "MatMulInteger, CPU / CUDA EPs (TensorRT does not import it); fp16: CUDA / TensorRT EPs; fp32: any EP. "
+    "A threshold "
+    "asked for is chosen on the new model's scores; an old one is dropped.",
+)
+@click.option(
     "--device",
     type=click.Choice(DEVICE_NAMES),
     default="auto",
@@ -157,13 +170,14 @@ def main(
     fmt: str | None,
     calibration_images: int | None,
     fp16_flag: bool,
+    head_precision: str | None,
     device: str,
     quiet: bool,
 ) -> None:
-    """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 variant.
+    """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 / head variant.
 
-    MODEL is a .onnx written by padim-export. Without --int8/--fp16 the graph gains two outputs,
-    is_anomalous (score > threshold) and normalized_score (score / threshold, 1.0 at the boundary),
+    MODEL is a .onnx written by padim-export. Without --int8/--fp16/--head-precision the graph gains two
+    outputs, is_anomalous (score > threshold) and normalized_score (score / threshold, 1.0 at the boundary),
     and the threshold goes into the metadata; calibrating again replaces it. The threshold flags at
     most --target-fpr of the --data images, or maximises F1 on --labeled test images.
 
@@ -174,9 +188,13 @@ def main(
       padim-calibrate model.onnx --data train/good --int8 -o model-int8.onnx
       padim-calibrate model.onnx --data holdout/good --int8 --target-fpr 0.01 -o model-int8.onnx
       padim-calibrate model.onnx --fp16 -o model-fp16.onnx
+      padim-calibrate model.onnx --head-precision int8 -o model-head-int8.onnx
+      padim-calibrate model.onnx --data holdout/good --int8 --head-precision int8 --target-fpr 0.01
     """
     try:
-        variant = select_variant(int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt)
+        variant = select_variant(
+            int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt, head_precision=head_precision
+        )
         if calibration_images is not None and not int8_flag:
             raise CalibrationError("--calibration-images applies to --int8 only")
         report = calibrate(
