@@ -305,3 +305,50 @@ def test_replace_head_installs_new_gaussians() -> None:
     with pytest.raises(ValueError, match="do not fit the head"):
         head_io.replace_head(proto, mean=new_mean[:, :5], inv_covariance=new_inverse)
     assert DISTANCE in {o for n in proto.graph.node for o in n.output}
+
+
+# --------------------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_export_with_a_compact_head(small_export, tmp_path, frames, precision: str) -> None:
+    """Exported in that precision: metadata, panel types, parity within the precision's tolerance."""
+    from padim_edge.export import exporter
+    from padim_edge.export.pipeline import PARITY_RTOL_BY_PRECISION, check_parity
+    from padim_edge.runtime import PadimModel
+
+    path = tmp_path / f"{precision}.onnx"
+    exporter.export_model(
+        small_export.model,
+        path,
+        weights="random-init",
+        train_images=12,
+        head_options={"precision": precision},
+    )
+    model = PadimModel(path, device="cpu")
+    assert model.info.head_precision == precision
+    assert f"/ {precision} head" in model.info.description
+    layout = head_io.head_layout(onnx.load(str(path)))
+    assert layout.precision == precision and len(layout.panels) == 3
+    parity = check_parity(small_export.model, path, frames, head_precision=precision)
+    assert parity.rtol == PARITY_RTOL_BY_PRECISION[precision] and parity.ok
+    assert parity.relative < {"int8": 2e-2, "fp16": 1e-3}[precision]
+    fp32 = check_parity(small_export.model, path, frames)  # the float32 tolerance is too tight for it
+    assert fp32.max_abs == parity.max_abs and fp32.rtol < parity.rtol
+
+
+def test_export_cli_head_precision(train_dir, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from padim_edge.export.cli import main
+
+    out = tmp_path / "cli-int8.onnx"
+    args = ["--data", str(train_dir), "-o", str(out), "--dims", "16", "--resize", "72", "--crop", "64"]
+    result = CliRunner().invoke(main, [*args, "--random-init", "--head-precision", "int8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "head          int8 Sigma^-1, 3 column block(s)" in result.output
+    assert result.output.rstrip().endswith("ok")  # parity within the int8 tolerance
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["padim_edge.head_precision"] == "int8"
+    bad = CliRunner().invoke(main, [*args, "--random-init", "--head-precision", "int4"])
+    assert bad.exit_code == 2 and "'int4' is not one of" in bad.output
