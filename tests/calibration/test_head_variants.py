@@ -172,3 +172,29 @@ def test_variant_table_has_the_head_rows() -> None:
     assert (
         select_variant(int8_flag=False, fp16_flag=False, fmt=None, head_precision="int8").name == "head-int8"
     )
+
+
+def test_compact_heads_rank_like_fp32_on_real_weights(mnv2_real: Path, tmp_path: Path) -> None:
+    """MobileNetV2 (ImageNet weights) on magnetic tile: the compact heads rank images as float32 does."""
+    from scipy.stats import spearmanr
+
+    from padim_edge.images import list_images, load_image
+    from tests.conftest import MAGNETIC_TILE as TILES
+
+    good = list_images(TILES / "test" / "good")[::8]
+    defects = [
+        p
+        for d in ("blowhole", "break", "crack", "fray", "uneven")
+        for p in list_images(TILES / "test" / d)[::10]
+    ]
+    frames = [load_image(p) for p in good + defects]
+    reference = np.array([p.score for p in PadimModel(mnv2_real, device="cpu").predict(frames)])
+    for precision, (rho_min, rtol) in {"int8": (0.999, 1e-2), "fp16": (0.99999, 1e-4)}.items():
+        out = tmp_path / f"mnv2-head-{precision}.onnx"
+        calibrate(mnv2_real, out, variant=f"head-{precision}", progress=False)
+        scores = np.array([p.score for p in PadimModel(out, device="cpu").predict(frames)])
+        rho = spearmanr(reference, scores).statistic
+        change = np.median(np.abs(scores - reference) / reference)
+        assert rho >= rho_min and change < rtol, (
+            f"{precision}: Spearman {rho:.6f}, median change {change:.2e}"
+        )
