@@ -98,7 +98,8 @@ _VARIANT_TABLE = "\n".join(
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="The .onnx to write (plus <name>.onnx.data past 2 GB). Default: <model>-<suffix>.onnx beside MODEL.",
+    help="The .onnx to write (plus <name>.onnx.data past 512 MiB of constants). Default: "
+    "<model>-<suffix>.onnx beside MODEL.",
 )
 @click.option(
     "--target-fpr",

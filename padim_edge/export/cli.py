@@ -80,7 +80,8 @@ def _size(n: int) -> str:
     type=click.Choice(["auto", "always", "never"]),
     default="auto",
     show_default=True,
-    help="Write constants to <name>.onnx.data: auto does so only past the 2 GB protobuf limit (WR50-Rd550).",
+    help="Write constants to <name>.onnx.data: auto does so past 512 MiB of constants (WR50-Rd550 in any "
+    "head precision), which onnxruntime then memory-maps: opening the model costs about its size in RSS.",
 )
 @click.option(
     "--blocks",
