@@ -45,11 +45,12 @@ def rewrite(proto: onnx.ModelProto, precision: str) -> tuple[list[str], list[str
         before = head_bytes(proto)
         rewrite_head_precision(proto, precision)
         after = head_bytes(proto)
+        blocks = len(head_layout(proto).panels)
     except (HeadError, ValueError) as exc:
         raise CalibrationError(f"cannot rewrite the head: {exc}") from exc
     details = [
-        f"head          {layout.precision} -> {precision} Sigma^-1 ({len(layout.panels)} column blocks, "
-        f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB)"
+        f"head          {layout.precision} -> {precision} Sigma^-1 ({len(layout.panels)} -> {blocks} column "
+        f"blocks, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB)"
     ]
     warnings = []
     if BYTES_PER_ENTRY[precision] > BYTES_PER_ENTRY[layout.precision]:

@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError
-from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS, HEAD_PRECISIONS, PRECISION_HELP
+from padim_edge.export.padim.graph_head import (
+    DEFAULT_BLOCKS,
+    HEAD_PRECISIONS,
+    PANEL_ALIGN,
+    PRECISION_HELP,
+    block_bounds,
+)
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
 
@@ -185,7 +191,8 @@ def main(
         f"{config.dims} of {spec.total_channels} channels (seed {config.seed})"
     )
     click.echo(f"weights       {run.weights}")
-    click.echo(f"head          {head_precision} Sigma^-1, {blocks} column block(s)")
+    used = len(block_bounds(config.dims, blocks, align=PANEL_ALIGN[head_precision])) - 1
+    click.echo(f"head          {head_precision} Sigma^-1, {used} column block(s)")
     click.echo(f"images used   {run.fit.images} from {data}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
     click.echo(

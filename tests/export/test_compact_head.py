@@ -23,11 +23,15 @@ from onnx import TensorProto, helper
 from padim_edge.export.padim import compact_head, head_io
 from padim_edge.export.padim.graph_head import (
     DISTANCE,
+    PANEL_ALIGN,
+    align_bounds,
     block_bounds,
     head_nodes,
     iter_packed_blocks,
     mahalanobis_nodes,
     packed_blocks,
+    repack_panels,
+    unpack_panels,
 )
 from padim_edge.gaussian import EPSILON
 
@@ -48,6 +52,7 @@ def padim_like(seed: int, *, dims: int = 24, grid: int = 6, images: int = 4):
     )
     scale = rng.choice([1.0, 1.0, 4.0], size=(images, 1, patches))  # some anomalous patches
     test = mean.T[None] + rng.normal(size=(images, dims, patches)) * spread * scale
+    inverse = (inverse + inverse.transpose(0, 2, 1)) / 2  # exactly symmetric, as packed storage assumes
     return mean.astype(np.float32), inverse, test.reshape(images, dims, grid, grid).astype(np.float32)
 
 
@@ -252,11 +257,13 @@ def test_rewrite_matches_a_direct_build(start: str, target: str) -> None:
     mean, inverse, embedding = padim_like(7)
     proto = _head_model(mean, inverse, precision=start)
     before = head_io.head_layout(proto)
-    assert before.precision == start and before.grid == 6 and before.dims == 24 and len(before.panels) == 3
+    assert before.precision == start and before.grid == 6 and before.dims == 24
+    assert len(before.panels) == len(block_bounds(24, 3, align=PANEL_ALIGN[start])) - 1
     head_io.rewrite_head_precision(proto, target)
     onnx.checker.check_model(proto, full_check=True)
     after = head_io.head_layout(proto)
     assert after.precision == target and after.embedding == "embedding"
+    assert len(after.panels) == len(block_bounds(24, 3, align=PANEL_ALIGN[target])) - 1  # re-blocked
     names = [t.name for t in proto.graph.initializer]
     assert len(names) == len(set(names))
     if start == "fp32":  # from float32 panels the rewrite is bit for bit a direct build
@@ -329,7 +336,7 @@ def test_export_with_a_compact_head(small_export, tmp_path, frames, precision: s
     assert model.info.head_precision == precision
     assert f"/ {precision} head" in model.info.description
     layout = head_io.head_layout(onnx.load(str(path)))
-    assert layout.precision == precision and len(layout.panels) == 3
+    assert layout.precision == precision and len(layout.panels) == 2  # dims 24: blocks at [0, 16, 24]
     parity = check_parity(small_export.model, path, frames, head_precision=precision)
     assert parity.rtol == PARITY_RTOL_BY_PRECISION[precision] and parity.ok
     assert parity.relative < {"int8": 2e-2, "fp16": 1e-3}[precision]
@@ -346,9 +353,26 @@ def test_export_cli_head_precision(train_dir, tmp_path) -> None:
     args = ["--data", str(train_dir), "-o", str(out), "--dims", "16", "--resize", "72", "--crop", "64"]
     result = CliRunner().invoke(main, [*args, "--random-init", "--head-precision", "int8", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "head          int8 Sigma^-1, 3 column block(s)" in result.output
+    assert "head          int8 Sigma^-1, 1 column block(s)" in result.output  # dims 16: one 16-wide block
     assert result.output.rstrip().endswith("ok")  # parity within the int8 tolerance
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props["padim_edge.head_precision"] == "int8"
     bad = CliRunner().invoke(main, [*args, "--random-init", "--head-precision", "int4"])
     assert bad.exit_code == 2 and "'int4' is not one of" in bad.output
+
+
+def test_aligned_bounds_and_repacking() -> None:
+    """Block boundaries on multiples of 16 for the compact heads; repacking keeps the matrices."""
+    assert block_bounds(100, 3, align=16) == [0, 32, 64, 100]
+    assert block_bounds(550, 3, align=16) == [0, 176, 368, 550]
+    assert block_bounds(24, 3, align=16) == [0, 16, 24]
+    assert block_bounds(10, 3, align=16) == [0, 10]
+    assert align_bounds([0, 33, 67, 100], 1) == [0, 33, 67, 100]
+    _, inverse, _ = padim_like(12, dims=40)
+    old = packed_blocks(inverse, 3)  # [0, 13, 27, 40]
+    np.testing.assert_array_equal(unpack_panels(old, slice(2, 5)), inverse[2:5].astype(np.float32))
+    new = list(repack_panels(old, [0, 16, 32, 40], chunk=7))
+    direct = list(iter_packed_blocks(inverse, 3, align=16))
+    assert [p.shape for p in new] == [p.shape for p in direct] == [(36, 40, 16), (36, 24, 16), (36, 8, 8)]
+    for a, b in zip(new, direct, strict=True):
+        np.testing.assert_array_equal(a, b)

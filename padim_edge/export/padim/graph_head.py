@@ -39,6 +39,12 @@ HEAD_PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PRECISION = "fp32"
 #: Bytes per stored Sigma^-1 entry.
 BYTES_PER_ENTRY = {"fp32": 4, "fp16": 2, "int8": 1}
+#: Column-block boundaries fall on multiples of this. onnxruntime's integer GEMM (MLAS) packs the right
+#: operand in panels 16 columns wide, once per patch and call (3-D weights are not prepacked): a 33-column
+#: block costs 48. Measured on the R18-Rd100 int8 head alone, batch 1: blocks [0, 32, 64, 100] run
+#: about 10-25 % faster than [0, 33, 67, 100]. float32 batch-1 MatMul does not pack, so it keeps the
+#: even split.
+PANEL_ALIGN = {"fp32": 1, "fp16": 16, "int8": 16}
 #: Which execution providers each precision is for (the ``--head-precision`` help and the README).
 PRECISION_HELP = {
     "fp32": "float32 panels: every EP; the reference",
@@ -68,10 +74,23 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def block_bounds(dims: int, blocks: int) -> list[int]:
-    """Column-block boundaries of ``Sigma^-1`` (``blocks + 1`` ascending integers from 0 to ``dims``)."""
+def block_bounds(dims: int, blocks: int, *, align: int = 1) -> list[int]:
+    """Column-block boundaries of ``Sigma^-1``: ascending integers from 0 to ``dims``.
+
+    ``blocks`` even blocks, their inner boundaries rounded to multiples of ``align`` (blocks that
+    become empty are dropped, so there can be fewer).
+    """
     blocks = max(1, min(blocks, dims))
-    return [round(i * dims / blocks) for i in range(blocks + 1)]
+    return align_bounds([round(i * dims / blocks) for i in range(blocks + 1)], align)
+
+
+def align_bounds(bounds: list[int], align: int) -> list[int]:
+    """``bounds`` with every inner boundary rounded to a multiple of ``align`` (duplicates dropped)."""
+    dims = bounds[-1]
+    if align <= 1:
+        return list(bounds)
+    inner = {align * round(b / align) for b in bounds[1:-1]}
+    return [0, *sorted(b for b in inner if 0 < b < dims), dims]
 
 
 def packed_panel(inv_covariance: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -81,10 +100,40 @@ def packed_panel(inv_covariance: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return panel
 
 
-def iter_packed_blocks(inv_covariance: np.ndarray, blocks: int) -> Iterator[np.ndarray]:
+def iter_packed_blocks(inv_covariance: np.ndarray, blocks: int, *, align: int = 1) -> Iterator[np.ndarray]:
     """:func:`packed_blocks` one panel at a time (a WR50-Rd550 panel is over a gigabyte in float32)."""
-    for lo, hi in pairwise(block_bounds(inv_covariance.shape[-1], blocks)):
+    for lo, hi in pairwise(block_bounds(inv_covariance.shape[-1], blocks, align=align)):
         yield packed_panel(inv_covariance, lo, hi)
+
+
+def unpack_panels(panels: list[np.ndarray], patches: slice) -> np.ndarray:
+    """The symmetric ``[n, d, d]`` float32 matrices of ``patches`` back from their packed panels."""
+    widths = [p.shape[-1] for p in panels]
+    dims = sum(widths)
+    first = panels[0][patches]
+    full = np.empty((first.shape[0], dims, dims), dtype=np.float32)
+    lo = 0
+    for panel, width in zip(panels, widths, strict=True):
+        hi = lo + width
+        full[:, lo:, lo:hi] = panel[patches]
+        full[:, hi:, lo:hi] *= 0.5  # undo the doubling of the rows below the diagonal block
+        full[:, lo:hi, hi:] = full[:, hi:, lo:hi].transpose(0, 2, 1)
+        lo = hi
+    return full
+
+
+def repack_panels(panels: list[np.ndarray], bounds: list[int], *, chunk: int = 64) -> Iterator[np.ndarray]:
+    """The panels of the same matrices for other column-block ``bounds``, one at a time.
+
+    Rebuilds ``chunk`` patches' full matrices at a time (a WR50-Rd550 chunk is 77 MB), never all of them.
+    """
+    patches = panels[0].shape[0]
+    for lo, hi in pairwise(bounds):
+        out = np.empty((patches, bounds[-1] - lo, hi - lo), dtype=np.float32)
+        for start in range(0, patches, chunk):
+            out[start : start + chunk] = unpack_panels(panels, slice(start, start + chunk))[:, lo:, lo:hi]
+        out[:, hi - lo :, :] *= 2.0
+        yield out
 
 
 def packed_blocks(inv_covariance: np.ndarray, blocks: int) -> list[np.ndarray]:
@@ -113,15 +162,15 @@ def mahalanobis_nodes(
         mean: ``[P, d]`` per-patch means.
         inv_covariance: ``[P, d, d]`` per-patch inverse covariances.
         grid: Patch grid edge (``P = grid * grid``).
-        blocks: Column blocks of the packed symmetric storage (1 = full matrix).
+        blocks: Column blocks of the packed symmetric storage (1 = full matrix); int8 and fp16 round
+            their boundaries to multiples of :data:`PANEL_ALIGN`.
         precision: One of :data:`HEAD_PRECISIONS`.
 
     Returns:
         Nodes, initializers, and the name of the ``[N, grid, grid]`` distance tensor.
     """
-    return head_nodes(
-        embedding, mean, iter_packed_blocks(inv_covariance, blocks), grid=grid, precision=precision
-    )
+    panels = iter_packed_blocks(inv_covariance, blocks, align=PANEL_ALIGN[check_precision(precision)])
+    return head_nodes(embedding, mean, panels, grid=grid, precision=precision)
 
 
 def head_nodes(

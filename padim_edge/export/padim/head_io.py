@@ -25,9 +25,12 @@ from padim_edge.export.padim.graph_head import (
     DISTANCE,
     FLATTEN,
     HEAD_PREFIX,
+    PANEL_ALIGN,
+    align_bounds,
     check_precision,
     head_nodes,
     iter_packed_blocks,
+    repack_panels,
 )
 
 _PANEL = re.compile(re.escape(HEAD_PREFIX) + r"inv_covariance_(\d+)(_int8|_fp16)?$")
@@ -176,7 +179,9 @@ def rewrite_head_precision(proto: onnx.ModelProto, precision: str) -> HeadLayout
 
     The mean and the packed panels are read from the graph (dequantised when the head is int8 or
     float16: going up from a compact head does not bring back the float32 values the fit produced).
-    The number of column blocks stays.
+    The column blocks stay, their boundaries moved to multiples of the target's
+    :data:`~padim_edge.export.padim.graph_head.PANEL_ALIGN` when they are not (the panels are then
+    rebuilt from the symmetric matrices, a chunk of patches at a time).
 
     Returns:
         The layout of the head before the rewrite.
@@ -190,9 +195,13 @@ def rewrite_head_precision(proto: onnx.ModelProto, precision: str) -> HeadLayout
     if layout.precision == precision:
         raise ValueError(f"the head is already {precision}")
     mean = read_mean(proto)
-    nodes, inits, _ = head_nodes(
-        layout.embedding, mean, _take_panels(proto, layout), grid=layout.grid, precision=precision
-    )
+    widths = {t.name: int(t.dims[-1]) for t in proto.graph.initializer if t.name in set(layout.panels)}
+    bounds = [0, *np.cumsum([widths[name] for name in layout.panels]).tolist()]
+    wanted = align_bounds(bounds, PANEL_ALIGN[precision])
+    panels = _take_panels(proto, layout)
+    if wanted != bounds:
+        panels = repack_panels(list(panels), wanted)
+    nodes, inits, _ = head_nodes(layout.embedding, mean, panels, grid=layout.grid, precision=precision)
     _splice(proto, layout, nodes, inits)
     return layout
 
@@ -231,12 +240,8 @@ def replace_head(
     precision = check_precision(precision or layout.precision)
     for name in layout.panels:
         _pop(proto.graph, name, values=False)
-    nodes, inits, _ = head_nodes(
-        layout.embedding,
-        mean,
-        iter_packed_blocks(inv_covariance, blocks or len(layout.panels)),
-        grid=layout.grid,
-        precision=precision,
-    )
+    align = PANEL_ALIGN[precision]
+    panels = iter_packed_blocks(inv_covariance, blocks or len(layout.panels), align=align)
+    nodes, inits, _ = head_nodes(layout.embedding, mean, panels, grid=layout.grid, precision=precision)
     _splice(proto, layout, nodes, inits)
     return layout
