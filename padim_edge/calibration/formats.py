@@ -56,10 +56,12 @@ class BuildRequest:
     Attributes:
         calibration_images: INT8 calibration images.
         progress: Show progress bars.
+        head_blocks: Column blocks of a rewritten head (``None``: as many as it has).
     """
 
     calibration_images: list[Path] = field(default_factory=list)
     progress: bool = True
+    head_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def build_fp16(proto: onnx.ModelProto, request: BuildRequest) -> Built:
 
 def _build_head(precision: str) -> Callable[[onnx.ModelProto, BuildRequest], Built]:
     def build(proto: onnx.ModelProto, request: BuildRequest) -> Built:
-        details, warnings = head.rewrite(proto, precision)
+        details, warnings = head.rewrite(proto, precision, blocks=request.head_blocks)
         return Built(
             proto=proto, changed=True, props={"head_precision": precision}, details=details, warnings=warnings
         )

@@ -31,8 +31,10 @@ def head_bytes(proto: onnx.ModelProto) -> int:
     return sum(tensor_bytes(t) for t in proto.graph.initializer if t.name in names)
 
 
-def rewrite(proto: onnx.ModelProto, precision: str) -> tuple[list[str], list[str]]:
-    """Rebuild ``proto``'s head in ``precision``, in place.
+def rewrite(
+    proto: onnx.ModelProto, precision: str, *, blocks: int | None = None
+) -> tuple[list[str], list[str]]:
+    """Rebuild ``proto``'s head in ``precision`` (with ``blocks`` column blocks, default: as many), in place.
 
     Returns:
         Summary lines and warnings.
@@ -43,7 +45,7 @@ def rewrite(proto: onnx.ModelProto, precision: str) -> tuple[list[str], list[str
     try:
         layout = head_layout(proto)
         before = head_bytes(proto)
-        rewrite_head_precision(proto, precision)
+        rewrite_head_precision(proto, precision, blocks=blocks)
         after = head_bytes(proto)
         blocks = len(head_layout(proto).panels)
     except (HeadError, ValueError) as exc:

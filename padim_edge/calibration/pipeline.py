@@ -181,6 +181,7 @@ def calibrate(
     labeled: str | Path | None = None,
     calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES,
     device: str = "auto",
+    head_blocks: int | None = None,
     progress: bool = True,
 ) -> CalibrationReport:
     """Write a calibrated variant of a padim-edge model.
@@ -197,6 +198,7 @@ def calibrate(
         labeled: MVTec-layout root: choose the F1-optimal threshold on ``ROOT/test`` instead.
         calibration_images: Most ``data`` images used for INT8 calibration (an even spread).
         device: Where the threshold scores are computed (``auto``, ``cpu``, ``cuda``, ``tensorrt``).
+        head_blocks: Column blocks of a rewritten head (head variants; default: as many as it has).
         progress: Show progress bars.
 
     Raises:
@@ -204,6 +206,8 @@ def calibrate(
     """
     started = _dt.datetime.now(_dt.timezone.utc)
     row = resolve_variant(variant)
+    if head_blocks is not None and row.head_precision is None:
+        raise CalibrationError("--head-blocks applies to --head-precision only")
     source = load_model(model)
     output = Path(output) if output is not None else row.default_output(source.path)
     data = Path(data) if data is not None else None
@@ -219,12 +223,11 @@ def calibrate(
                 f"need at least 2 normal images in {data} to choose a threshold, found {len(data_paths)}"
             )
 
-    request = BuildRequest(progress=progress)
+    images: list[Path] = []
     if row.needs_calibration_images:
         assert data_paths is not None
-        request = BuildRequest(
-            calibration_images=int8.pick_calibration_images(data_paths, calibration_images), progress=progress
-        )
+        images = int8.pick_calibration_images(data_paths, calibration_images)
+    request = BuildRequest(calibration_images=images, progress=progress, head_blocks=head_blocks)
     had_threshold = decision.strip_threshold(source.proto)
     built: Built = row.build(source.proto, request)
     report.details += built.details

@@ -198,3 +198,13 @@ def test_compact_heads_rank_like_fp32_on_real_weights(mnv2_real: Path, tmp_path:
         assert rho >= rho_min and change < rtol, (
             f"{precision}: Spearman {rho:.6f}, median change {change:.2e}"
         )
+
+
+def test_head_blocks(r18_model: Path, tmp_path: Path) -> None:
+    """--head-blocks re-blocks the rewritten head (16-aligned for int8); it needs --head-precision."""
+    out = tmp_path / "blocks.onnx"
+    report = calibrate(r18_model, out, variant="head-int8", head_blocks=1, progress=False)
+    assert "(3 -> 1 column blocks" in report.details[0]
+    assert len(head_layout(onnx.load(str(out))).panels) == 1  # dims 16: one 16-wide block either way
+    result = CliRunner().invoke(main, [str(r18_model), "--head-blocks", "2", "-o", str(tmp_path / "x.onnx")])
+    assert result.exit_code != 0 and "--head-blocks applies to --head-precision only" in result.output

@@ -27,6 +27,7 @@ from padim_edge.export.padim.graph_head import (
     HEAD_PREFIX,
     PANEL_ALIGN,
     align_bounds,
+    block_bounds,
     check_precision,
     head_nodes,
     iter_packed_blocks,
@@ -174,14 +175,17 @@ def _splice(proto: onnx.ModelProto, layout: HeadLayout, nodes: list[onnx.NodePro
             del graph.value_info[index]
 
 
-def rewrite_head_precision(proto: onnx.ModelProto, precision: str) -> HeadLayout:
+def rewrite_head_precision(
+    proto: onnx.ModelProto, precision: str, *, blocks: int | None = None
+) -> HeadLayout:
     """Rebuild the head of ``proto`` in ``precision`` from its own constants, in place.
 
     The mean and the packed panels are read from the graph (dequantised when the head is int8 or
     float16: going up from a compact head does not bring back the float32 values the fit produced).
     The column blocks stay, their boundaries moved to multiples of the target's
     :data:`~padim_edge.export.padim.graph_head.PANEL_ALIGN` when they are not (the panels are then
-    rebuilt from the symmetric matrices, a chunk of patches at a time).
+    rebuilt from the symmetric matrices, a chunk of patches at a time). ``blocks`` asks for another
+    number of column blocks (more blocks: fewer bytes, more MatMul calls).
 
     Returns:
         The layout of the head before the rewrite.
@@ -197,7 +201,8 @@ def rewrite_head_precision(proto: onnx.ModelProto, precision: str) -> HeadLayout
     mean = read_mean(proto)
     widths = {t.name: int(t.dims[-1]) for t in proto.graph.initializer if t.name in set(layout.panels)}
     bounds = [0, *np.cumsum([widths[name] for name in layout.panels]).tolist()]
-    wanted = align_bounds(bounds, PANEL_ALIGN[precision])
+    align = PANEL_ALIGN[precision]
+    wanted = align_bounds(bounds, align) if blocks is None else block_bounds(layout.dims, blocks, align=align)
     panels = _take_panels(proto, layout)
     if wanted != bounds:
         panels = repack_panels(list(panels), wanted)
