@@ -7,7 +7,8 @@ Sections (each can be skipped; models are kept in ``--workdir`` and reused):
   library: ``head-int8``, ``head-fp16``, ``int8-qoperator`` (calibrated on 20 synthetic frames) and
   ``int8-qoperator+head-int8``. Batch 1, end to end through the runtime, against the backbone alone.
 * ``wr50``: WR50-Rd550, random-init, exported by the same exporter with synthetic Gaussians (a fit
-  would hold 7.6 GB of float64 statistics; the values do not change latency or memory): file sizes,
+  would hold 7.6 GB of float64 statistics; the values do not change latency or memory); its int8 head
+  with 6 column blocks (``--head-blocks 6``, the goal rows) and with the default 3: file sizes,
   batch-1 latency of the int8 head against the backbone alone, and peak RSS of a fresh process opening
   each head precision (inline and external data, with and without session options that could avoid
   copies of initializers).
@@ -68,9 +69,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _variant(source: Path, variant: str, **kwargs: Any) -> Path:
+def _variant(source: Path, variant: str, *, tag: str = "", **kwargs: Any) -> Path:
     """``padim-calibrate`` variant of ``source`` beside it (made once)."""
-    out = source.with_name(f"{source.stem}-{variant.replace('+', '-')}.onnx")
+    out = source.with_name(f"{source.stem}-{variant.replace('+', '-')}{tag}.onnx")
     if not out.is_file():
         log(f"  making {out.name}")
         calibrate(source, out, variant=variant, progress=False, **kwargs)
@@ -155,9 +156,13 @@ def wr50_models(workdir: Path) -> tuple[Path, Path]:
 
 def wr50_section(workdir: Path, *, rounds: int, reps: int, rss: bool) -> dict[str, Any]:
     fused, backbone = wr50_models(workdir)
-    int8 = _variant(fused, "head-int8")
-    fp16 = _variant(fused, "head-fp16")
-    models = {"fp32": fused, "fp32 + int8 head": int8, "fp32 + fp16 head": fp16}
+    int8 = _variant(fused, "head-int8", tag="-6blocks", head_blocks=6)
+    models = {
+        "fp32": fused,
+        "fp32 + int8 head": int8,
+        "fp32 + int8 head, 3 blocks": _variant(fused, "head-int8"),
+        "fp32 + fp16 head": _variant(fused, "head-fp16"),
+    }
     out: dict[str, Any] = {
         "label": "WR50-Rd550",
         "gaussians": "synthetic: Sigma^-1 = I + B B^T / 8, B [550, 8] per patch (see wr50_models)",
@@ -167,11 +172,9 @@ def wr50_section(workdir: Path, *, rounds: int, reps: int, rss: bool) -> dict[st
         },
     }
     batch = parts.make_batch(1)
-    openers = {
-        "backbone alone": lambda: parts.open_backbone(backbone, batch),
-        "fp32 + int8 head": lambda: parts.open_fused(int8, batch),
-        "fp32": lambda: parts.open_fused(fused, batch),
-    }
+    openers = {"backbone alone": lambda: parts.open_backbone(backbone, batch)}
+    for name in ("fp32 + int8 head", "fp32 + int8 head, 3 blocks", "fp32"):
+        openers[name] = lambda path=models[name]: parts.open_fused(path, batch)
     log(f"WR50-Rd550: {rounds} rounds x {reps} calls, batch 1")
     timing = parts.interleaved(openers, rounds=rounds, reps=reps, warmup=2, log=log)
     out["timing"] = timing
@@ -179,7 +182,7 @@ def wr50_section(workdir: Path, *, rounds: int, reps: int, rss: bool) -> dict[st
     if rss:
         probes = []
         stored = dict(models)
-        for name in ("fp32 + int8 head", "fp32 + fp16 head"):
+        for name in ("fp32 + int8 head", "fp32 + fp16 head"):  # int8: 6 blocks, the WR50-Rd550 choice
             other = _other_storage(models[name])
             stored[f"{name} ({'external data' if data_file(other).exists() else 'inline'})"] = other
         for name, path in stored.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from padim_edge.bench.report import machine_line
@@ -12,11 +13,11 @@ GOALS: list[dict[str, Any]] = [
      "today": "1.47x", "op": "<=", "bound": 1.15, "unit": "x"},
     {"key": "r18_int8", "goal": "R18-Rd100, INT8 backbone + int8 head, batch 1: fp32 fused / it (speed-up)",
      "today": "1.57x", "op": ">=", "bound": 2.5, "unit": "x"},
-    {"key": "wr50_size", "goal": "WR50-Rd550, int8 head: file size (with external data)",
+    {"key": "wr50_size", "goal": "WR50-Rd550, int8 head (6 blocks): file size (with external data)",
      "today": "2.6 GB", "op": "<=", "bound": 0.8, "unit": " GB"},
-    {"key": "wr50_head", "goal": "WR50-Rd550, fp32 backbone + int8 head, batch 1: fused / backbone alone",
+    {"key": "wr50_head", "goal": "WR50-Rd550, fp32 backbone + int8 head (6 blocks), batch 1: fused / backbone",  # noqa: E501
      "today": "2.75x", "op": "<=", "bound": 1.3, "unit": "x"},
-    {"key": "wr50_rss", "goal": "WR50-Rd550, int8 head: peak RSS at session load (+ first call) / file size",
+    {"key": "wr50_rss", "goal": "WR50-Rd550, int8 head (6 blocks): peak RSS at load (+ 1st call) / file size",
      "today": "(measure)", "op": "<=", "bound": 1.3, "unit": "x"},
     {"key": "acc_image", "goal": "accuracy, int8 vs fp32 head (mnv2, magnetic tile): |d image AUROC|",
      "today": "-", "op": "<=", "bound": 0.005, "unit": ""},
@@ -33,8 +34,8 @@ def _ratio(section: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
     timing = section.get("timing", {}).get("ms", {})
     if a not in timing or b not in timing:
         return None
-    values = sorted(x / y for x, y in zip(timing[a], timing[b], strict=True))
-    return {"median": values[len(values) // 2], "min": values[0], "max": values[-1], "n": len(values)}
+    values = [x / y for x, y in zip(timing[a], timing[b], strict=True)]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def _measured(result: dict[str, Any], key: str) -> tuple[float | None, str]:
@@ -228,7 +229,7 @@ def render(result: dict[str, Any]) -> str:
         for name, err in ops["errors"].items():
             ms = ops["timing"]["ms"][name]
             errors = [f"{err['median']:.2e}", f"{err['p99']:.2e}", f"{err['max']:.2e}"]
-            timing = f"{sorted(ms)[len(ms) // 2]:.1f} [{min(ms):.1f}-{max(ms):.1f}]"
+            timing = f"{statistics.median(ms):.1f} [{min(ms):.1f}-{max(ms):.1f}]"
             rows.append([name, f"{err['panel_bytes'] / 1e6:.1f}", *errors, timing])
         out += _table(["Head", "panels MB", "rel. err d^2 median", "p99", "max", "ms [range]"], rows)
         out.append("")
