@@ -148,7 +148,8 @@ _VARIANT_TABLE = "\n".join(
     type=click.Choice(HEAD_PRECISIONS),
     help="Rebuild the Mahalanobis head's Sigma^-1 and MatMul in this precision from the model's own "
     "constants (torch-free; any backbone precision; combines with --int8 / --fp16 in one call). int8: "
-    "MatMulInteger, CPU / CUDA EPs (TensorRT does not import it); fp16: CUDA / TensorRT EPs; fp32: any EP. "
+    "MatMulInteger, the CPU EP (TensorRT does not import it, CUDA has no uint8 x int8 kernel); fp16: CUDA / "
+    "TensorRT EPs; fp32: any EP. "
     "A threshold "
     "asked for is chosen on the new model's scores; an old one is dropped.",
 )

@@ -161,8 +161,8 @@ def _build_head(precision: str) -> Callable[[onnx.ModelProto, BuildRequest], Bui
 _HEAD_DESCRIPTIONS = {
     "fp32": "Mahalanobis head with float32 Sigma^-1 (any EP), rebuilt from the model's own constants",
     "fp16": "Mahalanobis head with float16 Sigma^-1 and MatMul, per-row/column scaled: CUDA / TensorRT EPs",
-    "int8": "Mahalanobis head with int8 Sigma^-1 (MatMulInteger, a quarter of the bytes): CPU / CUDA EPs, "
-    "not TensorRT",
+    "int8": "Mahalanobis head with int8 Sigma^-1 (MatMulInteger, a quarter of the bytes): the CPU EP "
+    "(not TensorRT; CUDA runs that node on the CPU)",
 }
 
 VARIANTS: dict[str, Variant] = {

@@ -18,8 +18,9 @@ from padim_edge.onnx_files import tensor_bytes
 
 #: What each head precision means for where the model runs (summary warnings).
 EP_NOTES = {
-    "int8": "the int8 head uses MatMulInteger, which TensorRT does not import: run this model on the CPU "
-    "(or CUDA) EP; under the TensorRT EP the head would fall back to CUDA / CPU",
+    "int8": "the int8 head uses MatMulInteger, which TensorRT does not import and the CUDA EP has for int8 x "
+    "int8 only (the head feeds it uint8): run this model on the CPU EP; on a GPU that node would run on the "
+    "CPU (use --head-precision fp16 there)",
     "fp16": "the x86 CPU EP converts float16 panels back to float32 when the session loads (float32 speed, "
     "and more memory than the file): the fp16 head is for the CUDA / TensorRT EPs",
 }

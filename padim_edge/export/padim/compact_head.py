@@ -11,7 +11,8 @@ so the low-precision MatMul sees bounded operands, and float32 undoes both scale
     t  = a[lo:] @ Q                   int32 (MatMulInteger) or float16 (MatMul)
     d2 = sum_c t_c * (x_c * c_c * step)          float32, then clamped at 0 and square-rooted
 
-**int8** (``MatMulInteger``, CPU EP; TensorRT does not import it): ``a`` is rounded to the integers
+**int8** (``MatMulInteger``, CPU EP; TensorRT does not import it, and onnxruntime's CUDA EP registers it
+for int8 x int8 only, so on a GPU the node runs on the CPU): ``a`` is rounded to the integers
 ``-63..63`` and fed as uint8 with zero point 64. Seven bits, not eight, because onnxruntime's AVX2
 kernel without VNNI multiplies uint8 by int8 with ``vpmaddubsw``, whose int16 pair sums saturate past
 32767: ``127 * 127 * 2`` fits, ``255 * 127 * 2`` does not (measured on this machine: an 8-bit

@@ -50,8 +50,9 @@ PRECISION_HELP = {
     "fp32": "float32 panels: every EP; the reference",
     "fp16": "float16 panels and MatMul (float32 scaling around it): CUDA / TensorRT EPs. The x86 CPU EP "
     "converts them back to float32 when the session loads (float32 speed and memory)",
-    "int8": "int8 panels, MatMulInteger: CPU (and CUDA) EPs, a quarter of the bytes. TensorRT does not "
-    "import MatMulInteger",
+    "int8": "int8 panels, MatMulInteger with uint8 activations: the CPU EP, a quarter of the bytes. TensorRT "
+    "does not import MatMulInteger and the CUDA EP has it for int8 x int8 only, so GPUs run that node on the "
+    "CPU: use fp16 there",
 }
 #: Name of the head's ``[N, grid, grid]`` distance tensor (what the anomaly-map nodes read).
 DISTANCE = HEAD_PREFIX + "distance"
