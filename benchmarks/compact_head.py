@@ -239,6 +239,7 @@ def accuracy_section(workdir: Path, data: Path, weights: Path) -> dict[str, Any]
 @click.option(
     "--weights", type=click.Path(path_type=Path), default=None, help="MobileNetV2 ImageNet weights."
 )
+@click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads (the goals: 2).")
 @click.option("--skip-r18", is_flag=True)
 @click.option("--skip-wr50", is_flag=True)
 @click.option("--skip-rss", is_flag=True)
@@ -246,13 +247,14 @@ def accuracy_section(workdir: Path, data: Path, weights: Path) -> dict[str, Any]
 @click.option("--skip-ops", is_flag=True)
 def main(
     workdir: Path | None, output: Path, rounds: int, reps: int, wr50_rounds: int, wr50_reps: int,
-    data: Path | None, weights: Path | None, skip_r18: bool, skip_wr50: bool, skip_rss: bool,
+    data: Path | None, weights: Path | None, threads: int, skip_r18: bool, skip_wr50: bool, skip_rss: bool,
     skip_accuracy: bool, skip_ops: bool,
 ) -> None:  # fmt: skip
     """Run the compact-head benchmark and write compact_head.{json,md}."""
     from tests.conftest import MAGNETIC_TILE, MNV2_WEIGHTS
 
     data, weights = data or MAGNETIC_TILE, weights or MNV2_WEIGHTS
+    parts.THREADS = threads
     temporary = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="padim-compact-head-")) if temporary else workdir
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Intra-op threads of every session (the issue's setting; ``--threads`` changes it).
 THREADS = 2
 Runner = tuple[Callable[[], object], Callable[[], None]]
 
@@ -69,13 +70,18 @@ def interleaved(
     model is opened, warmed up, timed and dropped in turn. Per round and model the median call time is
     kept, with the share of the CPU other processes used meanwhile.
 
+    Besides wall time, the process CPU time per call is kept: at 1 thread it is the work done whatever
+    the machine's load (a contended wall time also holds the time spent waiting for a core).
+
     Returns:
-        ``{"ms": {name: [round medians]}, "background": {name: [shares]}, "order": [[names]]}``.
+        ``{"ms": {name: [round medians]}, "cpu_ms": {...}, "background": {name: [shares]},
+        "order": [[names]]}``.
     """
     from padim_edge.bench.system import BackgroundLoad
 
     names = list(openers)
-    out: dict[str, Any] = {"ms": {n: [] for n in names}, "background": {n: [] for n in names}, "order": []}
+    out: dict[str, Any] = {"ms": {n: [] for n in names}, "cpu_ms": {n: [] for n in names}}
+    out.update(background={n: [] for n in names}, order=[])
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         out["order"].append(order)
@@ -84,12 +90,14 @@ def interleaved(
             for _ in range(warmup):
                 run()
             load = BackgroundLoad()
-            times = []
+            times, cpu = [], []
             for _ in range(reps):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run()
                 times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
             out["ms"][name].append(statistics.median(times) * 1e3)
+            out["cpu_ms"][name].append(statistics.median(cpu) * 1e3)
             out["background"][name].append(load.fraction())
             close()
             del run, close

@@ -30,8 +30,8 @@ GOALS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def _ratio(section: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
-    timing = section.get("timing", {}).get("ms", {})
+def _ratio(section: dict[str, Any], a: str, b: str, field: str = "ms") -> dict[str, float] | None:
+    timing = section.get("timing", {}).get(field, {})
     if a not in timing or b not in timing:
         return None
     values = [x / y for x, y in zip(timing[a], timing[b], strict=True)]
@@ -115,16 +115,25 @@ def _bg(values: list[float | None]) -> str:
     return "?" if not known else f"{100 * sum(known) / len(known):.0f}% (max {100 * max(known):.0f}%)"
 
 
+def _range(values: dict[str, float] | None, unit: str = "") -> str:
+    if values is None:
+        return "-"
+    return f"{values['median']:.2f}{unit} [{values['min']:.2f}-{values['max']:.2f}]"
+
+
 def _timing_rows(section: dict[str, Any], reference: str) -> list[list[str]]:
     rows = []
+    cpu = section["timing"].get("cpu_ms", {})
     for name, ms in section["ms"].items():
-        ratio = _ratio(section, name, reference)
         size = section.get("bytes", {}).get(name)
+        cpu_ms = statistics.median(cpu[name]) if name in cpu else None
         rows.append(
             [
                 name,
                 f"{ms['median']:.1f} [{ms['min']:.1f}-{ms['max']:.1f}]",
-                "-" if ratio is None else f"{ratio['median']:.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}]",
+                _range(_ratio(section, name, reference), "x"),
+                "-" if cpu_ms is None else f"{cpu_ms:.1f}",
+                _range(_ratio(section, name, reference, "cpu_ms") if cpu else None, "x"),
                 "-" if size is None else f"{size / 1e6:.1f}",
                 _bg(section["timing"]["background"][name]),
             ]
@@ -148,7 +157,9 @@ def render(result: dict[str, Any]) -> str:
         f"{settings['reps']} calls "
         f"(WR50-Rd550: {settings['wr50_rounds']} x {settings['wr50_reps']}), one session alive at a time; "
         "values are the median over rounds of each round's median call, [min-max] over rounds; ratios are "
-        "taken within a round. `bg CPU` = share of the machine other processes used while timing.",
+        "taken within a round. `CPU ms`: this process's CPU time per call (median over rounds): at 1 thread "
+        "the work done, whatever the load; at 2 threads it also counts onnxruntime's spin-waiting. "
+        "`bg CPU` = share of the machine other processes used while timing.",
         f"**Run:** `{settings['command']}`, {settings['started']} -> {settings['finished']}.",
         "",
         "## Goals",
@@ -167,10 +178,8 @@ def render(result: dict[str, Any]) -> str:
         if not section:
             continue
         out += [f"## {title}, batch 1 (ms per call)", ""]
-        out += _table(
-            ["Model", "ms [range]", f"/ {reference} [range]", "size MB", "bg CPU"],
-            _timing_rows(section, reference),
-        )
+        headers = ["Model", "wall ms [range]", f"/ {reference}", "CPU ms", f"CPU / {reference}", "size MB"]
+        out += _table([*headers, "bg CPU"], _timing_rows(section, reference))
         out.append("")
         if key == "r18":
             speedup = _ratio(section, "fp32", "int8 backbone + int8 head")
