@@ -239,6 +239,7 @@ def accuracy_section(workdir: Path, data: Path, weights: Path) -> dict[str, Any]
 @click.option(
     "--weights", type=click.Path(path_type=Path), default=None, help="MobileNetV2 ImageNet weights."
 )
+@click.option("--name", default="compact_head", show_default=True, help="File stem of the outputs.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads (the goals: 2).")
 @click.option("--skip-r18", is_flag=True)
 @click.option("--skip-wr50", is_flag=True)
@@ -247,8 +248,8 @@ def accuracy_section(workdir: Path, data: Path, weights: Path) -> dict[str, Any]
 @click.option("--skip-ops", is_flag=True)
 def main(
     workdir: Path | None, output: Path, rounds: int, reps: int, wr50_rounds: int, wr50_reps: int,
-    data: Path | None, weights: Path | None, threads: int, skip_r18: bool, skip_wr50: bool, skip_rss: bool,
-    skip_accuracy: bool, skip_ops: bool,
+    data: Path | None, weights: Path | None, name: str, threads: int, skip_r18: bool, skip_wr50: bool,
+    skip_rss: bool, skip_accuracy: bool, skip_ops: bool,
 ) -> None:  # fmt: skip
     """Run the compact-head benchmark and write compact_head.{json,md}."""
     from tests.conftest import MAGNETIC_TILE, MNV2_WEIGHTS
@@ -286,11 +287,11 @@ def main(
     result["settings"]["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     result["goals"] = goals(result)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "compact_head.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    (output / "compact_head.md").write_text(render(result))
+    (output / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (output / f"{name}.md").write_text(render(result))
     for row in result["goals"]:
         log(f"{row['goal']}: {row['measured']} ({row['target']}) {row['result']}")
-    print(output / "compact_head.md")
+    print(output / f"{name}.md")
 
 
 if __name__ == "__main__":
