@@ -37,7 +37,7 @@ from padim_edge.images import list_images, load_image, resize_frame
 from padim_edge.runtime import PadimModel
 
 ROOT = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("PADIM_SHARED") or ROOT.parent.parent / "shared")
+SHARED = Path(os.environ.get("PADIM_EDGE_SHARED") or ROOT.parent.parent / "shared")
 DATA = SHARED / "data" / "magnetic_tile"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 RESULTS = ROOT / "results"
@@ -107,7 +107,7 @@ def score(model: PadimModel, frames: list[np.ndarray]) -> tuple[np.ndarray, np.n
 def main(workdir: Path | None) -> None:
     """Fit, export both targets, score the resized test set with both, write the comparison."""
     if not DATA.is_dir() or not WEIGHTS.is_file():
-        raise click.ClickException(f"needs {DATA} and {WEIGHTS} (../shared; set PADIM_SHARED)")
+        raise click.ClickException(f"needs {DATA} and {WEIGHTS} (../shared; set PADIM_EDGE_SHARED)")
     work = workdir or Path(tempfile.mkdtemp(prefix="padim-trt-profile-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

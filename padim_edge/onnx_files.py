@@ -2,8 +2,9 @@
 
 Shared by the exporter, the calibrator and the benchmarks, so every model is written the same way:
 
-* constants past the protobuf limit go to one ``<name>.onnx.data`` file beside the model, and the
-  model's metadata records that file's size and SHA-256 (:mod:`padim_edge.integrity`);
+* constants past :data:`AUTO_EXTERNAL_BYTES` (and always past the protobuf limit) go to one
+  ``<name>.onnx.data`` file beside the model, and the model's metadata records that file's size and
+  SHA-256 (:mod:`padim_edge.integrity`);
 * both files are written into a temporary folder beside the target, checked (``onnx.checker``, and
   an optional caller's check such as the exporter's parity test), fsynced, and only then renamed over
   the old pair: the data file first, then the model. An interrupted or failed save leaves the old
@@ -26,6 +27,7 @@ from padim_edge.integrity import data_record, sha256
 from padim_edge.naming import data_file
 
 __all__ = [
+    "AUTO_EXTERNAL_BYTES",
     "EXTERNAL_DATA_THRESHOLD",
     "ExternalData",
     "data_file",
@@ -34,26 +36,35 @@ __all__ = [
     "initializer_bytes",
     "needs_external_data",
     "pin_ir_version",
+    "prefers_external_data",
     "save_model",
     "set_props",
     "sha256",
+    "tensor_bytes",
 ]
 
-#: Above this many bytes of constants the model is written with external data (protobuf caps at 2 GiB).
+#: Above this many bytes of constants the model must be written with external data (protobuf caps at 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: Above this many bytes of constants ``auto`` writes external data even though protobuf could hold them:
+#: onnxruntime memory-maps an external-data file, so opening the model costs about its size in RSS,
+#: while inline constants are parsed and then copied out of the protobuf. Measured on WR50-Rd550 with
+#: an int8 head (746 MB, benchmarks/results/compact_head.md): peak RSS 1.21x the file size with external
+#: data, 1.51x inline (and 7x slower to open). R18-Rd100 (about 100 MB) stays one file.
+AUTO_EXTERNAL_BYTES = 512 * 2**20
 
 ExternalData = Literal["auto", "always", "never"]
 
 
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of one initializer's values (inline or external)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return int({e.key: e.value for e in tensor.external_data}.get("length", 0))
+    return len(tensor.raw_data) or numpy_helper.to_array(tensor).nbytes
+
+
 def initializer_bytes(proto: onnx.ModelProto) -> int:
     """Bytes held by the model's initializers (inline or external)."""
-    total = 0
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            total += int({e.key: e.value for e in tensor.external_data}.get("length", 0))
-        else:
-            total += len(tensor.raw_data) or numpy_helper.to_array(tensor).nbytes
-    return total
+    return sum(tensor_bytes(tensor) for tensor in proto.graph.initializer)
 
 
 def needs_external_data(proto: onnx.ModelProto) -> bool:
@@ -102,6 +113,11 @@ def graph_versions(proto: onnx.ModelProto) -> dict[str, int]:
     return {"opset": default_opset(proto), "ir_version": int(proto.ir_version)}
 
 
+def prefers_external_data(proto: onnx.ModelProto) -> bool:
+    """Whether ``auto`` writes ``proto`` with external data (past :data:`AUTO_EXTERNAL_BYTES`, or too big)."""
+    return initializer_bytes(proto) > min(AUTO_EXTERNAL_BYTES, EXTERNAL_DATA_THRESHOLD)
+
+
 def set_props(proto: onnx.ModelProto, updates: dict[str, str | None]) -> None:
     """Set or (value ``None``) remove ``metadata_props`` entries, keeping the others in order."""
     props = {p.key: p.value for p in proto.metadata_props}
@@ -130,7 +146,8 @@ def save_model(
     Args:
         proto: The model.
         path: The ``.onnx`` file to write.
-        external_data: ``auto`` (only past :data:`EXTERNAL_DATA_THRESHOLD`), ``always`` or ``never``.
+        external_data: ``auto`` (past :data:`AUTO_EXTERNAL_BYTES` of constants), ``always`` or ``never``
+            (only below the protobuf limit).
         check: Run the full ``onnx.checker`` on the written file before it replaces anything.
         verify: Called with the staged ``.onnx`` path (its data file beside it) before it replaces
             anything; raising there keeps the old model and writes nothing.
@@ -145,10 +162,9 @@ def save_model(
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give the .onnx file to write")
-    too_big = needs_external_data(proto)
-    if external_data == "never" and too_big:
+    if external_data == "never" and needs_external_data(proto):
         raise ValueError("the model's constants exceed the 2 GB protobuf limit; use external data")
-    external = external_data == "always" or (external_data == "auto" and too_big)
+    external = external_data == "always" or (external_data == "auto" and prefers_external_data(proto))
     data_name = data_file(path).name
     set_props(proto, {metadata.prop("external_data"): None})
     with Stage(path.parent) as stage:

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-#: ../shared beside the checkout; PADIM_SHARED points elsewhere (a git worktree outside the main folder).
-SHARED = Path(os.environ.get("PADIM_SHARED") or ROOT.parent / "shared")
+#: The project's shared data and weights (``PADIM_EDGE_SHARED`` overrides it, e.g. from a git worktree).
+SHARED = Path(os.environ.get("PADIM_EDGE_SHARED", ROOT.parent / "shared"))
 MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
 MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 

@@ -9,6 +9,7 @@ import click
 from padim_edge.bench.runner import DEFAULT_BATCH_SIZES, BenchConfig, run_benchmark
 from padim_edge.bench.timing import TimingPolicy
 from padim_edge.devices import CONCRETE_DEVICES
+from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
 from padim_edge.geometry import parse_size
 from padim_edge.spec import BACKBONES
 
@@ -161,6 +162,16 @@ def parse_frame(text: str) -> tuple[int, int]:
     help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot).",
 )
 @click.option("--name", default="bench", show_default=True, help="File stem of the outputs.")
+@click.option(
+    "--head-precision",
+    "head_precisions",
+    type=click.Choice(HEAD_PRECISIONS),
+    multiple=True,
+    help="Head precisions of the built models (repeatable; default fp32). Others than fp32 are rewritten "
+    "from the float32 export, torch-free, and labelled e.g. 'R18-Rd100 int8-head'. --model files are "
+    "labelled "
+    "from their metadata either way.",
+)
 @click.option("--no-eager", is_flag=True, help="Skip the PyTorch eager rows.")
 @click.option("--no-backbone", is_flag=True, help="Skip the truncated-backbone-alone rows.")
 @click.option(
@@ -217,6 +228,7 @@ def main(
     frame_size: str,
     output: Path,
     name: str,
+    head_precisions: tuple[str, ...],
     no_eager: bool,
     no_backbone: bool,
     dims: int | None,
@@ -265,6 +277,7 @@ def main(
         resize=resize,
         crop=crop,
         fit_frames=fit_frames,
+        head_precisions=list(head_precisions) or ["fp32"],
         eager=not no_eager,
         backbone=not no_backbone,
         isolate=not in_process,

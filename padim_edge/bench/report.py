@@ -318,6 +318,7 @@ def render_markdown(result: BenchResult, *, title: str = "padim-edge latency ben
                 r["model"],
                 r["variant"],
                 r["precision"],
+                r.get("head_precision") or "—",
                 _engine(r),
                 _threads(r),
                 str(r["batch"]),
@@ -335,8 +336,8 @@ def render_markdown(result: BenchResult, *, title: str = "padim-edge latency ben
             ]
         )
     headers = [
-        "Model", "Variant", "Prec.", "Engine · provider", "Threads", "Batch", "p50 ms", "p90 ms", "p99 ms",
-        "p50 ms/img", "img/s", "reps", "size MB", "load s", "1st call s", "peak RSS MB", "bg CPU",
+        "Model", "Variant", "Prec.", "Head", "Engine · provider", "Threads", "Batch", "p50 ms", "p90 ms",
+        "p99 ms", "p50 ms/img", "img/s", "reps", "size MB", "load s", "1st call s", "peak RSS MB", "bg CPU",
     ]  # fmt: skip
     out += [_table(headers, body), ""]
     out += [

@@ -47,6 +47,9 @@ class BenchConfig:
         crop: Center-crop edge of built models.
         seed: Channel-subset seed.
         fit_frames: Synthetic frames the built models' Gaussians are fitted on.
+        head_precisions: Head precisions of the built models: ``fp32`` is the export itself, others are
+            rewritten from it (torch-free, :mod:`padim_edge.calibration.head`) and labelled
+            ``R18-Rd100 int8-head``; they share the float32 model's backbone-alone and eager comparators.
         eager: Include the PyTorch eager rows.
         backbone: Include the backbone-alone rows.
         isolate: One fresh subprocess per configuration (per-model peak RSS).
@@ -70,6 +73,7 @@ class BenchConfig:
     crop: int = 224
     seed: int = 0
     fit_frames: int = 8
+    head_precisions: list[str] = field(default_factory=lambda: ["fp32"])
     eager: bool = True
     backbone: bool = True
     isolate: bool = True
@@ -137,6 +141,7 @@ class Subject:
     state: str | None
     module: dict[str, Any]
     precision: str
+    head_precision: str = "fp32"
 
 
 def _log(config: BenchConfig, message: str) -> None:
@@ -171,7 +176,7 @@ def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
 
 
 def read_model_metadata(path: Path) -> dict[str, Any]:
-    """Backbone, dims, resize, crop, seed and precision of a padim-edge model file, without its weights."""
+    """Backbone, dims, resize, crop, seed and precisions of a padim-edge model file, without its weights."""
     import onnx
 
     from padim_edge import metadata
@@ -185,7 +190,25 @@ def read_model_metadata(path: Path) -> dict[str, Any]:
         "crop": info.crop,
         "seed": info.get("seed", 0),
         "precision": info.precision,
+        "head_precision": info.head_precision,
     }
+
+
+def model_label(backbone: str, dims: int, precision: str | None = None, head_precision: str = "fp32") -> str:
+    """Row label: ``R18-Rd100``, ``R18-Rd100 int8`` (backbone), ``R18-Rd100 int8 int8-head``."""
+    label = paper_name(backbone, dims)
+    if precision is not None:
+        label += f" {precision}"
+    return label + ("" if head_precision == "fp32" else f" {head_precision}-head")
+
+
+def _head_variant(config: BenchConfig, fused: str, precision: str) -> str:
+    """The built float32 model with its head rewritten to ``precision`` (made once, beside it)."""
+    target = Path(fused).with_name(f"{Path(fused).stem}-head-{precision}.onnx")
+    if not target.is_file():
+        _log(config, f"{target.name}: rewriting the head to {precision}")
+        run_job({"job": "head", "source": fused, "output": str(target), "precision": precision}, isolate=True)
+    return str(target)
 
 
 def _prepare(config: BenchConfig, workdir: Path, backbone: str, **kwargs: Any) -> Artifacts:
@@ -218,16 +241,24 @@ def _subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
             "crop": art.crop,
             "seed": art.seed,
         }
-        subjects.append(Subject(art.label, art.fused, art.backbone_graph, art.state, module, "fp32"))
+        for head in config.head_precisions:
+            if head == "fp32":
+                subjects.append(Subject(art.label, art.fused, art.backbone_graph, art.state, module, "fp32"))
+            elif art.fused is not None:
+                label = model_label(art.backbone, art.dims, head_precision=head)
+                fused = _head_variant(config, art.fused, head)
+                subjects.append(Subject(label, fused, art.backbone_graph, art.state, module, "fp32", head))
     for path in config.models:
         meta = read_model_metadata(path)
         module = {k: meta[k] for k in ("backbone", "dims", "resize", "crop", "seed")}
-        label = f"{paper_name(meta['backbone'], meta['dims'])} {meta['precision']}"
+        label = model_label(meta["backbone"], meta["dims"], meta["precision"], meta["head_precision"])
         graph = None
         if config.backbone:
             art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **module)
             graph = art.backbone_graph
-        subjects.append(Subject(label, str(path), graph, None, module, meta["precision"]))
+        subjects.append(
+            Subject(label, str(path), graph, None, module, meta["precision"], meta["head_precision"])
+        )
     return subjects
 
 
@@ -255,6 +286,11 @@ def _rows(
                 "batch": batch,
                 "frame": f"{frame[0]}x{frame[1]}",
                 "precision": load.get("precision", "fp32") if variant == "fused" else "fp32",
+                "head_precision": (
+                    load.get("head_precision", subject.head_precision)
+                    if variant == "fused"
+                    else ("fp32" if variant == "eager" else None)
+                ),
                 "reps": latency.reps,
                 "latency_ms": latency.scaled(1e3).to_dict(),
                 "per_image_ms": {k: getattr(per_image, k) for k in ("mean", "p50", "p90", "p99")},

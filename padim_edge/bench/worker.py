@@ -8,6 +8,7 @@ Two kinds of job, both described by a JSON-able dict:
   opened with the same options) and ``torch`` (the PyTorch eager :class:`PadimModule`). Only the
   ``torch`` engine imports torch, so an onnxruntime worker's RSS is that of a torch-free process.
 * ``prepare``: build and export the models a run compares (see :mod:`padim_edge.bench.artifacts`).
+* ``head``: rewrite a model's head to another precision (torch-free, :mod:`padim_edge.calibration.head`).
 
 In a subprocess each result goes to stdout as one line ``PADIM_BENCH <json>`` as soon as it exists,
 so that a worker killed part-way (out of memory) still reports the batch sizes it finished.
@@ -66,7 +67,8 @@ def _open_ort(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], dic
     threads = spec["threads"] if spec["device"] == "cpu" else None
     if spec["variant"] == "fused":
         model = PadimModel(spec["path"], device=spec["device"], threads=threads)
-        return model.run, {"providers": model.providers, "precision": model.info.precision}
+        facts = {"precision": model.info.precision, "head_precision": model.info.head_precision}
+        return model.run, {"providers": model.providers, **facts}
     session = open_session(spec["path"], device=spec["device"], threads=threads)
     got = list(session.get_providers())
 
@@ -219,7 +221,9 @@ def run_job(spec: dict[str, Any], *, isolate: bool, timeout: float | None = None
     dying, with ``error`` saying how it ended.
     """
     if not isolate:
-        return prepare_job(spec) if spec.get("job") == "prepare" else measure(dict(spec, scope="process"))
+        if spec.get("job") in ("prepare", "head"):
+            return prepare_job(spec)
+        return measure(dict(spec, scope="process"))
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -239,7 +243,7 @@ def run_job(spec: dict[str, Any], *, isolate: bool, timeout: float | None = None
     final = next((r for r in records if r.get("kind") == "result"), None)
     if final is not None and proc.returncode == 0:
         return final["result"]
-    if spec.get("job") == "prepare":
+    if spec.get("job") in ("prepare", "head"):
         raise RuntimeError(
             f"preparing the models failed (worker exit code {proc.returncode}); see stderr above"
         )
@@ -252,7 +256,14 @@ def run_job(spec: dict[str, Any], *, isolate: bool, timeout: float | None = None
 
 
 def prepare_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run a ``prepare`` job (imports torch)."""
+    """Run a ``prepare`` job (imports torch) or a ``head`` job (torch-free)."""
+    if spec.get("job") == "head":
+        from padim_edge.calibration.pipeline import calibrate
+
+        report = calibrate(
+            spec["source"], spec["output"], variant=f"head-{spec['precision']}", progress=False
+        )
+        return {"files": [str(f) for f in report.files]}
     from padim_edge.bench.artifacts import prepare
 
     return prepare(**spec["args"]).to_dict()
@@ -265,7 +276,7 @@ def main() -> None:
     def emit(record: dict[str, Any]) -> None:
         print(MARKER + json.dumps(record), flush=True)
 
-    result = prepare_job(spec) if spec.get("job") == "prepare" else measure(spec, emit)
+    result = prepare_job(spec) if spec.get("job") in ("prepare", "head") else measure(spec, emit)
     emit({"kind": "result", "result": result})
 
 

@@ -11,6 +11,7 @@ from padim_edge.calibration.formats import VARIANTS, select_variant
 from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
 from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
 from padim_edge.devices import DEVICE_NAMES
+from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
 
 
 def _size(n: int) -> str:
@@ -26,7 +27,10 @@ def _ratio(value: float | None) -> str:
 def format_summary(report: CalibrationReport) -> list[str]:
     """The lines ``padim-calibrate`` prints after a run."""
     info = report.source.info
-    geometry = f"{info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision}"
+    geometry = (
+        f"{info.backbone}, dims {info.dims}, crop {info.crop}, {info.precision} backbone / "
+        f"{info.head_precision} head"
+    )
     lines = [
         f"model         {report.source.path} ({geometry})",
         f"variant       {report.variant.name}: {report.variant.description}",
@@ -94,7 +98,8 @@ _VARIANT_TABLE = "\n".join(
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="The .onnx to write (plus <name>.onnx.data past 2 GB). Default: <model>-<suffix>.onnx beside MODEL.",
+    help="The .onnx to write (plus <name>.onnx.data past 512 MiB of constants). Default: "
+    "<model>-<suffix>.onnx beside MODEL.",
 )
 @click.option(
     "--target-fpr",
@@ -139,6 +144,23 @@ _VARIANT_TABLE = "\n".join(
     "outputs unchanged, Mahalanobis head float32.",
 )
 @click.option(
+    "--head-precision",
+    type=click.Choice(HEAD_PRECISIONS),
+    help="Rebuild the Mahalanobis head's Sigma^-1 and MatMul in this precision from the model's own "
+    "constants (torch-free; any backbone precision; combines with --int8 / --fp16 in one call). int8: "
+    "MatMulInteger, the CPU EP (TensorRT does not import it, CUDA has no uint8 x int8 kernel); fp16: CUDA / "
+    "TensorRT EPs; fp32: any EP. "
+    "A threshold "
+    "asked for is chosen on the new model's scores; an old one is dropped.",
+)
+@click.option(
+    "--head-blocks",
+    type=click.IntRange(min=1),
+    help="Column blocks of the rewritten head's packed Sigma^-1 (default: as many as the model has). More "
+    "blocks store fewer bytes (3: 2/3 of the full matrix, 6: 7/12) in more MatMul calls: 6 pays off at "
+    "WR50-Rd550's 550 dims, 3 at 100.",
+)
+@click.option(
     "--device",
     type=click.Choice(DEVICE_NAMES),
     default="auto",
@@ -163,14 +185,16 @@ def main(
     fmt: str | None,
     calibration_images: int | None,
     fp16_flag: bool,
+    head_precision: str | None,
+    head_blocks: int | None,
     device: str,
     tensorrt_table: bool,
     quiet: bool,
 ) -> None:
-    """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 variant.
+    """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 / head variant.
 
-    MODEL is a .onnx written by padim-export. Without --int8/--fp16 the graph gains two outputs,
-    is_anomalous (score > threshold) and normalized_score (score / threshold, 1.0 at the boundary),
+    MODEL is a .onnx written by padim-export. Without --int8/--fp16/--head-precision the graph gains two
+    outputs, is_anomalous (score > threshold) and normalized_score (score / threshold, 1.0 at the boundary),
     and the threshold goes into the metadata; calibrating again replaces it. The threshold flags at
     most --target-fpr of the --data images, or maximises F1 on --labeled test images.
 
@@ -181,9 +205,13 @@ def main(
       padim-calibrate model.onnx --data train/good --int8 -o model-int8.onnx
       padim-calibrate model.onnx --data holdout/good --int8 --target-fpr 0.01 -o model-int8.onnx
       padim-calibrate model.onnx --fp16 -o model-fp16.onnx
+      padim-calibrate model.onnx --head-precision int8 -o model-head-int8.onnx
+      padim-calibrate model.onnx --data holdout/good --int8 --head-precision int8 --target-fpr 0.01
     """
     try:
-        variant = select_variant(int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt)
+        variant = select_variant(
+            int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt, head_precision=head_precision
+        )
         if calibration_images is not None and not int8_flag:
             raise CalibrationError("--calibration-images applies to --int8 only")
         if tensorrt_table and not int8_flag:
@@ -200,6 +228,7 @@ def main(
             else calibration_images,
             device=device,
             tensorrt_table=tensorrt_table,
+            head_blocks=head_blocks,
             progress=not quiet,
         )
     except CalibrationError as exc:

@@ -6,9 +6,13 @@
   int8 per-channel weights (the CPU EP's fast path).
 * ``int8-qdq`` -> ``<stem>-int8-qdq.onnx``: backbone Q/DQ pairs, symmetric int8 (what TensorRT takes).
 * ``fp16`` -> ``<stem>-fp16.onnx``: backbone weights and activations float16 (CUDA / TensorRT EPs).
+* ``head-fp32`` / ``head-fp16`` / ``head-int8`` -> ``<stem>-head-<precision>.onnx``: the Mahalanobis
+  head's Sigma^-1 and MatMul rebuilt in that precision from the model's own constants, on any backbone
+  precision (:mod:`padim_edge.calibration.head`).
 
-:data:`VARIANTS` is the single source of truth: the CLI, the default file names and the metadata
-all read it.
+A backbone row and a head row combine into one variant (:func:`combine`: ``int8-qoperator+head-int8``
+-> ``<stem>-int8-head-int8.onnx``), built one after the other. :data:`VARIANTS` is the single source of
+truth: the CLI, the default file names and the metadata all read it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from padim_edge.calibration import fp16, int8
+from padim_edge.calibration import fp16, head, int8
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.naming import variant_file
 
@@ -54,11 +58,13 @@ class BuildRequest:
         progress: Show progress bars.
         input_size: ``(H, W)`` of a fixed-size model (TensorRT target): calibration frames are resized
             to it.
+        head_blocks: Column blocks of a rewritten head (``None``: as many as it has).
     """
 
     calibration_images: list[Path] = field(default_factory=list)
     progress: bool = True
     input_size: tuple[int, int] | None = None
+    head_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,15 @@ class Variant:
     Attributes:
         name: Variant name.
         suffix: Appended to the input file's stem for the default output name.
-        precision: Backbone precision written to the metadata (``None``: keep the input's).
+        precision: Backbone precision written to the metadata (``None``: keep the input's). A variant
+            that sets it needs a float32 backbone to start from.
         quant_format: INT8 format (``qoperator`` / ``qdq``), else ``None``.
         needs_calibration_images: Whether ``--data`` images calibrate the graph itself.
         always_threshold: Whether the variant exists to bake a threshold (else only on request).
         description: One line for the help and the summary.
         build: The function that makes it.
+        head_precision: Head precision it rewrites the Mahalanobis head to (``None``: head unchanged).
+            Any backbone precision can start from any other head precision.
     """
 
     name: str
@@ -84,6 +93,7 @@ class Variant:
     always_threshold: bool
     description: str
     build: Callable[[onnx.ModelProto, BuildRequest], Built]
+    head_precision: str | None = None
 
     def default_output(self, model: Path) -> Path:
         """``<dir>/<stem>-<suffix>.onnx`` beside the input model."""
@@ -142,6 +152,24 @@ def build_fp16(proto: onnx.ModelProto, request: BuildRequest) -> Built:
     )
 
 
+def _build_head(precision: str) -> Callable[[onnx.ModelProto, BuildRequest], Built]:
+    def build(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+        details, warnings = head.rewrite(proto, precision, blocks=request.head_blocks)
+        return Built(
+            proto=proto, changed=True, props={"head_precision": precision}, details=details, warnings=warnings
+        )
+
+    build.__doc__ = f"``head-{precision}``: the Mahalanobis head rebuilt with {precision} Sigma^-1."
+    return build
+
+
+_HEAD_DESCRIPTIONS = {
+    "fp32": "Mahalanobis head with float32 Sigma^-1 (any EP), rebuilt from the model's own constants",
+    "fp16": "Mahalanobis head with float16 Sigma^-1 and MatMul, per-row/column scaled: CUDA / TensorRT EPs",
+    "int8": "Mahalanobis head with int8 Sigma^-1 (MatMulInteger, a quarter of the bytes): the CPU EP "
+    "(not TensorRT; CUDA runs that node on the CPU)",
+}
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -184,26 +212,93 @@ VARIANTS: dict[str, Variant] = {
             quant_format=None,
             needs_calibration_images=False,
             always_threshold=False,
-            description="float16 backbone weights and activations, float32 elsewhere: CUDA / TensorRT EPs",
+            description="float16 backbone weights and activations; the rest unchanged: CUDA / TensorRT EPs",
             build=build_fp16,
+        ),
+        *(
+            Variant(
+                name=f"head-{precision}",
+                suffix=f"head-{precision}",
+                precision=None,
+                quant_format=None,
+                needs_calibration_images=False,
+                always_threshold=False,
+                description=description,
+                build=_build_head(precision),
+                head_precision=precision,
+            )
+            for precision, description in _HEAD_DESCRIPTIONS.items()
         ),
     )
 }
 
 
-def select_variant(*, int8_flag: bool, fp16_flag: bool, fmt: str | None) -> Variant:
-    """The variant the CLI flags ask for.
+def _merge(first: Built, second: Built) -> Built:
+    return Built(
+        proto=second.proto,
+        changed=first.changed or second.changed,
+        props={**first.props, **second.props},
+        details=first.details + second.details,
+        warnings=first.warnings + second.warnings,
+        quantization=second.quantization or first.quantization,
+    )
+
+
+def combine(backbone: Variant, head_row: Variant) -> Variant:
+    """One variant that builds ``backbone`` (a backbone row) and then ``head_row`` (a ``head-*`` row).
 
     Raises:
-        CalibrationError: ``--int8`` with ``--fp16``, or ``--format`` without ``--int8``.
+        CalibrationError: ``head_row`` is not a head row, or ``backbone`` is not a backbone row.
+    """
+    if head_row.head_precision is None or backbone.precision is None:
+        raise CalibrationError(
+            f"{backbone.name} and {head_row.name} do not combine: one backbone variant and one head precision"
+        )
+
+    def build(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+        first = backbone.build(proto, request)
+        return _merge(first, head_row.build(first.proto, request))
+
+    return Variant(
+        name=f"{backbone.name}+{head_row.name}",
+        suffix=f"{backbone.suffix}-{head_row.suffix}",
+        precision=backbone.precision,
+        quant_format=backbone.quant_format,
+        needs_calibration_images=backbone.needs_calibration_images,
+        always_threshold=False,
+        description=f"{backbone.description}; {head_row.description}",
+        build=build,
+        head_precision=head_row.head_precision,
+    )
+
+
+def select_variant(
+    *, int8_flag: bool, fp16_flag: bool, fmt: str | None, head_precision: str | None = None
+) -> Variant:
+    """The variant the CLI flags ask for (a backbone row, a head row, or both combined).
+
+    Raises:
+        CalibrationError: ``--int8`` with ``--fp16``, ``--format`` without ``--int8``, or an unknown head
+            precision.
     """
     if int8_flag and fp16_flag:
         raise CalibrationError("--int8 and --fp16 exclude each other: make one variant per call")
     if fmt is not None and not int8_flag:
         raise CalibrationError("--format applies to --int8 only")
+    head_row = None
+    if head_precision is not None:
+        head_row = VARIANTS.get(f"head-{head_precision}")
+        if head_row is None:
+            choices = ", ".join(v.head_precision for v in VARIANTS.values() if v.head_precision)
+            raise CalibrationError(f"unknown --head-precision {head_precision!r}; choose one of {choices}")
+    backbone = None
     if int8_flag:
         fmt = fmt or int8.QOPERATOR
         if fmt not in int8.FORMATS:
             raise CalibrationError(f"unknown --format {fmt!r}; choose one of {', '.join(int8.FORMATS)}")
-        return VARIANTS[f"int8-{fmt}"]
-    return VARIANTS["fp16" if fp16_flag else "fp32-threshold"]
+        backbone = VARIANTS[f"int8-{fmt}"]
+    elif fp16_flag:
+        backbone = VARIANTS["fp16"]
+    if backbone is not None and head_row is not None:
+        return combine(backbone, head_row)
+    return backbone or head_row or VARIANTS["fp32-threshold"]

@@ -1,7 +1,7 @@
 """Reading a padim-edge model with clear errors, and writing calibrated ones (onnx only, no torch).
 
 Writing goes through :mod:`padim_edge.onnx_files`, as the exporter's does: a model whose constants
-pass ~1.8 GB keeps them in one external-data file beside it (``<name>.onnx.data``).
+pass 512 MiB keeps them in one external-data file beside it (``<name>.onnx.data``).
 """
 
 from __future__ import annotations

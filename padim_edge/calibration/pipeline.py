@@ -13,7 +13,7 @@ from padim_edge import __version__, metadata
 from padim_edge.atomic import OutputError, check_output_file
 from padim_edge.calibration import decision, int8, threshold
 from padim_edge.calibration.errors import CalibrationError
-from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant
+from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant, combine
 from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
 from padim_edge.calibration.scoring import labeled_images, normal_images, score_images
 from padim_edge.datasets import Category
@@ -85,6 +85,10 @@ def _check_request(
             f"{source.path} is already {source.info.precision}; make the {variant.name} variant from the "
             "float32 model" + _source_hint(source)
         )
+    if variant.head_precision is not None and source.info.head_precision == variant.head_precision:
+        raise CalibrationError(
+            f"{source.path} already has a {variant.head_precision} head; choose another --head-precision"
+        )
     wants_threshold = variant.always_threshold or target_fpr is not None or labeled is not None
     if variant.needs_calibration_images and data is None:
         raise CalibrationError(f"{variant.name} calibrates on normal images: pass --data DIR")
@@ -95,14 +99,19 @@ def _check_request(
         )
 
 
+def _arithmetic(source: SourceModel) -> str:
+    """``fp32 backbone / int8 head``."""
+    return f"{source.info.precision} backbone / {source.info.head_precision} head"
+
+
 def _source_hint(source: SourceModel) -> str:
     ancestor = source.info.get("source_model")
     return f" (it came from {ancestor['file']})" if ancestor else ""
 
 
 def _source_model(source: SourceModel) -> dict[str, str] | None:
-    """``source_model``: the float32 file this model descends from."""
-    if source.info.precision != "fp32":
+    """``source_model``: the float32 file this model descends from (float32 backbone and head)."""
+    if source.info.precision != "fp32" or source.info.head_precision != "fp32":
         return source.info.get("source_model")  # keep the float32 ancestor
     return {"file": source.path.name, "sha256": source.sha256}
 
@@ -142,6 +151,20 @@ def _choose_threshold(
     return threshold.threshold_for_fpr(scores, DEFAULT_TARGET_FPR if target_fpr is None else target_fpr)
 
 
+def resolve_variant(variant: str | Variant) -> Variant:
+    """A row of :data:`VARIANTS`, or two joined by ``+`` (``int8-qoperator+head-int8``).
+
+    Raises:
+        CalibrationError: An unknown name, or two rows that do not combine.
+    """
+    if isinstance(variant, Variant):
+        return variant
+    rows = [VARIANTS.get(name) for name in variant.split("+")]
+    if any(row is None for row in rows) or len(rows) > 2:
+        raise CalibrationError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return rows[0] if len(rows) == 1 else combine(rows[0], rows[1])  # type: ignore[arg-type]
+
+
 def _threshold_props(choice: threshold.ThresholdChoice) -> dict[str, object | None]:
     return {
         "threshold": repr(choice.threshold),
@@ -165,6 +188,7 @@ def calibrate(
     calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES,
     device: str = "auto",
     tensorrt_table: bool = False,
+    head_blocks: int | None = None,
     progress: bool = True,
 ) -> CalibrationReport:
     """Write a calibrated variant of a padim-edge model.
@@ -172,7 +196,8 @@ def calibrate(
     Args:
         model: The input ``.onnx`` (float32 for the INT8 / FP16 variants).
         output: The ``.onnx`` to write (default: ``<stem>-<suffix>.onnx`` beside the input).
-        variant: A name from :data:`padim_edge.calibration.formats.VARIANTS`, or the row itself.
+        variant: A name from :data:`padim_edge.calibration.formats.VARIANTS` (a backbone and a head row
+            may be joined by ``+``), or the row itself.
         data: Folder of held-out defect-free images: threshold scores (target FPR) and INT8
             calibration frames.
         target_fpr: Fraction of normal images allowed above the threshold (default 0.01 when a
@@ -182,15 +207,16 @@ def calibrate(
         device: Where the threshold scores are computed (``auto``, ``cpu``, ``cuda``, ``tensorrt``).
         tensorrt_table: Also write the TensorRT EP's INT8 calibration table for the float32 model's
             backbone activations (INT8 variants only), beside the output.
+        head_blocks: Column blocks of a rewritten head (head variants; default: as many as it has).
         progress: Show progress bars.
 
     Raises:
         CalibrationError: Bad model, folders, flags or too few images (the message says which).
     """
     started = _dt.datetime.now(_dt.timezone.utc)
-    row = variant if isinstance(variant, Variant) else VARIANTS.get(variant)
-    if row is None:
-        raise CalibrationError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    row = resolve_variant(variant)
+    if head_blocks is not None and row.head_precision is None:
+        raise CalibrationError("--head-blocks applies to --head-precision only")
     source = load_model(model)
     output = Path(output) if output is not None else row.default_output(source.path)
     data = Path(data) if data is not None else None
@@ -206,15 +232,16 @@ def calibrate(
                 f"need at least 2 normal images in {data} to choose a threshold, found {len(data_paths)}"
             )
 
-    size = source.info.input_size
-    request = BuildRequest(progress=progress, input_size=size)
+    images: list[Path] = []
     if row.needs_calibration_images:
         assert data_paths is not None
-        request = BuildRequest(
-            calibration_images=int8.pick_calibration_images(data_paths, calibration_images),
-            progress=progress,
-            input_size=size,
-        )
+        images = int8.pick_calibration_images(data_paths, calibration_images)
+    request = BuildRequest(
+        calibration_images=images,
+        progress=progress,
+        input_size=source.info.input_size,
+        head_blocks=head_blocks,
+    )
     had_threshold = decision.strip_threshold(source.proto)
     built: Built = row.build(source.proto, request)
     report.details += built.details
@@ -246,9 +273,9 @@ def calibrate(
         elif had_threshold:
             props.update(dict.fromkeys(metadata.THRESHOLD_KEYS))
             report.warnings.append(
-                f"the input's threshold ({source.info.threshold}) was chosen on the {source.info.precision} "
-                "model's scores and was dropped: pass --target-fpr or --labeled to choose one on the "
-                f"{row.name} model's own"
+                f"the input's threshold ({source.info.threshold}) was chosen on the scores of the "
+                f"{_arithmetic(source)} model and was dropped: pass --target-fpr or --labeled to choose one "
+                f"on the {row.name} model's own"
             )
     props.update(
         source_model=_source_model(source),

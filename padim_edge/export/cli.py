@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError, check_output_file
-from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
+from padim_edge.export.padim.graph_head import (
+    DEFAULT_BLOCKS,
+    HEAD_PRECISIONS,
+    PANEL_ALIGN,
+    PRECISION_HELP,
+    block_bounds,
+)
 from padim_edge.geometry import parse_size
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
@@ -81,7 +87,8 @@ def _size(n: int) -> str:
     type=click.Choice(["auto", "always", "never"]),
     default="auto",
     show_default=True,
-    help="Write constants to <name>.onnx.data: auto does so only past the 2 GB protobuf limit (WR50-Rd550).",
+    help="Write constants to <name>.onnx.data: auto does so past 512 MiB of constants (WR50-Rd550 in any "
+    "head precision), which onnxruntime then memory-maps: opening the model costs about its size in RSS.",
 )
 @click.option(
     "--blocks",
@@ -89,6 +96,13 @@ def _size(n: int) -> str:
     default=DEFAULT_BLOCKS,
     show_default=True,
     help="Column blocks of the packed symmetric Sigma^-1 (1 = full matrix; more = fewer bytes read).",
+)
+@click.option(
+    "--head-precision",
+    type=click.Choice(HEAD_PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Sigma^-1 and the head's MatMul. " + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items()) + ".",
 )
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
@@ -150,6 +164,7 @@ def main(
     device: str,
     external_data: str,
     blocks: int,
+    head_precision: str,
     parity_images: int,
     target: str,
     input_size: str | None,
@@ -265,6 +280,7 @@ def main(
             device=device,
             external_data=external_data,  # type: ignore[arg-type]
             blocks=blocks,
+            head_precision=head_precision,
             parity_images=parity_images,
             progress=not quiet,
             target=target,
@@ -282,6 +298,8 @@ def main(
         f"{config.dims} of {spec.total_channels} channels (seed {config.seed})"
     )
     click.echo(f"weights       {run.weights}")
+    used = len(block_bounds(config.dims, blocks, align=PANEL_ALIGN[head_precision])) - 1
+    click.echo(f"head          {head_precision} Sigma^-1, {used} column block(s)")
     click.echo(f"images used   {run.fit.images} from {data}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
     click.echo(

@@ -197,7 +197,7 @@ def build_graph(
     Args:
         model: A fitted method module.
         input_size: ``(H, W)`` for the TensorRT target (fixed frame size); ``None``: the default graph.
-        head_options: Passed to the method's ``head_graph`` (PaDiM: ``blocks``).
+        head_options: Passed to the method's ``head_graph`` (PaDiM: ``blocks``, ``precision``).
     """
     if not model.fitted:
         raise RuntimeError("fit the model before exporting it")
@@ -295,7 +295,7 @@ def export_model(
         weights: Weights identity for the metadata (from :func:`build_backbone`).
         train_images: Images the Gaussians were fitted on.
         external_data: ``auto`` (only when too big to inline), ``always`` or ``never``.
-        head_options: Passed to the method's ``head_graph`` (PaDiM: ``blocks``).
+        head_options: Passed to the method's ``head_graph`` (PaDiM: ``blocks``, ``precision``).
         extra_metadata: More metadata keys (see :data:`padim_edge.metadata.KEYS`).
         verify: Called with the staged file before it replaces anything (e.g. a parity check).
         input_size: ``(H, W)``: the TensorRT target for frames of this size (see the module doc).

@@ -27,7 +27,12 @@ from padim_edge.export.exporter import (
     export_model,
 )
 from padim_edge.export.fit import FitReport, fit, fit_frames
-from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
+from padim_edge.export.padim.graph_head import (
+    BYTES_PER_ENTRY,
+    DEFAULT_BLOCKS,
+    DEFAULT_PRECISION,
+    check_precision,
+)
 from padim_edge.export.padim.model import PadimConfig, PadimModule
 from padim_edge.images import list_images, load_image, resize_frame
 
@@ -54,6 +59,13 @@ PARITY_ATOL = 1e-3
 #: A fit ``run_export`` can use instead of the local one (the distributed fit is one), called as
 #: ``fitter(model, paths, batch_size=, device=, progress=)``; it fits ``model`` in place.
 Fitter = Callable[..., FitReport]
+
+#: The relative part of the tolerance for each head precision: the float32 head must reproduce the
+#: PyTorch module; the compact heads carry their stated error (see
+#: :mod:`padim_edge.export.padim.compact_head`) into the maps and scores. Measured worst cases, relative
+#: to the largest score: fp16 about 1e-4, int8 about 4e-3 (small random-init models and MobileNetV2 on
+#: magnetic tile, ``tests/export/test_compact_head.py``); the tolerances leave room above them.
+PARITY_RTOL_BY_PRECISION = {"fp32": PARITY_RTOL, "fp16": 2e-3, "int8": 3e-2}
 #: Training images scored after the fit for the model's ``train_scores`` (overlay colour scale).
 TRAIN_SCORE_IMAGES = 32
 
@@ -67,12 +79,14 @@ class Parity:
         max_abs_score: Largest absolute score difference.
         max_abs_map: Largest absolute anomaly-map difference.
         max_score: Largest PyTorch score (the scale the differences are relative to).
+        rtol: The relative part of the tolerance (it depends on the head's precision).
     """
 
     images: int
     max_abs_score: float
     max_abs_map: float
     max_score: float
+    rtol: float = PARITY_RTOL
 
     @property
     def max_abs(self) -> float:
@@ -81,8 +95,8 @@ class Parity:
 
     @property
     def tolerance(self) -> float:
-        """The largest difference accepted: ``PARITY_RTOL * max score + PARITY_ATOL``."""
-        return PARITY_RTOL * abs(self.max_score) + PARITY_ATOL
+        """The largest difference accepted: ``rtol * max score + PARITY_ATOL``."""
+        return self.rtol * abs(self.max_score) + PARITY_ATOL
 
     @property
     def relative(self) -> float:
@@ -161,12 +175,15 @@ def build_module(
     return PadimModule(network, config), weights
 
 
-def estimated_bytes(model: PadimModule, *, blocks: int = DEFAULT_BLOCKS) -> int:
+def estimated_bytes(
+    model: PadimModule, *, blocks: int = DEFAULT_BLOCKS, head_precision: str = DEFAULT_PRECISION
+) -> int:
     """About how many bytes the exported file takes: backbone weights plus the packed Sigma^-1."""
     dims = model.config.dims
     blocks = max(1, min(blocks, dims))
     weights = sum(p.numel() for p in model.features.parameters()) * 4
-    head = model.patches * dims * dims * 4 * (blocks + 1) / (2 * blocks)
+    entry = BYTES_PER_ENTRY[check_precision(head_precision)]
+    head = model.patches * dims * dims * entry * (blocks + 1) / (2 * blocks)
     return int(weights + head)
 
 
@@ -186,8 +203,13 @@ def training_scores(model: PadimModule, images: list[np.ndarray]) -> dict[str, f
     }
 
 
-def check_parity(model: PadimModule, onnx_path: Path, images: list[np.ndarray]) -> Parity:
-    """Score ``images`` with the PyTorch module and with the exported file through the runtime."""
+def check_parity(
+    model: PadimModule, onnx_path: Path, images: list[np.ndarray], *, head_precision: str = DEFAULT_PRECISION
+) -> Parity:
+    """Score ``images`` with the PyTorch module and with the exported file through the runtime.
+
+    The tolerance is the head precision's (:data:`PARITY_RTOL_BY_PRECISION`).
+    """
     from padim_edge.runtime import PadimModel
 
     runtime = PadimModel(onnx_path, device="cpu")
@@ -200,6 +222,7 @@ def check_parity(model: PadimModule, onnx_path: Path, images: list[np.ndarray]) 
         max_abs_score=float(np.abs(onnx_scores - torch_scores).max()),
         max_abs_map=float(np.abs(onnx_maps - torch_maps).max()),
         max_score=float(torch_scores.max()),
+        rtol=PARITY_RTOL_BY_PRECISION[check_precision(head_precision)],
     )
 
 
@@ -212,6 +235,7 @@ def export(
     parity_images: list[np.ndarray] | None = None,
     external_data: ExternalData = "auto",
     blocks: int = DEFAULT_BLOCKS,
+    head_precision: str = DEFAULT_PRECISION,
     extra_metadata: dict[str, object] | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> tuple[ExportResult, Parity | None]:
@@ -219,6 +243,9 @@ def export(
 
     With ``input_size`` (the TensorRT target) the parity frames are first resized to that size (Pillow
     bilinear), since the graph takes no other.
+
+    ``head_precision`` (``fp32``, ``fp16``, ``int8``) is the Mahalanobis head's; the parity check allows
+    for its error.
 
     Raises:
         ParityError: The staged graph differs from the PyTorch module; ``output`` was not touched.
@@ -228,7 +255,7 @@ def export(
         parity_images = [resize_frame(image, input_size) for image in parity_images]
 
     def verify(staged: Path) -> None:
-        parity = check_parity(model, staged, parity_images or [])
+        parity = check_parity(model, staged, parity_images or [], head_precision=head_precision)
         results.append(parity)
         if not parity.ok:
             raise ParityError(parity)
@@ -239,7 +266,7 @@ def export(
         weights=weights,
         train_images=train_images,
         external_data=external_data,
-        head_options={"blocks": blocks},
+        head_options={"blocks": blocks, "precision": check_precision(head_precision)},
         extra_metadata=extra_metadata,
         verify=verify if parity_images else None,
         input_size=input_size,
@@ -262,6 +289,7 @@ def run_export(
     device: str = "auto",
     external_data: ExternalData = "auto",
     blocks: int = DEFAULT_BLOCKS,
+    head_precision: str = DEFAULT_PRECISION,
     parity_images: int = 4,
     progress: bool = True,
     target: str = DEFAULT_TARGET,
@@ -288,6 +316,8 @@ def run_export(
         device: ``auto``, ``cpu`` or ``cuda`` for the fit.
         external_data: ``auto``, ``always`` or ``never``.
         blocks: Column blocks of the packed Sigma^-1 storage.
+        head_precision: ``fp32``, ``fp16`` or ``int8`` Sigma^-1 and head MatMul (see
+            :data:`padim_edge.export.padim.graph_head.PRECISION_HELP`).
         parity_images: Training images scored by both PyTorch and the exported graph (0: skip).
         progress: Show progress bars.
         target: ``default`` (any frame size) or ``tensorrt`` (frames of ``input_size`` only, no
@@ -304,6 +334,7 @@ def run_export(
     """
     check_target(target, input_size)
     output = check_output_file(output, what="--output")
+    check_precision(head_precision)
     paths = list_images(data)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, found {len(paths)} in {data}")
@@ -316,7 +347,8 @@ def run_export(
         weights_file=weights_file,
         random_init=random_init,
     )
-    needed, free = estimated_bytes(model, blocks=blocks), free_bytes(output.parent)
+    needed = estimated_bytes(model, blocks=blocks, head_precision=head_precision)
+    free = free_bytes(output.parent)
     if needed * 1.1 > free:
         raise OutputError(
             f"the model needs about {needed / 1e9:.2f} GB and {output.parent} has {free / 1e9:.2f} GB free"
@@ -332,6 +364,7 @@ def run_export(
         parity_images=sample[:parity_images] if parity_images else None,
         external_data=external_data,
         blocks=blocks,
+        head_precision=head_precision,
         extra_metadata={"train_scores": training_scores(model, sample)},
         input_size=input_size if target == TENSORRT_TARGET else None,
     )

@@ -341,7 +341,8 @@ def test_cli_help_explains_every_option() -> None:
     options += (
         " --frame-size --output --name --no-eager --no-backbone --model --workdir --in-process --wait-idle"
     )
-    for option in [*options.split(), "--retries", "--dims", "--resize", "--crop", "--fit-frames", "--quiet"]:
+    more = ["--retries", "--dims", "--resize", "--crop", "--fit-frames", "--head-precision", "--quiet"]
+    for option in [*options.split(), *more]:
         assert option in outcome.output, option
 
 
@@ -388,3 +389,48 @@ def test_contended_configurations_are_measured_again(monkeypatch: pytest.MonkeyP
     assert len(calls) == 2  # 0.6 -> 0.3 (still busy) -> 0.05 (clean): two more measurements of one config
     assert runner.background(outcomes[0][3]) == 0.05 and runner.background(outcomes[1][3]) == 0.01
     assert notes and "repeated" in notes[0]
+
+
+def test_head_precision_labels_and_column(
+    tiny_run: tuple[BenchResult, dict[str, Path]], workdir: Path, tmp_path: Path
+) -> None:
+    """A --model with an int8 head is labelled from its metadata; --head-precision builds the variant."""
+    from padim_edge.calibration.pipeline import calibrate
+
+    (fused,) = workdir.glob("*/padim.onnx")
+    variant = tmp_path / "model_head_int8.onnx"
+    calibrate(fused, variant, variant="head-int8", progress=False)
+    args = [*FAST_ARGS, "--batch-sizes", "1", "--threads", "1", "--device", "cpu", "--frame-size", "64x96"]
+    args += ["--model", str(variant), "--no-backbone", "--no-eager", "--in-process", "-o", str(tmp_path)]
+    outcome = CliRunner().invoke(main, [*args, "--name", "head", "-q"])
+    assert outcome.exit_code == 0, outcome.output
+    rows = json.loads((tmp_path / "head.json").read_text())["rows"]
+    assert [(r["model"], r["precision"], r["head_precision"]) for r in rows] == [
+        ("R18-Rd16 fp32 int8-head", "fp32", "int8")
+    ]
+    assert "| int8 |" in (tmp_path / "head.md").read_text()
+
+    config = BenchConfig(
+        backbones=["r18"],
+        head_precisions=["fp32", "fp16"],
+        batch_sizes=[1],
+        threads=["1"],
+        devices=["cpu"],
+        policy=FAST,
+        frame=(48, 80),
+        fit_frames=4,
+        eager=False,
+        isolate=False,
+        workdir=workdir,
+        progress=False,
+        **TINY,
+    )
+    result = run_benchmark(config)
+    got = {(r["model"], r["variant"], r["head_precision"]) for r in result.rows}
+    assert got == {
+        ("R18-Rd16", "fused", "fp32"),
+        ("R18-Rd16", "backbone", None),
+        ("R18-Rd16 fp16-head", "fused", "fp16"),
+        ("R18-Rd16 fp16-head", "backbone", None),
+    }
+    assert next(workdir.glob("*/padim-head-fp16.onnx")).is_file()

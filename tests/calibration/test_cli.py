@@ -30,7 +30,8 @@ def test_help_explains_every_option() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     options = (
-        "--data --output --target-fpr --labeled --int8 --format --calibration-images --fp16 --device --quiet"
+        "--data --output --target-fpr --labeled --int8 --format --calibration-images --fp16 --head-precision "
+        "--device --quiet"
     )
     for option in options.split():
         assert option in result.output
@@ -73,6 +74,8 @@ def _plain_onnx(path: Path) -> Path:
         (["{text}", "--data", "{holdout}"], "not an ONNX model"),
         (["{plain}", "--data", "{holdout}"], "not a padim-edge model"),
         (["{int8}", "--fp16"], "already int8"),
+        (["{model}", "--head-precision", "fp32"], "already has a fp32 head"),
+        (["{model}", "--head-precision", "int4"], "'int4' is not one of"),
         (["{model}", "--labeled", "{holdout}"], "test/good/ (defect-free test images)"),
         (["{model}", "--target-fpr", "1.5", "--data", "{holdout}"], "1.5"),
     ],

@@ -117,3 +117,18 @@ def test_output_checks(tmp_path: Path) -> None:
             check_output_file(locked / "m.onnx")
     target = write_text(tmp_path / "sub" / "r.json", "{}")
     assert target.read_text() == "{}" and _leftovers(target.parent) == []
+
+
+def test_auto_writes_external_data_past_the_memory_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``auto`` externalises past AUTO_EXTERNAL_BYTES (memory-mapped at load); ``never`` still may inline."""
+    model = _model(3.0)  # 16 KiB of constants
+    assert [f.name for f in onnx_files.save_model(model, tmp_path / "small.onnx")] == ["small.onnx"]
+    monkeypatch.setattr(onnx_files, "AUTO_EXTERNAL_BYTES", 8 * 1024)
+    assert onnx_files.prefers_external_data(model) and not onnx_files.needs_external_data(model)
+    files = onnx_files.save_model(model, tmp_path / "auto.onnx")
+    assert [f.name for f in files] == ["auto.onnx", "auto.onnx.data"]
+    assert _weight(tmp_path / "auto.onnx") == 3.0
+    inline = onnx_files.save_model(model, tmp_path / "never.onnx", external_data="never")
+    assert [f.name for f in inline] == ["never.onnx"]

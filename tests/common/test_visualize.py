@@ -100,7 +100,7 @@ def test_importing_visualize_pulls_in_neither_torch_nor_matplotlib() -> None:
         "heavy = [m for m in ('torch', 'matplotlib', 'scipy', 'sklearn') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

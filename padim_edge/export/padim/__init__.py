@@ -4,7 +4,8 @@
 * :mod:`.reduction`: the fixed random channel subset (index-select) and the embedding it builds.
 * :mod:`.mahalanobis`: the PyTorch reference of the distance.
 * :mod:`.graph_head`: the same distance built directly in ONNX against baked constants (no torch),
-  what the exported graph runs.
+  what the exported graph runs; :mod:`.compact_head`: its int8 / float16 Sigma^-1 variants;
+  :mod:`.head_io`: reading a head's constants back out of a graph and rebuilding it (calibration).
 
 Kept thin: importing :mod:`.graph_head` must not import torch (calibration rebuilds heads torch-free).
 """

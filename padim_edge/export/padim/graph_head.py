@@ -7,14 +7,22 @@ the tracer and the op layout is the fast one:
   per block streams each patch's ``Sigma^-1`` once per batch, whatever N is. ``Sigma^-1`` is
   symmetric, so only its lower block triangle is stored, off-diagonal blocks doubled: with ``k``
   column blocks the head reads ``(k + 1) / 2k`` of the full matrix.
+* **Precision** (:data:`HEAD_PRECISIONS`): ``fp32`` stores the panels as they are (this module);
+  ``fp16`` and ``int8`` store them scaled per patch and column, in 2 or 1 bytes an entry, and scale the
+  centred embeddings per row at run time (:mod:`padim_edge.export.padim.compact_head`, which states
+  each one's error bound). The head reads ``Sigma^-1`` once per batch, so it is bandwidth-bound: fewer
+  bytes per entry is what makes it cheaper.
 
-The distances then go through the shared anomaly-map nodes (:mod:`padim_edge.export.graph_map`).
-The PyTorch module in :mod:`padim_edge.export.padim.mahalanobis` is the reference this head is tested
-against. numpy + onnx only: calibration rebuilds heads without torch.
+Every precision emits only ops that are the same at opset 17 and 18 (no ``Reduce*`` with an ``axes``
+input other than ReduceSum), so the TensorRT-target graph can reuse the builders. The distances then
+go through the shared anomaly-map nodes (:mod:`padim_edge.export.graph_map`). The PyTorch module in
+:mod:`padim_edge.export.padim.mahalanobis` is the reference this head is tested against. numpy + onnx
+only: calibration rebuilds heads without torch (:mod:`padim_edge.export.padim.head_io`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from itertools import pairwise
 
 import numpy as np
@@ -22,20 +30,111 @@ from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from padim_edge import graph_names
 
-#: Name prefix of every head node and initializer (calibration leaves these in float32).
+#: Name prefix of every head node and initializer (backbone calibration leaves these alone).
 HEAD_PREFIX = graph_names.HEAD
 #: Column blocks of the packed symmetric Sigma^-1 storage; measured in benchmarks/.
 DEFAULT_BLOCKS = 3
+#: The head's precisions: what its Sigma^-1 panels are stored in and its MatMul runs in.
+HEAD_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISION = "fp32"
+#: Bytes per stored Sigma^-1 entry.
+BYTES_PER_ENTRY = {"fp32": 4, "fp16": 2, "int8": 1}
+#: Column-block boundaries fall on multiples of this. onnxruntime's integer GEMM (MLAS) packs the right
+#: operand in panels 16 columns wide, once per patch and call (3-D weights are not prepacked): a 33-column
+#: block costs 48. Measured on the R18-Rd100 int8 head alone, batch 1: blocks [0, 32, 64, 100] run
+#: about 10-25 % faster than [0, 33, 67, 100]. float32 batch-1 MatMul does not pack, so it keeps the
+#: even split.
+PANEL_ALIGN = {"fp32": 1, "fp16": 16, "int8": 16}
+#: Which execution providers each precision is for (the ``--head-precision`` help and the README).
+PRECISION_HELP = {
+    "fp32": "float32 panels: every EP; the reference",
+    "fp16": "float16 panels and MatMul (float32 scaling around it): CUDA / TensorRT EPs. The x86 CPU EP "
+    "converts them back to float32 when the session loads (float32 speed and memory)",
+    "int8": "int8 panels, MatMulInteger with uint8 activations: the CPU EP, a quarter of the bytes. TensorRT "
+    "does not import MatMulInteger and the CUDA EP has it for int8 x int8 only, so GPUs run that node on the "
+    "CPU: use fp16 there",
+}
+#: Name of the head's ``[N, grid, grid]`` distance tensor (what the anomaly-map nodes read).
+DISTANCE = HEAD_PREFIX + "distance"
+#: Name of the head's first node, the Reshape reading the embedding.
+FLATTEN = HEAD_PREFIX + "flatten"
 
 
 def _name(name: str) -> str:
     return HEAD_PREFIX + name
 
 
-def block_bounds(dims: int, blocks: int) -> list[int]:
-    """Column-block boundaries of ``Sigma^-1`` (``blocks + 1`` ascending integers from 0 to ``dims``)."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`HEAD_PRECISIONS`.
+
+    Raises:
+        ValueError: Any other value.
+    """
+    if precision not in HEAD_PRECISIONS:
+        raise ValueError(f"head precision must be one of {', '.join(HEAD_PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def block_bounds(dims: int, blocks: int, *, align: int = 1) -> list[int]:
+    """Column-block boundaries of ``Sigma^-1``: ascending integers from 0 to ``dims``.
+
+    ``blocks`` even blocks, their inner boundaries rounded to multiples of ``align`` (blocks that
+    become empty are dropped, so there can be fewer).
+    """
     blocks = max(1, min(blocks, dims))
-    return [round(i * dims / blocks) for i in range(blocks + 1)]
+    return align_bounds([round(i * dims / blocks) for i in range(blocks + 1)], align)
+
+
+def align_bounds(bounds: list[int], align: int) -> list[int]:
+    """``bounds`` with every inner boundary rounded to a multiple of ``align`` (duplicates dropped)."""
+    dims = bounds[-1]
+    if align <= 1:
+        return list(bounds)
+    inner = {align * round(b / align) for b in bounds[1:-1]}
+    return [0, *sorted(b for b in inner if 0 < b < dims), dims]
+
+
+def packed_panel(inv_covariance: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """One lower block-triangle panel: ``Sigma^-1[:, lo:, lo:hi]``, rows below the diagonal block doubled."""
+    panel = np.array(inv_covariance[:, lo:, lo:hi], dtype=np.float32, copy=True)
+    panel[:, hi - lo :, :] *= 2.0
+    return panel
+
+
+def iter_packed_blocks(inv_covariance: np.ndarray, blocks: int, *, align: int = 1) -> Iterator[np.ndarray]:
+    """:func:`packed_blocks` one panel at a time (a WR50-Rd550 panel is over a gigabyte in float32)."""
+    for lo, hi in pairwise(block_bounds(inv_covariance.shape[-1], blocks, align=align)):
+        yield packed_panel(inv_covariance, lo, hi)
+
+
+def unpack_panels(panels: list[np.ndarray], patches: slice) -> np.ndarray:
+    """The symmetric ``[n, d, d]`` float32 matrices of ``patches`` back from their packed panels."""
+    widths = [p.shape[-1] for p in panels]
+    dims = sum(widths)
+    first = panels[0][patches]
+    full = np.empty((first.shape[0], dims, dims), dtype=np.float32)
+    lo = 0
+    for panel, width in zip(panels, widths, strict=True):
+        hi = lo + width
+        full[:, lo:, lo:hi] = panel[patches]
+        full[:, hi:, lo:hi] *= 0.5  # undo the doubling of the rows below the diagonal block
+        full[:, lo:hi, hi:] = full[:, hi:, lo:hi].transpose(0, 2, 1)
+        lo = hi
+    return full
+
+
+def repack_panels(panels: list[np.ndarray], bounds: list[int], *, chunk: int = 64) -> Iterator[np.ndarray]:
+    """The panels of the same matrices for other column-block ``bounds``, one at a time.
+
+    Rebuilds ``chunk`` patches' full matrices at a time (a WR50-Rd550 chunk is 77 MB), never all of them.
+    """
+    patches = panels[0].shape[0]
+    for lo, hi in pairwise(bounds):
+        out = np.empty((patches, bounds[-1] - lo, hi - lo), dtype=np.float32)
+        for start in range(0, patches, chunk):
+            out[start : start + chunk] = unpack_panels(panels, slice(start, start + chunk))[:, lo:, lo:hi]
+        out[:, hi - lo :, :] *= 2.0
+        yield out
 
 
 def packed_blocks(inv_covariance: np.ndarray, blocks: int) -> list[np.ndarray]:
@@ -45,17 +144,17 @@ def packed_blocks(inv_covariance: np.ndarray, blocks: int) -> list[np.ndarray]:
     below the diagonal block multiplied by two. Then, with ``t_i = x[lo_i:] @ panel_i``,
     ``x^T Sigma^-1 x = sum_i <x[lo_i:hi_i], t_i>``.
     """
-    bounds = block_bounds(inv_covariance.shape[-1], blocks)
-    panels = []
-    for lo, hi in pairwise(bounds):
-        panel = np.array(inv_covariance[:, lo:, lo:hi], dtype=np.float32, copy=True)
-        panel[:, hi - lo :, :] *= 2.0
-        panels.append(panel)
-    return panels
+    return list(iter_packed_blocks(inv_covariance, blocks))
 
 
 def mahalanobis_nodes(
-    embedding: str, mean: np.ndarray, inv_covariance: np.ndarray, *, grid: int, blocks: int
+    embedding: str,
+    mean: np.ndarray,
+    inv_covariance: np.ndarray,
+    *,
+    grid: int,
+    blocks: int,
+    precision: str = DEFAULT_PRECISION,
 ) -> tuple[list[NodeProto], list[TensorProto], str]:
     """Nodes computing the per-patch Mahalanobis distance.
 
@@ -64,49 +163,143 @@ def mahalanobis_nodes(
         mean: ``[P, d]`` per-patch means.
         inv_covariance: ``[P, d, d]`` per-patch inverse covariances.
         grid: Patch grid edge (``P = grid * grid``).
-        blocks: Column blocks of the packed symmetric storage (1 = full matrix).
+        blocks: Column blocks of the packed symmetric storage (1 = full matrix); int8 and fp16 round
+            their boundaries to multiples of :data:`PANEL_ALIGN`.
+        precision: One of :data:`HEAD_PRECISIONS`.
 
     Returns:
         Nodes, initializers, and the name of the ``[N, grid, grid]`` distance tensor.
     """
+    panels = iter_packed_blocks(inv_covariance, blocks, align=PANEL_ALIGN[check_precision(precision)])
+    return head_nodes(embedding, mean, panels, grid=grid, precision=precision)
+
+
+def head_nodes(
+    embedding: str,
+    mean: np.ndarray,
+    panels: Iterable[np.ndarray],
+    *,
+    grid: int,
+    precision: str = DEFAULT_PRECISION,
+    activation: str = "row",
+) -> tuple[list[NodeProto], list[TensorProto], str]:
+    """The head from its packed panels (what :func:`packed_blocks` returns, or a model's own, read back).
+
+    Args:
+        embedding: Name of the ``[N, d, grid, grid]`` embedding tensor.
+        mean: ``[P, d]`` per-patch means.
+        panels: Float32 lower block-triangle panels, in column order (consumed one at a time).
+        grid: Patch grid edge.
+        precision: One of :data:`HEAD_PRECISIONS`.
+        activation: int8 only: ``row`` (the default: per-row symmetric 7-bit quantisation of the
+            centred embeddings) or ``tensor`` (DynamicQuantizeLinear; kept for the benchmark that
+            compares the two, see :mod:`.compact_head`).
+
+    Returns:
+        Nodes, initializers, and the name of the ``[N, grid, grid]`` distance tensor.
+    """
+    from padim_edge.export.padim import compact_head
+
+    check_precision(precision)
     patches, dims = mean.shape
+    if patches != grid * grid:
+        raise ValueError(f"mean has {patches} patches, the grid {grid}x{grid} needs {grid * grid}")
     n = _name
     inits = [
         numpy_helper.from_array(np.array([0, dims, patches], dtype=np.int64), n("flat_shape")),
-        numpy_helper.from_array(mean.astype(np.float32)[:, None, :], n("mean")),
+        numpy_helper.from_array(np.ascontiguousarray(mean, dtype=np.float32)[:, None, :], n("mean")),
         numpy_helper.from_array(np.array([2], dtype=np.int64), n("axis2")),
         numpy_helper.from_array(np.array([0.0], dtype=np.float32), n("zero")),
         numpy_helper.from_array(np.array([-1, grid, grid], dtype=np.int64), n("grid_shape")),
     ]
     nodes = [
-        helper.make_node("Reshape", [embedding, n("flat_shape")], [n("flat")], name=n("flatten")),
+        helper.make_node("Reshape", [embedding, n("flat_shape")], [n("flat")], name=FLATTEN),
         helper.make_node(
             "Transpose", [n("flat")], [n("patch_major")], perm=[2, 0, 1], name=n("to_patch_major")
         ),
         helper.make_node("Sub", [n("patch_major"), n("mean")], [n("delta")], name=n("centre")),
     ]
-    bounds = block_bounds(dims, blocks)
+    if precision == "fp32":
+        more_nodes, more_inits = _fp32_squared(n("delta"), panels, dims=dims)
+    else:
+        more_nodes, more_inits = compact_head.scaled_squared(
+            n("delta"), panels, dims=dims, precision=precision, activation=activation
+        )
+    nodes += more_nodes
+    inits += more_inits
+    nodes += [
+        helper.make_node(
+            "Transpose", [n("squared")], [n("squared_nm")], perm=[1, 0], name=n("to_batch_major")
+        ),
+        helper.make_node("Max", [n("squared_nm"), n("zero")], [n("clamped")], name=n("clamp")),
+        helper.make_node("Sqrt", [n("clamped")], [n("distance_flat")], name=n("sqrt")),
+        helper.make_node("Reshape", [n("distance_flat"), n("grid_shape")], [DISTANCE], name=n("to_grid")),
+    ]
+    return nodes, inits, DISTANCE
+
+
+def panel_slices(
+    delta: str, *, dims: int, lo: int, hi: int, index: int, columns: bool = True
+) -> tuple[list[NodeProto], list[TensorProto], str, str]:
+    """Slice nodes for panel ``index``: rows ``delta[..., lo:]`` it multiplies, columns ``[lo:hi]``.
+
+    A single panel covering every column needs no slice: both names are then ``delta`` itself. With
+    ``columns=False`` only the rows are sliced (the returned column name is then ``delta``).
+    """
+    if lo == 0 and hi == dims:
+        return [], [], delta, delta
+    n = _name
+    inits = [
+        numpy_helper.from_array(np.array([lo], dtype=np.int64), n(f"lo_{index}")),
+        numpy_helper.from_array(np.array([dims], dtype=np.int64), n(f"end_{index}")),
+    ]
+    base = delta.removeprefix(HEAD_PREFIX)
+    rows, cols = n(f"{base}_tail_{index}"), n(f"{base}_block_{index}")
+    nodes = [
+        helper.make_node("Slice", [delta, n(f"lo_{index}"), n(f"end_{index}"), n("axis2")], [rows], name=rows)
+    ]
+    if not columns:
+        return nodes, inits, rows, delta
+    inits.append(numpy_helper.from_array(np.array([hi], dtype=np.int64), n(f"hi_{index}")))
+    nodes.append(
+        helper.make_node("Slice", [delta, n(f"lo_{index}"), n(f"hi_{index}"), n("axis2")], [cols], name=cols)
+    )
+    return nodes, inits, rows, cols
+
+
+def iter_bounded(panels: Iterable[np.ndarray], dims: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(lo, hi, panel)`` for consecutive panels, checking that each has the rows ``lo:`` of ``dims``.
+
+    Raises:
+        ValueError: A panel of the wrong height, or panels that do not cover exactly ``dims`` columns.
+    """
+    lo = 0
+    for panel in panels:
+        hi = lo + panel.shape[-1]
+        if panel.ndim != 3 or panel.shape[1] != dims - lo or hi > dims:
+            raise ValueError(f"panel of shape {panel.shape} does not fit columns {lo}:{hi} of {dims}")
+        yield lo, hi, panel
+        lo = hi
+    if lo != dims:
+        raise ValueError(f"the panels cover {lo} columns, the embedding has {dims}")
+
+
+def _fp32_squared(
+    delta: str, panels: Iterable[np.ndarray], *, dims: int
+) -> tuple[list[NodeProto], list[TensorProto]]:
+    """float32: ``squared = sum_i <delta[lo_i:hi_i], delta[lo_i:] @ panel_i>`` (``[P, N]``)."""
+    n = _name
+    nodes: list[NodeProto] = []
+    inits: list[TensorProto] = []
     partials = []
-    for i, (panel, lo, hi) in enumerate(
-        zip(packed_blocks(inv_covariance, blocks), bounds[:-1], bounds[1:], strict=True)
-    ):
-        inits.append(numpy_helper.from_array(panel, n(f"inv_covariance_{i}")))
-        rows, cols = n("delta"), n("delta")
-        if len(bounds) > 2:
-            inits += [
-                numpy_helper.from_array(np.array([lo], dtype=np.int64), n(f"lo_{i}")),
-                numpy_helper.from_array(np.array([hi], dtype=np.int64), n(f"hi_{i}")),
-                numpy_helper.from_array(np.array([dims], dtype=np.int64), n(f"end_{i}")),
-            ]
-            rows, cols = n(f"delta_tail_{i}"), n(f"delta_block_{i}")
-            nodes += [
-                helper.make_node(
-                    "Slice", [n("delta"), n(f"lo_{i}"), n(f"end_{i}"), n("axis2")], [rows], name=rows
-                ),
-                helper.make_node(
-                    "Slice", [n("delta"), n(f"lo_{i}"), n(f"hi_{i}"), n("axis2")], [cols], name=cols
-                ),
-            ]
+    for i, (lo, hi, panel) in enumerate(iter_bounded(panels, dims)):
+        inits.append(
+            numpy_helper.from_array(np.ascontiguousarray(panel, dtype=np.float32), n(f"inv_covariance_{i}"))
+        )
+        del panel
+        slice_nodes, slice_inits, rows, cols = panel_slices(delta, dims=dims, lo=lo, hi=hi, index=i)
+        nodes += slice_nodes
+        inits += slice_inits
         nodes += [
             helper.make_node(
                 "MatMul", [rows, n(f"inv_covariance_{i}")], [n(f"t_{i}")], name=n(f"matmul_{i}")
@@ -118,17 +311,9 @@ def mahalanobis_nodes(
         nodes.append(helper.make_node("Concat", partials, [n("products")], axis=2, name=n("concat")))
     else:
         nodes.append(helper.make_node("Identity", partials, [n("products")], name=n("products")))
-    nodes += [
+    nodes.append(
         helper.make_node(
             "ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")
-        ),
-        helper.make_node(
-            "Transpose", [n("squared")], [n("squared_nm")], perm=[1, 0], name=n("to_batch_major")
-        ),
-        helper.make_node("Max", [n("squared_nm"), n("zero")], [n("clamped")], name=n("clamp")),
-        helper.make_node("Sqrt", [n("clamped")], [n("distance_flat")], name=n("sqrt")),
-        helper.make_node(
-            "Reshape", [n("distance_flat"), n("grid_shape")], [n("distance")], name=n("to_grid")
-        ),
-    ]
-    return nodes, inits, n("distance")
+        )
+    )
+    return nodes, inits

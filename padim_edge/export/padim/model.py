@@ -12,7 +12,12 @@ from torch import nn
 from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
 from padim_edge.export.features import FeatureExtractor
 from padim_edge.export.method import HeadGraph
-from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS, mahalanobis_nodes
+from padim_edge.export.padim.graph_head import (
+    DEFAULT_BLOCKS,
+    DEFAULT_PRECISION,
+    check_precision,
+    mahalanobis_nodes,
+)
 from padim_edge.export.padim.mahalanobis import MahalanobisDistance
 from padim_edge.export.padim.reduction import EmbeddingReducer, select_channels
 from padim_edge.export.preprocessing import Preprocess
@@ -74,8 +79,16 @@ class PadimModule(nn.Module):
         """Whether :meth:`set_gaussians` installed the Gaussians."""
         return self.mahalanobis is not None
 
-    def head_graph(self, embedding: str, *, blocks: int = DEFAULT_BLOCKS) -> HeadGraph:
-        """The Mahalanobis head in ONNX against the fitted constants (see :mod:`.graph_head`)."""
+    def head_graph(
+        self, embedding: str, *, blocks: int = DEFAULT_BLOCKS, precision: str = DEFAULT_PRECISION
+    ) -> HeadGraph:
+        """The Mahalanobis head in ONNX against the fitted constants (see :mod:`.graph_head`).
+
+        Args:
+            embedding: Name of the embedding tensor the head reads.
+            blocks: Column blocks of the packed symmetric Sigma^-1.
+            precision: ``fp32``, ``fp16`` or ``int8`` (recorded as the model's ``head_precision``).
+        """
         if self.mahalanobis is None:
             raise RuntimeError("fit the model before exporting it")
         nodes, inits, distance = mahalanobis_nodes(
@@ -84,8 +97,9 @@ class PadimModule(nn.Module):
             self.mahalanobis.inv_covariance.cpu().numpy(),
             grid=self.grid,
             blocks=blocks,
+            precision=check_precision(precision),
         )
-        return HeadGraph(nodes, inits, distance)
+        return HeadGraph(nodes, inits, distance, metadata={"head_precision": precision})
 
     def metadata(self) -> dict[str, object]:
         """PaDiM's own metadata keys: channels before the reduction and the kept indices."""

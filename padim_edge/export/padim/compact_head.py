@@ -1,0 +1,225 @@
+"""The compact heads: Sigma^-1 panels in int8 or float16, scaled per patch and column (numpy + onnx).
+
+Both share one layout. Each packed panel ``W`` (``[P, rows, cols]``, see
+:func:`~padim_edge.export.padim.graph_head.packed_blocks`) is stored as ``Q * c``: ``c`` ``[P, 1, cols]``
+(one float32 scale per patch and column, from ``Sigma^-1`` itself) and ``Q`` in int8 (``|Q| <= 127``)
+or float16 (``|Q| <= 1``). At run time each centred embedding row ``x = delta[p, n, :]`` is scaled by
+its own maximum ``m = max |x|`` (a GlobalMaxPool over the last axis, the same op at opset 17 and 18),
+so the low-precision MatMul sees bounded operands, and float32 undoes both scales::
+
+    a  = x / step                     step = m / 63 (int8) or m (float16)
+    t  = a[lo:] @ Q                   int32 (MatMulInteger) or float16 (MatMul)
+    d2 = sum_c t_c * (x_c * c_c * step)          float32, then clamped at 0 and square-rooted
+
+**int8** (``MatMulInteger``, CPU EP; TensorRT does not import it, and onnxruntime's CUDA EP registers it
+for int8 x int8 only, so on a GPU the node runs on the CPU): ``a`` is rounded to the integers
+``-63..63`` and fed as uint8 with zero point 64. Seven bits, not eight, because onnxruntime's AVX2
+kernel without VNNI multiplies uint8 by int8 with ``vpmaddubsw``, whose int16 pair sums saturate past
+32767: ``127 * 127 * 2`` fits, ``255 * 127 * 2`` does not (measured on this machine: an 8-bit
+activation with full-range int8 weights returned sums off by 97 %). The per-tensor alternative,
+``DynamicQuantizeLinear`` (asymmetric uint8 0..255), then needs 7-bit weights and is about twice
+less accurate on PaDiM Gaussians (``activation="tensor"``, kept for ``benchmarks/compact_head.py``).
+
+Error bound (int8, per patch, exact integer MatMul, float32 rounding aside): with ``s_c = c_c``
+the column steps (``Q`` was rounded, so ``|W - Q c| <= c / 2`` entrywise) and the activation step
+``step`` (``|x - a step| <= step / 2``), the computed ``d2`` differs from ``x^T Sigma^-1 x`` by at most::
+
+    sum_c |x_c| * ( step / 2 * sum_r |W_rc| + s_c / 2 * sum_r |x_r| + s_c * step / 4 * rows )
+
+(sums over the panel's rows ``r >= lo``). On PaDiM-like Gaussians the relative error of ``d2`` is
+about 5e-3 (median) and 2e-2 (99th percentile); ``tests/export/test_compact_head.py`` asserts both the
+bound and those figures with margin.
+
+**float16** (``MatMul``, CUDA / TensorRT EPs): ``|a| <= 1`` and ``|Q| <= 1``, so ``|t| <= rows <=
+1792``: no float16 overflow whatever the input (an anomalous patch would otherwise reach 65504 and
+turn into inf, and a blurred inf into NaN). Error bound, with ``u = 2^-11`` (float16 unit roundoff)
+and ``k`` the accumulation length in float16 (``rows`` where the EP accumulates in float16, 0 where
+it accumulates in float32 as the x86 CPU EP does after converting the panels back to float32)::
+
+    |err| <= (3 + k) u * sum_c |x_c| * sum_r |x_r W_rc|    (to first order in u)
+
+About 1e-4 relative on PaDiM Gaussians.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from padim_edge.export.padim.graph_head import HEAD_PREFIX, panel_slices
+
+#: Largest magnitude of an int8 Sigma^-1 entry (full signed range, symmetric).
+WEIGHT_LEVELS = 127
+#: Largest magnitude of a quantised activation: 7 bits, so uint8 x int8 pair sums fit int16 (see above).
+ACTIVATION_LEVELS = 63
+#: Zero point of the uint8 activations (``a + 64`` is in ``1..127``).
+ACTIVATION_ZERO_POINT = 64
+#: Weight levels of the ``tensor`` activation mode (DynamicQuantizeLinear's uint8 reaches 255).
+TENSOR_MODE_WEIGHT_LEVELS = 63
+#: int8 activation modes.
+ACTIVATIONS = ("row", "tensor")
+#: Row maxima below this are treated as this (an all-zero row would divide by zero).
+TINY = 1e-30
+#: Patches quantised at a time (bounds the float32 temporaries of a WR50-Rd550 panel).
+CHUNK = 256
+#: Initializer name suffix of each precision's panels.
+PANEL_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
+#: The ``[P, 1, d]`` float32 column scales of the compact heads.
+COLUMN_SCALE = HEAD_PREFIX + "column_scale"
+
+
+def _name(name: str) -> str:
+    return HEAD_PREFIX + name
+
+
+def quantize_panel(
+    panel: np.ndarray, precision: str, *, levels: int = WEIGHT_LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Store a float32 panel ``[P, rows, cols]`` as ``(Q, c)`` with ``panel ~ Q * c``.
+
+    ``c`` ``[P, 1, cols]`` is the column's largest magnitude divided by ``levels`` (int8) or by 1
+    (float16); an all-zero column gets ``c = 1``. Works on :data:`CHUNK` patches at a time.
+
+    Args:
+        panel: A packed panel.
+        precision: ``int8`` or ``fp16``.
+        levels: int8 only: largest ``|Q|``.
+    """
+    patches = panel.shape[0]
+    dtype = np.int8 if precision == "int8" else np.float16
+    divisor = float(levels) if precision == "int8" else 1.0
+    out = np.empty(panel.shape, dtype=dtype)
+    scales = np.empty((patches, 1, panel.shape[2]), dtype=np.float32)
+    for start in range(0, patches, CHUNK):
+        block = np.asarray(panel[start : start + CHUNK], dtype=np.float32)
+        scale = np.abs(block).max(axis=1, keepdims=True) / np.float32(divisor)
+        scale[scale == 0] = 1.0
+        scaled = block / scale
+        out[start : start + CHUNK] = np.rint(scaled) if precision == "int8" else scaled
+        scales[start : start + CHUNK] = scale
+    return out, scales
+
+
+def dequantize_panel(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 ``stored * scales`` (the panel a compact head computes with)."""
+    return stored.astype(np.float32) * scales
+
+
+def _row_scale_nodes(delta: str, precision: str) -> tuple[list[NodeProto], list[TensorProto], str]:
+    """``step`` ``[P, N, 1]``: each row's max |x| over the activation levels (at least :data:`TINY`)."""
+    n = _name
+    levels = ACTIVATION_LEVELS if precision == "int8" else 1
+    inits = [numpy_helper.from_array(np.array(TINY, dtype=np.float32), n("tiny"))]
+    nodes = [
+        helper.make_node("Abs", [delta], [n("delta_abs")], name=n("delta_abs")),
+        helper.make_node("GlobalMaxPool", [n("delta_abs")], [n("row_max")], name=n("row_max")),
+    ]
+    row_max = n("row_max")
+    if levels != 1:
+        inits.append(numpy_helper.from_array(np.array(1.0 / levels, dtype=np.float32), n("inv_levels")))
+        nodes.append(
+            helper.make_node("Mul", [row_max, n("inv_levels")], [n("row_step_raw")], name=n("row_step_raw"))
+        )
+        row_max = n("row_step_raw")
+    nodes.append(helper.make_node("Max", [row_max, n("tiny")], [n("row_step")], name=n("row_step")))
+    return nodes, inits, n("row_step")
+
+
+def _activation_nodes(
+    delta: str, precision: str, activation: str
+) -> tuple[list[NodeProto], list[TensorProto], str, str, str]:
+    """Nodes giving ``(a, step, zero point)`` names: the MatMul's left operand and its scale."""
+    n = _name
+    if precision == "int8" and activation == "tensor":
+        node = helper.make_node(
+            "DynamicQuantizeLinear", [delta], [n("a"), n("row_step"), n("a_zero_point")], name=n("quantize")
+        )
+        return [node], [], n("a"), n("row_step"), n("a_zero_point")
+    nodes, inits, step = _row_scale_nodes(delta, precision)
+    nodes.append(helper.make_node("Div", [delta, step], [n("a_float")], name=n("a_float")))
+    if precision == "fp16":
+        nodes.append(helper.make_node("Cast", [n("a_float")], [n("a")], to=TensorProto.FLOAT16, name=n("a")))
+        return nodes, inits, n("a"), step, ""
+    # |x / step| <= 63 (up to one rounding of the division), so the rounded value is in -63..63
+    inits.append(numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, dtype=np.float32), n("a_offset")))
+    inits.append(numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8), n("a_zero_point")))
+    nodes += [
+        helper.make_node("Round", [n("a_float")], [n("a_rounded")], name=n("a_rounded")),
+        helper.make_node("Add", [n("a_rounded"), n("a_offset")], [n("a_shifted")], name=n("a_shifted")),
+        helper.make_node("Cast", [n("a_shifted")], [n("a")], to=TensorProto.UINT8, name=n("a")),
+    ]
+    return nodes, inits, n("a"), step, n("a_zero_point")
+
+
+def scaled_squared(
+    delta: str,
+    panels: Iterable[np.ndarray],
+    *,
+    dims: int,
+    precision: str,
+    activation: str = "row",
+) -> tuple[list[NodeProto], list[TensorProto]]:
+    """Nodes for ``squared`` ``[P, N]`` with int8 or float16 panels (see the module docstring).
+
+    Args:
+        delta: Name of the centred ``[P, N, d]`` float32 embeddings.
+        panels: Float32 packed panels in column order, consumed one at a time.
+        dims: ``d``.
+        precision: ``int8`` or ``fp16``.
+        activation: int8: ``row`` (per-row 7-bit, the default) or ``tensor`` (DynamicQuantizeLinear).
+    """
+    if precision not in ("int8", "fp16"):
+        raise ValueError(f"compact heads are int8 or fp16, got {precision!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    n = _name
+    levels = TENSOR_MODE_WEIGHT_LEVELS if activation == "tensor" else WEIGHT_LEVELS
+    nodes, inits, a, step, zero_point = _activation_nodes(delta, precision, activation)
+    suffix = PANEL_SUFFIX[precision]
+    partials: list[str] = []
+    scales: list[np.ndarray] = []
+
+    lo = 0
+    for i, panel in enumerate(panels):
+        q, c = quantize_panel(panel, precision, levels=levels)
+        del panel
+        hi = lo + q.shape[-1]
+        if q.ndim != 3 or q.shape[1] != dims - lo or hi > dims or c.shape != (q.shape[0], 1, q.shape[2]):
+            raise ValueError(
+                f"panel {i} of shape {q.shape} (scales {c.shape}) does not fit columns {lo}:{hi} of {dims}"
+            )
+        name = n(f"inv_covariance_{i}{suffix}")
+        inits.append(numpy_helper.from_array(q, name))
+        scales.append(c)
+        slice_nodes, slice_inits, rows, _ = panel_slices(a, dims=dims, lo=lo, hi=hi, index=i, columns=False)
+        nodes += slice_nodes
+        inits += slice_inits
+        if precision == "int8":
+            nodes.append(
+                helper.make_node(
+                    "MatMulInteger", [rows, name, zero_point], [n(f"t_{i}")], name=n(f"matmul_{i}")
+                )
+            )
+        else:
+            nodes.append(helper.make_node("MatMul", [rows, name], [n(f"t_{i}")], name=n(f"matmul_{i}")))
+        partials.append(n(f"t_{i}"))
+        lo = hi
+    if lo != dims:
+        raise ValueError(f"the panels cover {lo} columns, the embedding has {dims}")
+    inits.append(numpy_helper.from_array(np.concatenate(scales, axis=2), COLUMN_SCALE))
+    if len(partials) > 1:
+        nodes.append(helper.make_node("Concat", partials, [n("t")], axis=2, name=n("concat")))
+    else:
+        nodes.append(helper.make_node("Identity", partials, [n("t")], name=n("t")))
+    nodes += [
+        helper.make_node("Cast", [n("t")], [n("t_float")], to=TensorProto.FLOAT, name=n("t_float")),
+        helper.make_node("Mul", [delta, COLUMN_SCALE], [n("delta_column_scaled")], name=n("column_scaled")),
+        helper.make_node("Mul", [n("delta_column_scaled"), step], [n("weights")], name=n("row_scaled")),
+        helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
+        helper.make_node(
+            "ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")
+        ),
+    ]
+    return nodes, inits
