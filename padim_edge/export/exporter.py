@@ -78,13 +78,13 @@ def trace_features(model: AnomalyMethod, *, reduce: bool = True) -> onnx.ModelPr
 
     Args:
         model: A method's module (fitted or not; the head is not part of this graph).
-        reduce: Output the reduced embedding ``[N, dims, grid, grid]`` (else the three tapped maps,
-            which is "the truncated backbone alone" that benchmarks compare against).
+        reduce: Output the reduced embedding ``[N, dims, grid, grid]`` (else the tapped maps ``tap1``,
+            ``tap2``, ..., which is "the truncated backbone alone" that benchmarks compare against).
     """
     module = _FeatureGraph(model.to("cpu").eval(), reduce=reduce).eval()
     example = torch.zeros(2, model.config.resize + 8, model.config.resize + 24, 3, dtype=torch.uint8)
     dynamic = torch.export.Dim.DYNAMIC
-    outputs = ["embedding"] if reduce else ["layer1", "layer2", "layer3"]
+    outputs = ["embedding"] if reduce else [f"tap{i + 1}" for i in range(len(model.features.taps))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for noisy in ("torch.onnx", "onnxscript", "torch.export"):
