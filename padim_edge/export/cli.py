@@ -1,4 +1,4 @@
-"""``padim-export``: fit PaDiM on normal images and write one fused ONNX graph."""
+"""``padim-export``: fit PaDiM (or PatchCore) on normal images and write one fused ONNX graph."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 
 from padim_edge.atomic import OutputError
 from padim_edge.export.padim.graph_head import DEFAULT_BLOCKS
+from padim_edge.export.patchcore import settings as patchcore
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
 
@@ -17,6 +18,14 @@ def _size(n: int) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--method",
+    type=click.Choice(["padim", "patchcore"]),
+    default="padim",
+    show_default=True,
+    help="padim: per-patch Gaussians + Mahalanobis distance (aligned images). patchcore: coreset memory bank "
+    "of patch features + nearest-neighbour distance (any alignment; slower per image, see --coreset).",
+)
 @click.option(
     "--backbone",
     type=click.Choice(list(BACKBONES)),
@@ -47,7 +56,28 @@ def _size(n: int) -> str:
 @click.option(
     "--dims",
     type=click.IntRange(min=1),
-    help="Random channels kept. Default: 100 (r18, mnv2), 550 (wr50). Up to all (448, 1792, 152).",
+    help="Embedding dims of the method. PaDiM: random channels kept; default 100 (r18, mnv2), 550 (wr50), up "
+    "to all (448, 1792, 152). PatchCore: channel-pooled patch features; default "
+    + ", ".join(f"{v} ({k})" for k, v in patchcore.DEFAULT_DIMS.items())
+    + ". Fewer dims = faster nearest-neighbour search.",
+)
+@click.option(
+    "--coreset",
+    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
+    help=f"PatchCore: fraction of the training patch features kept in the memory bank (default "
+    f"{patchcore.DEFAULT_CORESET}; 0.01 is the paper's fast setting). Per-image cost grows with the bank.",
+)
+@click.option(
+    "--coreset-chunk",
+    type=click.IntRange(min=0),
+    help="PatchCore: patch vectors per streaming chunk (default: 256 MiB of vectors). Each full chunk is "
+    "reduced to its own coreset, then one greedy pass over their union selects the bank, so fit memory does "
+    "not grow with the images. 0: exact greedy over every vector (memory grows with the images).",
+)
+@click.option(
+    "--coreset-oversample",
+    type=click.FloatRange(min=1.0),
+    help="PatchCore: per-chunk coresets keep this many times --coreset (default 2).",
 )
 @click.option("--resize", type=int, default=256, show_default=True, help="Square resize edge, in the graph.")
 @click.option(
@@ -64,7 +94,13 @@ def _size(n: int) -> str:
     is_flag=True,
     help="Random backbone weights: for smoke tests and latency work only (recorded in the metadata).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random channel subset.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of PaDiM's random channel subset / PatchCore's coreset projection and first pick.",
+)
 @click.option(
     "--batch-size", type=int, default=16, show_default=True, help="Images per forward pass in the fit."
 )
@@ -85,20 +121,23 @@ def _size(n: int) -> str:
 @click.option(
     "--blocks",
     type=int,
-    default=DEFAULT_BLOCKS,
-    show_default=True,
-    help="Column blocks of the packed symmetric Sigma^-1 (1 = full matrix; more = fewer bytes read).",
+    help=f"PaDiM: column blocks of the packed symmetric Sigma^-1 (default {DEFAULT_BLOCKS}; 1 = full matrix; "
+    "more = fewer bytes read).",
 )
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def main(
+    method: str,
     backbone: str,
     data: Path | None,
     demo: bool,
     output: Path,
     dims: int | None,
+    coreset: float | None,
+    coreset_chunk: int | None,
+    coreset_oversample: float | None,
     resize: int,
     crop: int,
     weights_file: Path | None,
@@ -107,15 +146,16 @@ def main(
     batch_size: int,
     device: str,
     external_data: str,
-    blocks: int,
+    blocks: int | None,
     parity_images: int,
     quiet: bool,
 ) -> None:
-    """Fit PaDiM on defect-free images and export ONE ONNX graph.
+    """Fit PaDiM (or PatchCore) on defect-free images and export ONE ONNX graph.
 
     The graph takes uint8 frames [N, H, W, 3] of any size and does everything else: resize, center
-    crop, ImageNet normalisation, the truncated backbone, the random channel subset, per-patch
-    Mahalanobis distance against the fitted Gaussians, upsampling, the sigma-4 blur and the image
+    crop, ImageNet normalisation, the truncated backbone, the method's reduction and head (PaDiM: random
+    channel subset, per-patch Mahalanobis distance; PatchCore: 3x3-aggregated mid-level features,
+    nearest memory-bank vector, re-weighted image score), upsampling, the sigma-4 blur and the image
     score. Outputs: anomaly_map [N, crop, crop] and score [N]. Run it with `padim-predict`.
 
     \b
@@ -123,6 +163,7 @@ def main(
       padim-export --demo --output demo/model.onnx
       padim-export --backbone r18 --data bottle/train/good --output bottle.onnx
       padim-export --backbone mnv2 --weights mobilenet_v2-b0353104.pth --data DIR -o m.onnx
+      padim-export --method patchcore --coreset 0.01 --backbone r18 --data DIR -o pc.onnx
     """
     from padim_edge.export.backbones import WeightsError
     from padim_edge.export.pipeline import ParityError, run_export
@@ -150,6 +191,7 @@ def main(
         run = run_export(
             data,
             output,
+            method=method,
             backbone=backbone,
             dims=dims,
             resize=resize,
@@ -161,6 +203,9 @@ def main(
             device=device,
             external_data=external_data,  # type: ignore[arg-type]
             blocks=blocks,
+            coreset=coreset,
+            coreset_chunk=coreset_chunk,
+            coreset_oversample=coreset_oversample,
             parity_images=parity_images,
             progress=not quiet,
         )
@@ -170,10 +215,19 @@ def main(
         raise click.ClickException(f"could not write {output}: {exc.strerror or exc}") from exc
     config = run.model.config
     spec = config.spec
+    facts = run.model.metadata()
+    click.echo(f"method        {run.model.method}")
     click.echo(
-        f"backbone      {spec.name} ({spec.builder}, taps {', '.join(spec.taps)}), "
-        f"{config.dims} of {spec.total_channels} channels (seed {config.seed})"
+        f"backbone      {spec.name} ({spec.builder}, taps {', '.join(run.model.features.taps)}), "
+        f"{config.dims} dims from {facts.get('channels')} channels (seed {config.seed})"
     )
+    if "bank_size" in facts:
+        selection = facts.get("coreset_selection", {})
+        how = ", ".join(f"{k} {v}" for k, v in selection.items() if k != "train_vectors")
+        click.echo(
+            f"memory bank   {facts['bank_size']} of {selection.get('train_vectors')} patch vectors "
+            f"(coreset {facts['coreset']}, {how})"
+        )
     click.echo(f"weights       {run.weights}")
     click.echo(f"images used   {run.fit.images} from {data}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")

@@ -71,6 +71,8 @@ class Method:
         placeholder: Installs value-free head constants of the right shapes from a model's metadata
             (benchmarks time a file's eager twin with it): ``(module, metadata) -> None``.
         load_state: Installs a saved ``state_dict`` (a fitted module's) into a fresh module.
+            Both make eager twins for latency comparisons: PatchCore's then scores in float32, as the
+            graph does, not in its float64 reference arithmetic.
     """
 
     name: str
@@ -190,12 +192,13 @@ def _patchcore_placeholder(model: Any, info: dict[str, Any]) -> None:
     rows = int(info.get("bank_size") or 1)
     bank = np.random.default_rng(0).standard_normal((rows, model.config.dims)).astype(np.float32)
     b = min(model.config.neighbours, rows)
-    model.set_bank(bank, (np.arange(rows)[:, None] + np.arange(b)[None, :]) % rows)  # itself first
+    table = (np.arange(rows)[:, None] + np.arange(b)[None, :]) % rows  # itself first
+    model.set_bank(bank, table, dtype=torch.float32)
 
 
 def _patchcore_load_state(model: Any, state: dict[str, torch.Tensor]) -> None:
     state = dict(state)
-    model.set_bank(state.pop("scorer.bank"), state.pop("scorer.table"))
+    model.set_bank(state.pop("scorer.bank"), state.pop("scorer.table"), dtype=torch.float32)
     _load_rest(model, state, "scorer.")
 
 

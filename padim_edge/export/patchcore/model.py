@@ -161,8 +161,12 @@ class PatchCoreModule(nn.Module):
         table: torch.Tensor | np.ndarray,
         *,
         info: BankInfo | None = None,
+        dtype: torch.dtype = torch.float64,
     ) -> None:
         """Install the memory bank ``[M, dims]`` and its neighbour table ``[M, b]``.
+
+        ``dtype``: the scorer's arithmetic, float64 (the reference the graph is checked against) or
+        float32 (an eager twin for latency comparisons).
 
         Raises:
             ValueError: The bank does not have ``dims`` columns, or the table does not fit it.
@@ -179,7 +183,7 @@ class PatchCoreModule(nn.Module):
                 f"neighbour table {tuple(table.shape)} does not fit {(bank.shape[0], expected_b)}"
             )
         device = self.preprocess.scale.device
-        self.scorer = NearestNeighbourScorer(bank.to(device), table.to(device))
+        self.scorer = NearestNeighbourScorer(bank.to(device), table.to(device), dtype=dtype)
         self.bank_info = info or BankInfo()
 
     def _score(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

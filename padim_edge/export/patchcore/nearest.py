@@ -74,10 +74,18 @@ class NearestNeighbourScorer(nn.Module):
     Args:
         bank: ``[M, D]`` float32 memory bank.
         table: ``[M, b]`` neighbour table from :func:`neighbour_table`.
-        block_patches: Patches scored per block (bounds the ``[block, M]`` float64 scratch).
+        block_patches: Patches scored per block (bounds the ``[block, M]`` scratch).
+        dtype: Arithmetic: float64 (the reference) or float32 (an eager twin for latency comparisons).
     """
 
-    def __init__(self, bank: torch.Tensor, table: torch.Tensor, *, block_patches: int = 4096) -> None:
+    def __init__(
+        self,
+        bank: torch.Tensor,
+        table: torch.Tensor,
+        *,
+        block_patches: int = 4096,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         super().__init__()
         if bank.ndim != 2 or table.ndim != 2 or table.shape[0] != bank.shape[0]:
             raise ValueError(
@@ -86,21 +94,22 @@ class NearestNeighbourScorer(nn.Module):
         self.register_buffer("bank", bank.to(torch.float32))
         self.register_buffer("table", table.to(torch.int64))
         self.block_patches = block_patches
+        self.dtype = dtype
 
     def nearest(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch vectors ``[K, D]`` -> (float64 distance to the nearest bank vector ``[K]``, its index)."""
-        bank = self.bank.to(torch.float64)
+        bank = self.bank.to(self.dtype)
         bank_sq = (bank * bank).sum(dim=1)
         dists, index = [], []
         for lo in range(0, patches.shape[0], self.block_patches):
-            x = patches[lo : lo + self.block_patches].to(torch.float64)
+            x = patches[lo : lo + self.block_patches].to(self.dtype)
             where = (bank_sq - 2.0 * x @ bank.T).argmin(dim=1)  # ||x||^2 is the same for every m
             dists.append(((x - bank[where]) ** 2).sum(dim=1).sqrt())  # from differences: no cancellation
             index.append(where)
         return torch.cat(dists), torch.cat(index)
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embedding ``[N, D, h, w]`` -> (patch distances ``[N, h, w]``, image scores ``[N]``), float64."""
+        """Embedding ``[N, D, h, w]`` -> (patch distances ``[N, h, w]``, scores ``[N]``), in ``dtype``."""
         n, d, h, w = embedding.shape
         patches = embedding.flatten(2).transpose(1, 2).reshape(-1, d)  # [N * P, D]
         dist, index = self.nearest(patches)
@@ -108,7 +117,7 @@ class NearestNeighbourScorer(nn.Module):
         worst = dist.argmax(dim=1)  # m_test*: the first patch with the largest nearest distance
         rows = torch.arange(n, device=dist.device)
         s_star, m_star = dist[rows, worst], index[rows, worst]
-        x_star = patches.view(n, h * w, d)[rows, worst].to(torch.float64)  # [N, D]
-        support = self.bank[self.table[m_star]].to(torch.float64)  # [N, b, D], m* first
+        x_star = patches.view(n, h * w, d)[rows, worst].to(self.dtype)  # [N, D]
+        support = self.bank[self.table[m_star]].to(self.dtype)  # [N, b, D], m* first
         support_distances = ((support - x_star[:, None, :]) ** 2).sum(dim=2).sqrt()
         return dist.view(n, h, w), reweight(support_distances, s_star)
