@@ -4,20 +4,21 @@ PatchCore's exact bank is the greedy coreset of *all* training patch features (W
 image before selection). :class:`CoresetBank` streams instead:
 
 * vectors are buffered in a chunk of at most ``chunk_vectors`` rows;
-* a full chunk is reduced to its own greedy coreset of ``min(1, oversample x fraction)`` of its rows,
-  which joins the *union*; the raw chunk is dropped;
+* a full chunk (once more vectors arrive) is reduced to its own greedy coreset of
+  ``min(1, oversample x fraction)`` of its rows, which joins the *union*; the raw chunk is dropped;
 * :meth:`CoresetBank.select` runs one final greedy pass over the union (plus the last partial chunk)
   down to ``round(fraction x all vectors seen)`` rows.
 
 Peak memory is one chunk plus the union (``oversample x`` the final bank), whatever the number of
 images. With a single chunk (``chunk_vectors=None``, or fewer vectors than a chunk) the result is the
-exact greedy coreset. Otherwise it is the greedy coreset of a union of per-chunk coresets, which
+exact greedy coreset (a full chunk is only reduced once more vectors arrive). Otherwise it is the greedy coreset of a union of per-chunk coresets, which
 covers the data nearly as well (every dropped vector is within its chunk coreset's covering radius of
 a kept one); benchmarks/patchcore.py measures the accuracy difference against exact greedy.
 
-The same merge serves distributed fits: shards each stream into their own bank, export
-:meth:`CoresetBank.partial`, and one bank :meth:`CoresetBank.merge`\\ s them before the final pass. All
-chunks and shards share one seeded projection, so the final pass measures every vector alike.
+The same merge serves distributed fits: shards each stream into their own bank and hand on
+:meth:`CoresetBank.partial` (``reduce=True``: coresets only); one bank merges them
+(:meth:`CoresetBank.merge`) before the final pass. All chunks and shards share one seeded projection,
+so the final pass measures every vector alike.
 """
 
 from __future__ import annotations
@@ -129,12 +130,12 @@ class CoresetBank:
         while start < len(vectors):
             if self._buffer is None:
                 self._buffer = np.empty((self.chunk_vectors, self.dims), dtype=np.float32)
+            if self._filled == self.chunk_vectors:  # reduced only once more vectors come: a fit that
+                self._reduce_chunk()  # fills exactly one chunk stays exact
             take = min(len(vectors) - start, self.chunk_vectors - self._filled)
             self._buffer[self._filled : self._filled + take] = vectors[start : start + take]
             self._filled += take
             start += take
-            if self._filled == self.chunk_vectors:
-                self._reduce_chunk()
 
     def _reduce_chunk(self) -> None:
         assert self._buffer is not None
@@ -152,8 +153,15 @@ class CoresetBank:
         self.chunks += 1
         self._filled = 0
 
-    def partial(self) -> PartialCoreset:
-        """The vectors a merge needs: the union of chunk coresets plus the current chunk's raw rows."""
+    def partial(self, *, reduce: bool = False) -> PartialCoreset:
+        """The vectors a merge needs: the union of chunk coresets plus the current chunk.
+
+        Args:
+            reduce: Reduce the current (possibly partial) chunk to its coreset first, so that a shard hands
+                on coresets only (at most ``oversample x fraction`` of its vectors); else it travels raw.
+        """
+        if reduce and self._filled:
+            self._reduce_chunk()
         pieces = [*self._union, *self._pending]
         if self._filled:
             assert self._buffer is not None

@@ -77,7 +77,7 @@ def project_pieces(pieces: list[np.ndarray], projection_dims: int | None = 128, 
     Raises:
         ValueError: No rows, arrays of different widths, or non-finite values.
     """
-    pieces = [_as_2d(p) for p in pieces if len(p)]
+    pieces = [_as_2d(p) for p in pieces]
     if not pieces:
         raise ValueError("no feature vectors to project")
     dims = pieces[0].shape[1]
