@@ -10,10 +10,11 @@ image before selection). :class:`CoresetBank` streams instead:
   down to ``round(fraction x all vectors seen)`` rows.
 
 Peak memory is one chunk plus the union (``oversample x`` the final bank), whatever the number of
-images. With a single chunk (``chunk_vectors=None``, or fewer vectors than a chunk) the result is the
-exact greedy coreset (a full chunk is only reduced once more vectors arrive). Otherwise it is the greedy coreset of a union of per-chunk coresets, which
-covers the data nearly as well (every dropped vector is within its chunk coreset's covering radius of
-a kept one); benchmarks/patchcore.py measures the accuracy difference against exact greedy.
+images. With a single chunk (``chunk_vectors=None``, or no more vectors than a chunk: a full chunk is
+only reduced once more vectors arrive) the result is the exact greedy coreset. Otherwise it is the
+greedy coreset of a union of per-chunk coresets, which covers the data nearly as well (every dropped
+vector is within its chunk coreset's covering radius of a kept one); benchmarks/patchcore.py measures
+the accuracy difference against exact greedy.
 
 The same merge serves distributed fits: shards each stream into their own bank and hand on
 :meth:`CoresetBank.partial` (``reduce=True``: coresets only); one bank merges them
