@@ -91,11 +91,13 @@ def config_key(
     return key if method == "padim" else f"{method}-{key}-k{coreset:g}"
 
 
-def model_label(method: str, backbone: str, dims: int, *, coreset: float | None = None) -> str:
-    """Row label: PaDiM's paper name (``R18-Rd100``) or ``PatchCore-R18-d256-c0.01``."""
+def model_label(
+    method: str, backbone: str, dims: int, *, coreset: float | None = None, bank_size: int | None = None
+) -> str:
+    """Row label: PaDiM's paper name (``R18-Rd100``) or ``PatchCore-R18-d256-c0.01-m1882`` (``m``: bank)."""
     if method == "padim":
         return paper_name(backbone, dims)
-    return f"PatchCore-{backbone.upper()}-d{dims}-c{coreset:g}"
+    return f"PatchCore-{backbone.upper()}-d{dims}-c{coreset:g}" + (f"-m{bank_size}" if bank_size else "")
 
 
 def _reusable(folder: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
@@ -196,7 +198,7 @@ def prepare(
         say(f"{label}: reusing the models in {target}")
         return Artifacts(
             **base,
-            label=label,
+            label=model_label(method, backbone, dims, coreset=coreset, bank_size=old.get("bank_size")),
             fused=old["fused"] if fused else None,
             backbone_graph=old["backbone_graph"] if backbone_alone else None,
             state=old["state"] if eager else None,
@@ -225,6 +227,7 @@ def prepare(
             model, synthetic_frames(fit_frames, crop), batch_size=4, device="cpu", progress=progress
         )
         bank_size = model.metadata().get("bank_size")
+        label = model_label(method, backbone, dims, coreset=coreset, bank_size=bank_size)
         say(f"{label}: exporting the fused graph")
         export(model, target / FUSED_NAME, weights=weights, train_images=fit_frames)
         paths["fused"] = str(target / FUSED_NAME)

@@ -351,11 +351,8 @@ def render_markdown(result: BenchResult, *, title: str = "padim-edge latency ben
 
 
 def _title(row: dict[str, Any]) -> str:
-    """``PaDiM R18-Rd100`` / ``PatchCore-R18-d256-c0.1 (bank 1882)``: the model with its method."""
-    if row.get("method", "padim") == "padim":
-        return f"PaDiM {row['model']}"
-    bank = row.get("bank_size")
-    return row["model"] + (f" (bank {bank})" if bank else "")
+    """``PaDiM R18-Rd100`` / ``PatchCore-R18-d256-c0.1-m18816``: the model with its method."""
+    return f"PaDiM {row['model']}" if row.get("method", "padim") == "padim" else row["model"]
 
 
 def _mark(row: dict[str, Any]) -> str:

@@ -243,7 +243,13 @@ def _subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
     for path in config.models:
         meta = read_model_metadata(path)
         module = {k: meta[k] for k in _MODULE_KEYS}
-        label = model_label(meta["method"], meta["backbone"], meta["dims"], coreset=meta["coreset"])
+        label = model_label(
+            meta["method"],
+            meta["backbone"],
+            meta["dims"],
+            coreset=meta["coreset"],
+            bank_size=meta["bank_size"],
+        )
         label = f"{label} {meta['precision']}"
         graph = None
         if config.backbone:

@@ -217,9 +217,10 @@ def main(
     spec = config.spec
     facts = run.model.metadata()
     click.echo(f"method        {run.model.method}")
+    kept = "of" if "channel_indices" in facts else "dims pooled from"  # PaDiM keeps a channel subset
     click.echo(
         f"backbone      {spec.name} ({spec.builder}, taps {', '.join(run.model.features.taps)}), "
-        f"{config.dims} dims from {facts.get('channels')} channels (seed {config.seed})"
+        f"{config.dims} {kept} {facts.get('channels')} channels (seed {config.seed})"
     )
     if "bank_size" in facts:
         selection = facts.get("coreset_selection", {})

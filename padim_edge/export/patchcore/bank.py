@@ -6,8 +6,8 @@ image before selection). :class:`CoresetBank` streams instead:
 * vectors are buffered in a chunk of at most ``chunk_vectors`` rows;
 * a full chunk (once more vectors arrive) is reduced to its own greedy coreset of
   ``min(1, oversample x fraction)`` of its rows, which joins the *union*; the raw chunk is dropped;
-* :meth:`CoresetBank.select` runs one final greedy pass over the union (plus the last partial chunk)
-  down to ``round(fraction x all vectors seen)`` rows.
+* :meth:`CoresetBank.select` reduces the last (partial) chunk the same way and runs one final greedy
+  pass over the union down to ``round(fraction x all vectors seen)`` rows.
 
 Peak memory is one chunk plus the union (``oversample x`` the final bank), whatever the number of
 images. With a single chunk (``chunk_vectors=None``, or no more vectors than a chunk: a full chunk is
@@ -196,6 +196,10 @@ class CoresetBank:
         """
         if len(self._pending) > 1:  # exact mode: one array, so the pass is greedy_coreset(all vectors)
             self._pending = [np.concatenate(self._pending)]
+        if self.chunks and self._filled:  # streaming: the last chunk is reduced like the others
+            self._reduce_chunk()
+        if self.chunks:
+            self._buffer = None  # the chunk buffer is not needed by the final pass
         pieces = [*self._union, *self._pending]
         if self._filled:
             assert self._buffer is not None

@@ -40,18 +40,20 @@ def test_one_chunk_is_the_exact_greedy_coreset(chunk: int | None) -> None:
 def test_streaming_is_chunk_coresets_then_a_final_pass() -> None:
     x = vectors(1000, seed=1)
     bank = feed(CoresetBank(DIMS, fraction=0.05, projection_dims=8, chunk_vectors=300, oversample=3.0), x)
-    assert bank.seen == 1000 and bank.chunks == 3
+    assert bank.seen == 1000 and bank.chunks == 3 and bank.stored == 3 * 45 + 100  # union + current chunk
     union = []
     for lo in (0, 300, 600):
         chunk = x[lo : lo + 300]
         keep = coreset.coreset_size(300, 0.15)
         union.append(chunk[np.sort(coreset.brute_force_greedy(chunk, keep, projection_dims=8, seed=0))])
-    union.append(x[900:])  # the last, partial chunk joins unselected
+    last = x[900:]  # the last, partial chunk is reduced the same way
+    keep = coreset.coreset_size(100, 0.15)
+    union.append(last[np.sort(coreset.brute_force_greedy(last, keep, projection_dims=8, seed=0))])
     union = np.concatenate(union)
     final = union[coreset.brute_force_greedy(union, 50, projection_dims=8, seed=0)]
     np.testing.assert_allclose(bank.select(), final, atol=0)
     assert bank.select().shape == (50, DIMS)  # round(0.05 * 1000), in pick order, repeatable
-    assert bank.stored == 3 * 45 + 100  # memory: the union plus the current chunk, not the 1000 vectors
+    assert bank.stored == 3 * 45 + 15  # after select: the union of chunk coresets, not the 1000 vectors
 
 
 def test_memory_is_bounded_by_chunk_plus_union() -> None:

@@ -130,13 +130,13 @@ def test_padim_bench_on_a_patchcore_model(exported, tmp_path: Path) -> None:
     result = run_benchmark(config)
     labels = Counter((r["model"], r["variant"]) for r in result.rows)
     assert labels == {
-        ("PatchCore-R18-d16-c0.5", "fused"): 2,
-        ("PatchCore-R18-d16-c0.5", "eager"): 2,
-        ("PatchCore-R18-d32-c0.25 fp32", "fused"): 2,
-        ("PatchCore-R18-d32-c0.25 fp32", "eager"): 2,
+        ("PatchCore-R18-d16-c0.5-m96", "fused"): 2,  # round(0.5 x 3 frames x 64 patches)
+        ("PatchCore-R18-d16-c0.5-m96", "eager"): 2,
+        ("PatchCore-R18-d32-c0.25-m192 fp32", "fused"): 2,
+        ("PatchCore-R18-d32-c0.25-m192 fp32", "eager"): 2,
     }
-    built = next(r for r in result.rows if r["model"] == "PatchCore-R18-d16-c0.5")
-    assert built["bank_size"] == round(0.5 * 3 * 64) and built["method"] == "patchcore"
+    built = next(r for r in result.rows if r["model"] == "PatchCore-R18-d16-c0.5-m96")
+    assert built["bank_size"] == 96 and built["method"] == "patchcore"
     assert all(r["per_image_ms"]["p50"] > 0 for r in result.rows)
 
 
