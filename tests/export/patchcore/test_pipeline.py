@@ -164,3 +164,19 @@ def test_cli_export_and_option_errors(demo, tmp_path: Path) -> None:
     )
     assert wrong.exit_code != 0 and "dims must be in 1..512 for patchcore r18" in wrong.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_padim_predict_cli_on_a_patchcore_model(exported, demo, tmp_path: Path) -> None:
+    from padim_edge.runtime.cli import main as predict_main
+
+    run, path = exported
+    out = tmp_path / "pred"
+    folder = demo.test_dir / "stain"
+    result = CliRunner().invoke(predict_main, [str(path), str(folder), "--output", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((out / "scores.json").read_text())
+    names = sorted(p.name for p in list_images(folder))
+    assert sorted(scores) == names
+    _, reference = run.model.score_frames([load_image(folder / name) for name in names])
+    np.testing.assert_allclose([scores[n] for n in names], reference, rtol=1e-4)
+    assert len(list(out.glob("*_overlay.png"))) == len(names)
