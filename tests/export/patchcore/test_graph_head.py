@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -127,3 +130,12 @@ def test_head_rejects_a_table_that_does_not_fit() -> None:
     bank = np.zeros((10, 4), dtype=np.float32)
     with pytest.raises(ValueError, match="does not fit a bank of 10 rows"):
         nearest_neighbour_nodes("e", bank, np.zeros((9, 3), dtype=np.int64), grid=2)
+
+
+def test_head_builder_and_settings_import_without_torch() -> None:
+    code = (
+        "import sys, padim_edge.export.patchcore.graph_head, padim_edge.export.patchcore.settings; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
