@@ -60,7 +60,6 @@ class PatchAggregator(nn.Module):
     def __init__(self, channels: tuple[int, ...], dims: int) -> None:
         super().__init__()
         self.dims = dims
-        self.count = len(channels)
         for i, matrix in enumerate(pooling_matrices(channels, dims)):
             self.register_buffer(f"weight{i}", matrix.to(torch.float32)[:, :, None, None], persistent=False)
 
