@@ -166,7 +166,7 @@ def run_curve(
         devices=["cpu"],
         policy=policy,
         eager=False,
-        backbone=True,
+        backbone=False,  # the backbone-alone rows come from the latency part (same graph for every bank)
         workdir=workdir,
         wait_idle=wait_idle,
         retries=1,
