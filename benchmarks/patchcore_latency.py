@@ -6,11 +6,18 @@
   rounds' p50s with their spread.
 * ``run_curve``: the per-image cost against the bank size (and against dims), from graphs with random
   banks of chosen sizes (latency does not depend on the bank's values, only on its shape).
+* ``cpu_time``: a contention-robust complement: process CPU time per image at ONE onnxruntime thread,
+  models measured round-robin in one process. On a shared, oversubscribed machine wall times at 2
+  threads stretch by whatever the other jobs take (and intra-op threads spin while descheduled); the
+  CPU time a single-threaded call consumes is the work the model needs, close to its quiet 1-thread
+  wall time.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,15 @@ def _summarise(rounds: list[BenchResult]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _fused_paths(result: BenchResult) -> list[dict[str, Any]]:
+    """``{"model", "path"}`` of every fused model a benchmark timed (from its run settings)."""
+    seen: dict[str, str] = {}
+    for row in result.rows:
+        if row["variant"] == "fused" and row.get("path"):
+            seen.setdefault(row["model"], row["path"])
+    return [{"model": m, "path": p} for m, p in seen.items()]
 
 
 def _rounds(configs: list[BenchConfig], rounds: int) -> tuple[list[BenchResult], list[str]]:
@@ -102,7 +118,9 @@ def run_latency(
                 )
             )
     results, notes = _rounds(configs, rounds)
+    fused = {r["model"]: Path(r["path"]) for r in _fused_paths(results[-1])}
     return {
+        "cpu_time": cpu_time(fused, batch_sizes=batch_sizes, rounds=rounds),
         "fit_frames_patchcore": fit_frames,
         "fit_frames_padim": 8,
         "threads": threads,
@@ -142,7 +160,7 @@ def run_curve(
     *,
     banks: tuple[int, ...] = (500, 1000, 2000, 5000, 10_000, 20_000, 40_000),
     dims_sweep: tuple[int, ...] = (128, 384),
-    dims_bank: int = 18_816,
+    dims_bank: int = 20_000,
     batch_sizes: tuple[int, ...] = (1, 8),
     threads: str = "2",
     rounds: int = 2,
@@ -173,7 +191,9 @@ def run_curve(
         progress=progress,
     )
     results, notes = _rounds([config], rounds)
+    labels = {r["model"]: Path(r["path"]) for r in _fused_paths(results[-1])}
     return {
+        "cpu_time": cpu_time(labels, batch_sizes=batch_sizes, rounds=rounds),
         "backbone": "r18",
         "threads": threads,
         "policy": policy.to_dict(),
@@ -183,3 +203,50 @@ def run_curve(
         "rows": _summarise(results),
         "notes": notes,
     }
+
+
+def cpu_time(
+    models: dict[str, Path], *, batch_sizes: tuple[int, ...] = (1, 8), calls: int = 6, rounds: int = 3
+) -> list[dict[str, Any]]:
+    """CPU ms per image of each model at one thread (median over rounds of the mean of ``calls`` calls).
+
+    Each round opens every model in turn (one at a time, so memory stays that of one model), warms it
+    up, and times ``calls`` calls per batch size with ``time.process_time`` (and the wall clock).
+    """
+    from padim_edge.bench.worker import make_frames
+    from padim_edge.runtime import PadimModel
+
+    samples: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    for round_ in range(rounds):
+        for label, path in models.items():
+            model = PadimModel(path, device="cpu", threads=1)
+            for batch in batch_sizes:
+                frames = make_frames(batch, (224, 224))
+                model.run(frames)
+                cpu, wall = time.process_time(), time.perf_counter()
+                for _ in range(calls):
+                    model.run(frames)
+                samples[(label, batch)].append(
+                    (
+                        (time.process_time() - cpu) / calls / batch,
+                        (time.perf_counter() - wall) / calls / batch,
+                    )
+                )
+            print(f"cpu time round {round_ + 1}: {label} done", file=sys.stderr, flush=True)
+            del model
+    out = []
+    for (label, batch), values in samples.items():
+        cpu_ms = [1e3 * c for c, _ in values]
+        out.append(
+            {
+                "model": label,
+                "batch": batch,
+                "cpu_ms_per_image_median": statistics.median(cpu_ms),
+                "cpu_ms_per_image_min": min(cpu_ms),
+                "cpu_ms_per_image_max": max(cpu_ms),
+                "wall_ms_per_image_median": statistics.median(1e3 * w for _, w in values),
+                "rounds": len(values),
+                "calls": calls,
+            }
+        )
+    return out

@@ -291,6 +291,7 @@ def _rows(
                 "per_image_ms": {k: getattr(per_image, k) for k in ("mean", "p50", "p90", "p99")},
                 "images_per_s": batch * latency.reps / latency.total,
                 "model_bytes": model_bytes,
+                "path": job.get("path"),
                 "load_s": load.get("load_s"),
                 "first_call_s": load.get("first_call_s"),
                 "rss_before_load_mb": load.get("rss_before_load_mb"),
