@@ -52,8 +52,14 @@ KEYS: dict[str, Key] = {
         Key("version", "str", "padim-edge version that wrote the file", required=True),
         Key("method", "str", "padim (per-patch Gaussians) or patchcore (coreset memory bank)"),
         Key("backbone", "str", "r18 | wr50 | mnv2", required=True),
-        Key("dims", "int", "embedding channels (PaDiM: kept after the random reduction)", required=True),
+        Key(
+            "dims",
+            "int",
+            "embedding channels (PaDiM: kept after the random reduction; PatchCore: after channel pooling)",
+            required=True,
+        ),
         Key("channels", "int", "channels of the tapped maps before the reduction"),
+        Key("taps", "json", "backbone modules the embedding is built from, when not the row's three"),
         Key("resize", "int", "square resize edge applied to every frame", required=True),
         Key("crop", "int", "center-crop edge = anomaly-map edge", required=True),
         Key("feature_size", "int", "patch grid edge (crop / stride of the first tap)"),
@@ -63,6 +69,18 @@ KEYS: dict[str, Key] = {
         Key("channel_indices", "json", "the kept channels, in embedding order"),
         Key("train_images", "int", "normal images the model was fitted on", required=True),
         Key("train_scores", "json", "scores of training images: count, p50, p99, max, map_p50"),
+        # PatchCore
+        Key("coreset", "float", "PatchCore: fraction of the training patch features kept in the bank"),
+        Key("bank_size", "int", "PatchCore: memory-bank vectors in the graph"),
+        Key("neighbours", "int", "PatchCore: b, bank neighbours of m* in the re-weighted image score"),
+        Key(
+            "projection_dims", "int", "PatchCore: Johnson-Lindenstrauss dims of the greedy coreset selection"
+        ),
+        Key(
+            "coreset_selection",
+            "json",
+            "PatchCore: training patch vectors, how they were reduced (exact | streaming: chunk, oversample)",
+        ),
         Key("created", "str", "ISO-8601 UTC creation time"),
         # how the graph computes
         Key("precision", "str", "backbone arithmetic: fp32 | int8 | fp16"),

@@ -1,8 +1,9 @@
 """Build the models a benchmark compares: fused graph, backbone-alone graph, eager module state.
 
-The backbone has random weights and the Gaussians are fitted on a few synthetic frames: latency does
-not depend on either's values, and nothing has to be downloaded. The three artifacts come from the
-same :class:`PadimModule`, so "fused vs backbone alone vs eager" compares one model three ways.
+The backbone has random weights and the head (PaDiM's Gaussians, PatchCore's memory bank) is fitted on
+synthetic frames: latency does not depend on their values (PatchCore's does depend on the bank's *size*,
+set by the number of frames and the coreset fraction), and nothing has to be downloaded. The three
+artifacts come from the same module, so "fused vs backbone alone vs eager" compares one model three ways.
 Exported files are kept in a folder keyed by the configuration and reused when a later run asks for
 the same one (WR50-Rd550 takes minutes to fit and export).
 """
@@ -21,7 +22,7 @@ import numpy as np
 from padim_edge import atomic
 from padim_edge.spec import get_spec, paper_name
 
-__all__ = ["Artifacts", "paper_name", "prepare"]
+__all__ = ["Artifacts", "model_label", "paper_name", "prepare"]
 
 FUSED_NAME = "padim.onnx"
 BACKBONE_NAME = "backbone.onnx"
@@ -35,7 +36,7 @@ class Artifacts:
 
     Attributes:
         backbone: Backbone short name.
-        dims: Channels kept.
+        dims: Embedding dims.
         resize: Square resize edge.
         crop: Center-crop edge.
         seed: Channel-subset seed.
@@ -43,9 +44,12 @@ class Artifacts:
         fused: The fused ONNX model (``None`` when benchmarking a given file instead).
         backbone_graph: Preprocessing + truncated backbone alone, as ONNX (``None`` if not asked).
         state: ``state_dict`` of the fitted module for the eager rows (``None`` if not asked).
-        fit_frames: Synthetic frames the Gaussians were fitted on.
+        fit_frames: Synthetic frames the head was fitted on.
         seconds: Wall time spent preparing (0 when reused).
         reused: Whether the files came from an earlier run.
+        method: ``padim`` or ``patchcore``.
+        coreset: PatchCore's coreset fraction (``None`` for PaDiM).
+        bank_size: PatchCore's memory-bank vectors (``None`` for PaDiM or when not fitted).
     """
 
     backbone: str
@@ -60,6 +64,9 @@ class Artifacts:
     fit_frames: int
     seconds: float
     reused: bool
+    method: str = "padim"
+    coreset: float | None = None
+    bank_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON)."""
@@ -71,9 +78,39 @@ class Artifacts:
         return cls(**values)
 
 
-def config_key(backbone: str, dims: int, resize: int, crop: int, seed: int) -> str:
+def config_key(
+    backbone: str,
+    dims: int,
+    resize: int,
+    crop: int,
+    seed: int,
+    method: str = "padim",
+    coreset: float | None = None,
+) -> str:
     """Folder name of a configuration's artifacts."""
-    return f"{backbone}-d{dims}-r{resize}-c{crop}-s{seed}"
+    key = f"{backbone}-d{dims}-r{resize}-c{crop}-s{seed}"
+    return key if method == "padim" else f"{method}-{key}-k{coreset:g}"
+
+
+def model_label(
+    method: str,
+    backbone: str,
+    dims: int,
+    *,
+    coreset: float | None = None,
+    bank_size: int | None = None,
+    precision: str | None = None,
+    head_precision: str = "fp32",
+) -> str:
+    """Row label: PaDiM's paper name (``R18-Rd100``) or ``PatchCore-R18-d256-c0.01-m1882`` (``m``: bank),
+    then the backbone precision of a given model file and a compact head (``R18-Rd100 int8 int8-head``)."""
+    if method == "padim":
+        label = paper_name(backbone, dims)
+    else:
+        label = f"PatchCore-{backbone.upper()}-d{dims}-c{coreset:g}" + (f"-m{bank_size}" if bank_size else "")
+    if precision is not None:
+        label += f" {precision}"
+    return label + ("" if head_precision == "fp32" else f" {head_precision}-head")
 
 
 def _reusable(folder: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
@@ -84,8 +121,8 @@ def _reusable(folder: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
         old = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return None
-    keys = ("backbone", "dims", "resize", "crop", "seed", "fit_frames")
-    if any(old.get(k) != wanted[k] for k in keys):
+    keys = ("backbone", "dims", "resize", "crop", "seed", "fit_frames", "method", "coreset")
+    if any(old.get(k, _OLD_DEFAULTS.get(k)) != wanted[k] for k in keys):
         return None
     for key in ("fused", "backbone_graph", "state"):
         if wanted[key] and not (old.get(key) and Path(old[key]).is_file()):
@@ -93,10 +130,16 @@ def _reusable(folder: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
     return old
 
 
+#: Manifest values of runs from before a key existed.
+_OLD_DEFAULTS: dict[str, Any] = {"method": "padim", "coreset": None}
+
+
 def prepare(
     backbone: str,
     folder: str,
     *,
+    method: str = "padim",
+    coreset: float | None = None,
     dims: int | None = None,
     resize: int = 256,
     crop: int = 224,
@@ -112,11 +155,14 @@ def prepare(
     Args:
         backbone: ``r18``, ``wr50`` or ``mnv2``.
         folder: Parent folder; files go to ``folder/<config key>/``.
-        dims: Channels kept (default: the backbone's paper setting).
+        method: ``padim`` or ``patchcore``.
+        coreset: PatchCore's coreset fraction (default 0.1).
+        dims: Embedding dims (default: the method's setting for the backbone).
         resize: Square resize edge.
         crop: Center-crop edge.
         seed: Channel-subset seed.
-        fit_frames: Synthetic uint8 frames the Gaussians are fitted on (at least 2).
+        fit_frames: Synthetic uint8 frames the head is fitted on (at least 2; PatchCore's bank holds
+            ``coreset x frames x patches`` vectors).
         fused: Export the fused graph (off when a given model file is benchmarked).
         backbone_alone: Export the backbone-alone graph (``trace_features(model, reduce=False)``).
         eager: Save the fitted module's ``state_dict`` for the eager rows (only with ``fused``: without
@@ -126,14 +172,20 @@ def prepare(
     import torch
 
     from padim_edge.export.exporter import trace_features
+    from padim_edge.export.methods import get_method
+    from padim_edge.export.patchcore.settings import DEFAULT_CORESET
     from padim_edge.export.pipeline import build_module, export
     from padim_edge.export.pipeline import fit_frames as fit_frames_fn
     from padim_edge.onnx_files import save_model
 
-    dims = dims or get_spec(backbone).default_dims
+    dims = dims or get_method(method).default_dims(get_spec(backbone))
+    if method == "patchcore" and coreset is None:
+        coreset = DEFAULT_CORESET
     eager = eager and fused
-    target = Path(folder) / config_key(backbone, dims, resize, crop, seed)
+    target = Path(folder) / config_key(backbone, dims, resize, crop, seed, method, coreset)
     wanted: dict[str, Any] = {
+        "method": method,
+        "coreset": coreset,
         "backbone": backbone,
         "dims": dims,
         "resize": resize,
@@ -144,8 +196,11 @@ def prepare(
         "backbone_graph": backbone_alone,
         "state": eager,
     }
-    base = {k: wanted[k] for k in ("backbone", "dims", "resize", "crop", "seed", "fit_frames")}
-    label = paper_name(backbone, dims)
+    base = {
+        k: wanted[k]
+        for k in ("backbone", "dims", "resize", "crop", "seed", "fit_frames", "method", "coreset")
+    }
+    label = model_label(method, backbone, dims, coreset=coreset)
 
     def say(message: str) -> None:
         if progress:
@@ -156,21 +211,36 @@ def prepare(
         say(f"{label}: reusing the models in {target}")
         return Artifacts(
             **base,
-            label=label,
+            label=model_label(method, backbone, dims, coreset=coreset, bank_size=old.get("bank_size")),
             fused=old["fused"] if fused else None,
             backbone_graph=old["backbone_graph"] if backbone_alone else None,
             state=old["state"] if eager else None,
             seconds=0.0,
             reused=True,
+            bank_size=old.get("bank_size"),
         )
     start = time.perf_counter()
     target.mkdir(parents=True, exist_ok=True)
     (target / MANIFEST_NAME).unlink(missing_ok=True)
-    model, weights = build_module(backbone, dims=dims, resize=resize, crop=crop, seed=seed, random_init=True)
+    model, weights = build_module(
+        backbone,
+        method=method,
+        dims=dims,
+        resize=resize,
+        crop=crop,
+        seed=seed,
+        random_init=True,
+        coreset=coreset,
+    )
     paths: dict[str, str | None] = {"fused": None, "backbone_graph": None, "state": None}
+    bank_size = None
     if fused:
         say(f"{label}: fitting on {fit_frames} synthetic frames (random-init backbone)")
-        fit_frames_fn(model, synthetic_frames(fit_frames, crop), batch_size=4, device="cpu")
+        fit_frames_fn(
+            model, synthetic_frames(fit_frames, crop), batch_size=4, device="cpu", progress=progress
+        )
+        bank_size = model.metadata().get("bank_size")
+        label = model_label(method, backbone, dims, coreset=coreset, bank_size=bank_size)
         say(f"{label}: exporting the fused graph")
         export(model, target / FUSED_NAME, weights=weights, train_images=fit_frames)
         paths["fused"] = str(target / FUSED_NAME)
@@ -183,10 +253,10 @@ def prepare(
         torch.save(model.state_dict(), target / STATE_NAME)
         paths["state"] = str(target / STATE_NAME)
     seconds = time.perf_counter() - start
-    manifest = {**base, **paths, "seconds": seconds}
+    manifest = {**base, **paths, "seconds": seconds, "bank_size": bank_size}
     atomic.write_json(target / MANIFEST_NAME, manifest)
     say(f"{label}: models ready in {seconds:.0f} s")
-    return Artifacts(**base, label=label, **paths, seconds=seconds, reused=False)
+    return Artifacts(**base, label=label, **paths, seconds=seconds, reused=False, bank_size=bank_size)
 
 
 def synthetic_frames(count: int, size: int, seed: int = 0) -> np.ndarray:

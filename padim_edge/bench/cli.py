@@ -1,4 +1,4 @@
-"""``padim-bench``: end-to-end latency, throughput, load time and memory of PaDiM through the runtime."""
+"""``padim-bench``: end-to-end latency, throughput, load time and memory of a model through the runtime."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def parse_frame(text: str) -> tuple[int, int]:
     "backbones",
     type=click.Choice(list(BACKBONES)),
     multiple=True,
-    help="Build this backbone (random-init weights, Gaussians fitted on synthetic frames) and benchmark it. "
+    help="Build this backbone (random-init weights, head fitted on synthetic frames) and benchmark it. "
     "Repeat for several: --backbone r18 --backbone wr50. Default: r18, unless --model is given.",
 )
 @click.option(
@@ -175,7 +175,24 @@ def parse_frame(text: str) -> tuple[int, int]:
 @click.option("--no-eager", is_flag=True, help="Skip the PyTorch eager rows.")
 @click.option("--no-backbone", is_flag=True, help="Skip the truncated-backbone-alone rows.")
 @click.option(
-    "--dims", type=int, help="Channels kept by built models (default: 100 for r18/mnv2, 550 for wr50)."
+    "--method",
+    type=click.Choice(["padim", "patchcore"]),
+    default="padim",
+    show_default=True,
+    help="Method of the built models (--backbone).",
+)
+@click.option(
+    "--coreset",
+    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
+    help="PatchCore: coreset fraction of built models (default 0.1). Their bank holds about "
+    "coreset x --fit-frames x patches vectors (784 patches per frame at crop 224), and the per-image cost "
+    "grows with it: fit on as many frames as a real training set has (e.g. --fit-frames 240).",
+)
+@click.option(
+    "--dims",
+    type=int,
+    help="Embedding dims of built models (default: PaDiM 100 for r18/mnv2, 550 for wr50; PatchCore 256 for "
+    "r18, 1024 for wr50, 192 for mnv2).",
 )
 @click.option("--resize", type=int, default=256, show_default=True, help="Resize edge of built models.")
 @click.option("--crop", type=int, default=224, show_default=True, help="Crop edge of built models.")
@@ -231,6 +248,8 @@ def main(
     head_precisions: tuple[str, ...],
     no_eager: bool,
     no_backbone: bool,
+    method: str,
+    coreset: float | None,
     dims: int | None,
     resize: int,
     crop: int,
@@ -241,7 +260,7 @@ def main(
     retries: int,
     quiet: bool,
 ) -> None:
-    """Benchmark PaDiM end to end through the runtime, like the paper's Table VII.
+    """Benchmark PaDiM (or PatchCore) end to end through the runtime, like the PaDiM paper's Table VII.
 
     For each model, device and thread count it times, over a batch sweep: the fused ONNX graph through
     padim_edge.runtime (the product), the truncated backbone alone exported the same way (so
@@ -253,6 +272,7 @@ def main(
     Quick run:   padim-bench --batch-sizes 1,8 --min-reps 20 --min-seconds 1
     Table VII:   python benchmarks/table7.py
     A variant:   padim-bench --model model_int8.onnx --threads all
+    PatchCore:   padim-bench --method patchcore --coreset 0.01 --fit-frames 240 --batch-sizes 1,8
     """
     from padim_edge.bench import report
 
@@ -265,6 +285,10 @@ def main(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if coreset is not None and method != "patchcore":
+        raise click.UsageError("--coreset applies to --method patchcore only")
+    if method != "padim" and set(head_precisions) - {"fp32"}:
+        raise click.UsageError("--head-precision applies to --method padim only (PaDiM's Mahalanobis head)")
     config = BenchConfig(
         backbones=list(backbones) if backbones or models else ["r18"],
         models=list(models),
@@ -273,6 +297,8 @@ def main(
         devices=parse_devices(device),
         policy=policy,
         frame=parse_frame(frame_size),
+        method=method,
+        coreset=coreset,
         dims=dims,
         resize=resize,
         crop=crop,

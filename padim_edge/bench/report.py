@@ -198,8 +198,9 @@ def render_markdown(result: BenchResult, *, title: str = "padim-edge latency ben
     )
     fit_frames = result.runs[0].get("fit_frames", "?") if result.runs else "?"
     out.append(
-        "**Models:** random-init backbones (latency does not depend on the weights), Gaussians fitted on "
-        f"{fit_frames} synthetic frames; sizes on disk include external data. `bg CPU` is the share of the "
+        "**Models:** random-init backbones (latency does not depend on the weights), heads (PaDiM's "
+        f"Gaussians, PatchCore's memory bank) fitted on {fit_frames} synthetic frames; sizes on disk include "
+        "external data. `bg CPU` is the share of the "
         "machine's CPU other processes used while a row was timed "
         f"(rows above {CONTENDED:.0%} are marked †: treat them as contended)."
     )
@@ -229,7 +230,7 @@ def render_markdown(result: BenchResult, *, title: str = "padim-edge latency ben
         }
         body.append(
             [
-                f"PaDiM {row['model']}, {what[row['variant']]}",
+                f"{_title(row)}, {what[row['variant']]}",
                 f"this machine, {_provider(row)}, threads {_threads(row)}",
                 _num(row["per_image_ms"]["p50"] / 1e3) + _mark(row),
                 f"measured, {row['frame']}",
@@ -350,6 +351,11 @@ def render_markdown(result: BenchResult, *, title: str = "padim-edge latency ben
     if result.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in result.notes] + [""]
     return "\n".join(out)
+
+
+def _title(row: dict[str, Any]) -> str:
+    """``PaDiM R18-Rd100`` / ``PatchCore-R18-d256-c0.1-m18816``: the model with its method."""
+    return f"PaDiM {row['model']}" if row.get("method", "padim") == "padim" else row["model"]
 
 
 def _mark(row: dict[str, Any]) -> str:

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from padim_edge.bench import system
-from padim_edge.bench.artifacts import Artifacts
+from padim_edge.bench.artifacts import Artifacts, model_label
 from padim_edge.bench.timing import Summary, TimingPolicy
 from padim_edge.bench.worker import files_bytes, run_job
-from padim_edge.spec import paper_name
 
 VARIANTS = ("fused", "backbone", "eager")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -42,11 +41,13 @@ class BenchConfig:
             Requested devices whose provider is missing are skipped with a note.
         policy: Warm-up and repetition policy per batch size.
         frame: Input frame ``(H, W)``; the graph resizes, so any size works.
-        dims: Channels kept (``None``: the paper setting of each backbone).
+        method: ``padim`` or ``patchcore`` (built models).
+        coreset: PatchCore's coreset fraction of built models (``None``: 0.1).
+        dims: Embedding dims (``None``: the method's setting for each backbone).
         resize: Square resize edge of built models.
         crop: Center-crop edge of built models.
         seed: Channel-subset seed.
-        fit_frames: Synthetic frames the built models' Gaussians are fitted on.
+        fit_frames: Synthetic frames the built models' heads are fitted on (PatchCore: sets the bank size).
         head_precisions: Head precisions of the built models: ``fp32`` is the export itself, others are
             rewritten from it (torch-free, :mod:`padim_edge.calibration.head`) and labelled
             ``R18-Rd100 int8-head``; they share the float32 model's backbone-alone and eager comparators.
@@ -68,6 +69,8 @@ class BenchConfig:
     devices: list[str] | None = None
     policy: TimingPolicy = field(default_factory=TimingPolicy)
     frame: tuple[int, int] = (224, 224)
+    method: str = "padim"
+    coreset: float | None = None
     dims: int | None = None
     resize: int = 256
     crop: int = 224
@@ -176,7 +179,8 @@ def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
 
 
 def read_model_metadata(path: Path) -> dict[str, Any]:
-    """Backbone, dims, resize, crop, seed and precisions of a padim-edge model file, without its weights."""
+    """Method, backbone, dims, resize, crop, seed, precision (and PatchCore's coreset and bank size) of a
+    padim-edge model file, without its weights."""
     import onnx
 
     from padim_edge import metadata
@@ -184,22 +188,17 @@ def read_model_metadata(path: Path) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     info = metadata.parse({p.key: p.value for p in proto.metadata_props}, source=str(path))
     return {
+        "method": info.method,
         "backbone": info.backbone,
         "dims": info.dims,
         "resize": info.resize,
         "crop": info.crop,
         "seed": info.get("seed", 0),
+        "coreset": info.get("coreset"),
+        "bank_size": info.get("bank_size"),
         "precision": info.precision,
         "head_precision": info.head_precision,
     }
-
-
-def model_label(backbone: str, dims: int, precision: str | None = None, head_precision: str = "fp32") -> str:
-    """Row label: ``R18-Rd100``, ``R18-Rd100 int8`` (backbone), ``R18-Rd100 int8 int8-head``."""
-    label = paper_name(backbone, dims)
-    if precision is not None:
-        label += f" {precision}"
-    return label + ("" if head_precision == "fp32" else f" {head_precision}-head")
 
 
 def _head_variant(config: BenchConfig, fused: str, precision: str) -> str:
@@ -228,33 +227,63 @@ def _prepare(config: BenchConfig, workdir: Path, backbone: str, **kwargs: Any) -
     return Artifacts.from_dict(run_job(spec, isolate=config.isolate))
 
 
+#: What a worker needs to rebuild a model's eager twin.
+_MODULE_KEYS = ("method", "backbone", "dims", "resize", "crop", "seed", "coreset", "bank_size")
+
+
 def _subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
     subjects = []
     for backbone in config.backbones:
         art = _prepare(
-            config, workdir, backbone, dims=config.dims, backbone_alone=config.backbone, eager=config.eager
+            config,
+            workdir,
+            backbone,
+            method=config.method,
+            coreset=config.coreset,
+            dims=config.dims,
+            backbone_alone=config.backbone,
+            eager=config.eager,
         )
         module = {
+            "method": art.method,
             "backbone": art.backbone,
             "dims": art.dims,
             "resize": art.resize,
             "crop": art.crop,
             "seed": art.seed,
+            "coreset": art.coreset,
+            "bank_size": art.bank_size,
         }
         for head in config.head_precisions:
             if head == "fp32":
                 subjects.append(Subject(art.label, art.fused, art.backbone_graph, art.state, module, "fp32"))
             elif art.fused is not None:
-                label = model_label(art.backbone, art.dims, head_precision=head)
+                label = model_label(
+                    art.method,
+                    art.backbone,
+                    art.dims,
+                    coreset=art.coreset,
+                    bank_size=art.bank_size,
+                    head_precision=head,
+                )
                 fused = _head_variant(config, art.fused, head)
                 subjects.append(Subject(label, fused, art.backbone_graph, art.state, module, "fp32", head))
     for path in config.models:
         meta = read_model_metadata(path)
-        module = {k: meta[k] for k in ("backbone", "dims", "resize", "crop", "seed")}
-        label = model_label(meta["backbone"], meta["dims"], meta["precision"], meta["head_precision"])
+        module = {k: meta[k] for k in _MODULE_KEYS}
+        label = model_label(
+            meta["method"],
+            meta["backbone"],
+            meta["dims"],
+            coreset=meta["coreset"],
+            bank_size=meta["bank_size"],
+            precision=meta["precision"],
+            head_precision=meta["head_precision"],
+        )
         graph = None
         if config.backbone:
-            art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **module)
+            build = {k: module[k] for k in _MODULE_KEYS if k != "bank_size"}
+            art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **build)
             graph = art.backbone_graph
         subjects.append(
             Subject(label, str(path), graph, None, module, meta["precision"], meta["head_precision"])
@@ -275,6 +304,8 @@ def _rows(
         rows.append(
             {
                 "model": subject.label,
+                "method": subject.module.get("method", "padim"),
+                "bank_size": subject.module.get("bank_size"),
                 "variant": variant,
                 "engine": load.get("engine"),
                 "engine_version": load.get("engine_version"),
@@ -296,6 +327,7 @@ def _rows(
                 "per_image_ms": {k: getattr(per_image, k) for k in ("mean", "p50", "p90", "p99")},
                 "images_per_s": batch * latency.reps / latency.total,
                 "model_bytes": model_bytes,
+                "path": job.get("path"),
                 "load_s": load.get("load_s"),
                 "first_call_s": load.get("first_call_s"),
                 "rss_before_load_mb": load.get("rss_before_load_mb"),
@@ -446,7 +478,8 @@ def _job(
     if subject.state is None:
         note = (
             f"{subject.label}: the eager module is built from the file's metadata with random weights and "
-            "identity Sigma^-1 of the same shapes (latency does not depend on the values)"
+            "value-free head constants of the same shapes (PaDiM: identity Sigma^-1, PatchCore: a random "
+            "bank of the file's size) (latency does not depend on the values)"
         )
         if note not in notes:
             notes.append(note)

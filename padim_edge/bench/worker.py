@@ -5,7 +5,7 @@ Two kinds of job, both described by a JSON-able dict:
 * ``measure``: open one model with one engine, device and thread count, then time every batch size
   of the sweep in ascending order. Engines: ``ort`` (the fused graph through
   :class:`padim_edge.runtime.PadimModel`, or the backbone-alone graph through an onnxruntime session
-  opened with the same options) and ``torch`` (the PyTorch eager :class:`PadimModule`). Only the
+  opened with the same options) and ``torch`` (the method's PyTorch eager module). Only the
   ``torch`` engine imports torch, so an onnxruntime worker's RSS is that of a torch-free process.
 * ``prepare``: build and export the models a run compares (see :mod:`padim_edge.bench.artifacts`).
 * ``head``: rewrite a model's head to another precision (torch-free, :mod:`padim_edge.calibration.head`).
@@ -82,6 +82,7 @@ def _open_torch(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], d
     """Build the PyTorch eager module; returns (run, facts)."""
     import torch
 
+    from padim_edge.export.methods import get_method
     from padim_edge.export.pipeline import build_module
 
     device = torch.device("cuda" if spec["device"] == "cuda" else "cpu")
@@ -90,27 +91,22 @@ def _open_torch(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], d
         with contextlib.suppress(RuntimeError):  # already set in this process (in-process runs)
             torch.set_num_interop_threads(1)
     module_spec = spec["module"]
+    row = get_method(module_spec.get("method", "padim"))
     model, _ = build_module(
         module_spec["backbone"],
+        method=row.name,
         dims=module_spec["dims"],
         resize=module_spec["resize"],
         crop=module_spec["crop"],
         seed=module_spec["seed"],
+        coreset=module_spec.get("coreset"),
         random_init=True,
     )
     state_path = spec.get("path")
     if state_path:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.set_gaussians(state.pop("mahalanobis.mean"), state.pop("mahalanobis.inv_covariance"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not key.startswith("mahalanobis.") for key in missing):
-            raise RuntimeError(f"state does not match the module: missing {missing}, unexpected {unexpected}")
-        del state
-    else:  # --model files: no fitted torch twin; same shapes, identity Sigma^-1 (latency is value-free)
-        patches, dims = model.patches, model.config.dims
-        model.set_gaussians(
-            torch.zeros(patches, dims), torch.eye(dims).expand(patches, dims, dims).contiguous()
-        )
+        row.load_state(model, torch.load(state_path, map_location="cpu", weights_only=True))
+    else:  # --model files: no fitted torch twin; same shapes, value-free constants (latency is value-free)
+        row.placeholder(model, module_spec)
     model = model.to(device).eval()
 
     def run(batch: np.ndarray) -> object:

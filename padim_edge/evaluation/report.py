@@ -98,6 +98,7 @@ class EvaluationSummary:
             ],
             "model": {
                 "path": str(self.model_path),
+                "method": self.info.method,
                 "backbone": self.info.backbone,
                 "dims": self.info.dims,
                 "resize": self.info.resize,
@@ -186,8 +187,8 @@ def _model_line(summary: EvaluationSummary) -> str:
     info = summary.info
     threshold = "no threshold" if info.threshold is None else f"threshold {info.threshold:.6g}"
     return (
-        f"{summary.model_path} ({info.backbone}, {info.dims} dims, resize {info.resize}, crop {info.crop}, "
-        f"{info.precision}, {threshold})"
+        f"{summary.model_path} ({info.method} {info.backbone}, {info.dims} dims, resize {info.resize}, "
+        f"crop {info.crop}, {info.precision}, {threshold})"
     )
 
 

@@ -1,4 +1,4 @@
-"""``padim-export``: fit PaDiM on normal images and write one fused ONNX graph."""
+"""``padim-export``: fit PaDiM (or PatchCore) on normal images and write one fused ONNX graph."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from padim_edge.export.padim.graph_head import (
     PRECISION_HELP,
     block_bounds,
 )
+from padim_edge.export.patchcore import settings as patchcore
 from padim_edge.geometry import parse_size
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
@@ -24,6 +25,14 @@ def _size(n: int) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--method",
+    type=click.Choice(["padim", "patchcore"]),
+    default="padim",
+    show_default=True,
+    help="padim: per-patch Gaussians + Mahalanobis distance (aligned images). patchcore: coreset memory bank "
+    "of patch features + nearest-neighbour distance (any alignment; slower per image, see --coreset).",
+)
 @click.option(
     "--backbone",
     type=click.Choice(list(BACKBONES)),
@@ -54,7 +63,28 @@ def _size(n: int) -> str:
 @click.option(
     "--dims",
     type=click.IntRange(min=1),
-    help="Random channels kept. Default: 100 (r18, mnv2), 550 (wr50). Up to all (448, 1792, 152).",
+    help="Embedding dims of the method. PaDiM: random channels kept; default 100 (r18, mnv2), 550 (wr50), up "
+    "to all (448, 1792, 152). PatchCore: channel-pooled patch features; default "
+    + ", ".join(f"{v} ({k})" for k, v in patchcore.DEFAULT_DIMS.items())
+    + ". Fewer dims = faster nearest-neighbour search.",
+)
+@click.option(
+    "--coreset",
+    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
+    help=f"PatchCore: fraction of the training patch features kept in the memory bank (default "
+    f"{patchcore.DEFAULT_CORESET}; 0.01 is the paper's fast setting). Per-image cost grows with the bank.",
+)
+@click.option(
+    "--coreset-chunk",
+    type=click.IntRange(min=0),
+    help="PatchCore: patch vectors per streaming chunk (default: 256 MiB of vectors). Each full chunk is "
+    "reduced to its own coreset, then one greedy pass over their union selects the bank, so fit memory does "
+    "not grow with the images. 0: exact greedy over every vector (memory grows with the images).",
+)
+@click.option(
+    "--coreset-oversample",
+    type=click.FloatRange(min=1.0),
+    help="PatchCore: per-chunk coresets keep this many times --coreset (default 2).",
 )
 @click.option("--resize", type=int, default=256, show_default=True, help="Square resize edge, in the graph.")
 @click.option(
@@ -71,7 +101,13 @@ def _size(n: int) -> str:
     is_flag=True,
     help="Random backbone weights: for smoke tests and latency work only (recorded in the metadata).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random channel subset.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of PaDiM's random channel subset / PatchCore's coreset projection and first pick.",
+)
 @click.option(
     "--batch-size", type=int, default=16, show_default=True, help="Images per forward pass in the fit."
 )
@@ -93,16 +129,15 @@ def _size(n: int) -> str:
 @click.option(
     "--blocks",
     type=int,
-    default=DEFAULT_BLOCKS,
-    show_default=True,
-    help="Column blocks of the packed symmetric Sigma^-1 (1 = full matrix; more = fewer bytes read).",
+    help=f"PaDiM: column blocks of the packed symmetric Sigma^-1 (default {DEFAULT_BLOCKS}; 1 = full matrix; "
+    "more = fewer bytes read).",
 )
 @click.option(
     "--head-precision",
     type=click.Choice(HEAD_PRECISIONS),
-    default="fp32",
-    show_default=True,
-    help="Sigma^-1 and the head's MatMul. " + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items()) + ".",
+    help="PaDiM: Sigma^-1 and the head's MatMul (default fp32). "
+    + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items())
+    + ".",
 )
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
@@ -150,11 +185,15 @@ def _size(n: int) -> str:
     "(implies --ray): writes --output DIR/<cat>.onnx, summary.json and summary.md.",
 )
 def main(
+    method: str,
     backbone: str,
     data: Path | None,
     demo: bool,
     output: Path,
     dims: int | None,
+    coreset: float | None,
+    coreset_chunk: int | None,
+    coreset_oversample: float | None,
     resize: int,
     crop: int,
     weights_file: Path | None,
@@ -163,8 +202,8 @@ def main(
     batch_size: int,
     device: str,
     external_data: str,
-    blocks: int,
-    head_precision: str,
+    blocks: int | None,
+    head_precision: str | None,
     parity_images: int,
     target: str,
     input_size: str | None,
@@ -174,11 +213,12 @@ def main(
     ray_threads: int,
     categories: Path | None,
 ) -> None:
-    """Fit PaDiM on defect-free images and export ONE ONNX graph.
+    """Fit PaDiM (or PatchCore) on defect-free images and export ONE ONNX graph.
 
     The graph takes uint8 frames [N, H, W, 3] of any size and does everything else: resize, center
-    crop, ImageNet normalisation, the truncated backbone, the random channel subset, per-patch
-    Mahalanobis distance against the fitted Gaussians, upsampling, the sigma-4 blur and the image
+    crop, ImageNet normalisation, the truncated backbone, the method's reduction and head (PaDiM: random
+    channel subset, per-patch Mahalanobis distance; PatchCore: 3x3-aggregated mid-level features,
+    nearest memory-bank vector, re-weighted image score), upsampling, the sigma-4 blur and the image
     score. Outputs: anomaly_map [N, crop, crop] and score [N]. Run it with `padim-predict`.
 
     \b
@@ -187,6 +227,7 @@ def main(
       padim-export --backbone r18 --data bottle/train/good --output bottle.onnx
       padim-export --backbone mnv2 --weights mobilenet_v2-b0353104.pth --data DIR -o m.onnx
       padim-export --data DIR -o m-trt.onnx --target tensorrt --input-size 480x640
+      padim-export --method patchcore --coreset 0.01 --backbone r18 --data DIR -o pc.onnx
       padim-export --ray auto --data bottle/train/good --output bottle.onnx
       padim-export --ray auto --categories mvtec_ad --output models/
     """
@@ -236,6 +277,7 @@ def main(
                 "device": device,
                 "external_data": external_data,
                 "blocks": blocks,
+                "head_precision": head_precision,
                 "parity_images": parity_images,
             },
             quiet=quiet,
@@ -269,6 +311,7 @@ def main(
         run = run_export(
             data,
             output,
+            method=method,
             backbone=backbone,
             dims=dims,
             resize=resize,
@@ -281,6 +324,9 @@ def main(
             external_data=external_data,  # type: ignore[arg-type]
             blocks=blocks,
             head_precision=head_precision,
+            coreset=coreset,
+            coreset_chunk=coreset_chunk,
+            coreset_oversample=coreset_oversample,
             parity_images=parity_images,
             progress=not quiet,
             target=target,
@@ -293,13 +339,25 @@ def main(
         raise click.ClickException(f"could not write {output}: {exc.strerror or exc}") from exc
     config = run.model.config
     spec = config.spec
+    facts = run.model.metadata()
+    click.echo(f"method        {run.model.method}")
+    kept = "of" if "channel_indices" in facts else "dims pooled from"  # PaDiM keeps a channel subset
     click.echo(
-        f"backbone      {spec.name} ({spec.builder}, taps {', '.join(spec.taps)}), "
-        f"{config.dims} of {spec.total_channels} channels (seed {config.seed})"
+        f"backbone      {spec.name} ({spec.builder}, taps {', '.join(run.model.features.taps)}), "
+        f"{config.dims} {kept} {facts.get('channels')} channels (seed {config.seed})"
     )
+    if "bank_size" in facts:
+        selection = facts.get("coreset_selection", {})
+        how = ", ".join(f"{k} {v}" for k, v in selection.items() if k != "train_vectors")
+        click.echo(
+            f"memory bank   {facts['bank_size']} of {selection.get('train_vectors')} patch vectors "
+            f"(coreset {facts['coreset']}, {how})"
+        )
     click.echo(f"weights       {run.weights}")
-    used = len(block_bounds(config.dims, blocks, align=PANEL_ALIGN[head_precision])) - 1
-    click.echo(f"head          {head_precision} Sigma^-1, {used} column block(s)")
+    if "channel_indices" in facts:  # PaDiM's Mahalanobis head
+        precision = head_precision or "fp32"
+        used = len(block_bounds(config.dims, blocks or DEFAULT_BLOCKS, align=PANEL_ALIGN[precision])) - 1
+        click.echo(f"head          {precision} Sigma^-1, {used} column block(s)")
     click.echo(f"images used   {run.fit.images} from {data}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
     click.echo(

@@ -101,8 +101,8 @@ def trace_features(
 
     Args:
         model: A method's module (fitted or not; the head is not part of this graph).
-        reduce: Output the reduced embedding ``[N, dims, grid, grid]`` (else the three tapped maps,
-            which is "the truncated backbone alone" that benchmarks compare against).
+        reduce: Output the reduced embedding ``[N, dims, grid, grid]`` (else the tapped maps ``tap1``,
+            ``tap2``, ..., which is "the truncated backbone alone" that benchmarks compare against).
         input_size: ``(H, W)``: build the TensorRT form for frames of this size only (resize + crop as
             MatMuls, opset 17); ``None``: any frame size (antialiased Resize, opset 18).
     """
@@ -118,7 +118,7 @@ def trace_features(
         dims = {0: "N"}
     module = _FeatureGraph(model, reduce=reduce, preprocess=preprocess).eval()
     dynamic = torch.export.Dim.DYNAMIC
-    outputs = ["embedding"] if reduce else ["layer1", "layer2", "layer3"]
+    outputs = ["embedding"] if reduce else [f"tap{i + 1}" for i in range(len(model.features.taps))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for noisy in ("torch.onnx", "onnxscript", "torch.export"):

@@ -1,8 +1,9 @@
 """The export side's public API: build a model, fit it, export it (what ``padim-export`` runs).
 
-* :func:`build_module`: an unfitted model for a backbone row and a configuration.
-* :func:`padim_edge.export.fit.fit` / :func:`~padim_edge.export.fit.fit_frames`: fit on image files or
-  on frames in memory.
+Method-agnostic: the method (``padim``, ``patchcore``) is a row of :data:`padim_edge.export.methods.METHODS`.
+
+* :func:`build_module`: an unfitted model for a method, a backbone row and a configuration.
+* :func:`fit` / :func:`fit_frames`: fit on image files or on frames in memory (the method's own fit).
 * :func:`export`: write the fused graph, verified against the PyTorch module before it replaces
   anything at the output path.
 * :func:`run_export`: all of it from a folder of images, with the output location checked first.
@@ -26,14 +27,9 @@ from padim_edge.export.exporter import (
     ExternalData,
     export_model,
 )
-from padim_edge.export.fit import FitReport, fit, fit_frames
-from padim_edge.export.padim.graph_head import (
-    BYTES_PER_ENTRY,
-    DEFAULT_BLOCKS,
-    DEFAULT_PRECISION,
-    check_precision,
-)
-from padim_edge.export.padim.model import PadimConfig, PadimModule
+from padim_edge.export.fit import FitReport
+from padim_edge.export.method import AnomalyMethod
+from padim_edge.export.methods import MethodOptions, get_method, method_of
 from padim_edge.images import list_images, load_image, resize_frame
 
 __all__ = [
@@ -124,7 +120,7 @@ class ParityError(RuntimeError):
 class ExportRun:
     """Result of :func:`run_export`."""
 
-    model: PadimModule
+    model: AnomalyMethod
     weights: str
     fit: FitReport
     export: ExportResult
@@ -154,40 +150,98 @@ def check_target(target: str, input_size: tuple[int, int] | None) -> None:
 def build_module(
     backbone: str,
     *,
+    method: str = "padim",
     dims: int | None = None,
     resize: int = 256,
     crop: int = 224,
     seed: int = 0,
     weights_file: str | Path | None = None,
     random_init: bool = False,
-) -> tuple[PadimModule, str]:
-    """Build an unfitted PaDiM module and its weights identity (see :func:`build_backbone`).
+    coreset: float | None = None,
+) -> tuple[AnomalyMethod, str]:
+    """Build an unfitted module of ``method`` and its weights identity (see :func:`build_backbone`).
+
+    Args:
+        backbone: ``r18``, ``wr50`` or ``mnv2``.
+        method: ``padim`` or ``patchcore``.
+        dims: Embedding dims (default: the method's for the backbone).
+        resize: Square resize edge.
+        crop: Center-crop edge.
+        seed: Seed of the method's randomness (and of a random-init backbone).
+        weights_file: A ``state_dict`` file instead of torchvision's ImageNet weights.
+        random_init: Random backbone weights.
+        coreset: PatchCore: fraction of the training patch features kept (default 0.1).
 
     Raises:
-        ValueError: Unknown backbone, ``dims`` outside ``1..channels``, or a bad resize/crop pair.
+        ValueError: Unknown method or backbone, ``dims`` out of range, an option the method does not
+            take, or a bad resize/crop pair.
     """
+    row = get_method(method)
     spec = get_spec(backbone)
-    dims = spec.default_dims if dims is None else dims
-    if not 1 <= dims <= spec.total_channels:
-        raise ValueError(f"dims must be in 1..{spec.total_channels} for {backbone}, got {dims}")
+    split = row.split(MethodOptions(coreset=coreset))
+    dims = row.default_dims(spec) if dims is None else dims
+    if not 1 <= dims <= row.max_dims(spec):
+        raise ValueError(f"dims must be in 1..{row.max_dims(spec)} for {method} {backbone}, got {dims}")
     network, weights = build_backbone(spec, weights_file=weights_file, random_init=random_init, seed=seed)
-    config = PadimConfig(spec=spec, dims=dims, resize=resize, crop=crop, seed=seed)
-    return PadimModule(network, config), weights
+    module = row.make(network, spec, dims=dims, resize=resize, crop=crop, seed=seed, **split.build)
+    return module, weights
 
 
 def estimated_bytes(
-    model: PadimModule, *, blocks: int = DEFAULT_BLOCKS, head_precision: str = DEFAULT_PRECISION
+    model: AnomalyMethod, *, images: int = 0, blocks: int | None = None, head_precision: str | None = None
 ) -> int:
-    """About how many bytes the exported file takes: backbone weights plus the packed Sigma^-1."""
-    dims = model.config.dims
-    blocks = max(1, min(blocks, dims))
-    weights = sum(p.numel() for p in model.features.parameters()) * 4
-    entry = BYTES_PER_ENTRY[check_precision(head_precision)]
-    head = model.patches * dims * dims * entry * (blocks + 1) / (2 * blocks)
-    return int(weights + head)
+    """About how many bytes the exported file takes (backbone weights plus the head's constants).
+
+    ``images``: training images (PatchCore's bank grows with them); ``blocks`` and ``head_precision``:
+    PaDiM's head options.
+    """
+    row = method_of(model)
+    head = row.split(MethodOptions(blocks=blocks, head_precision=head_precision)).head
+    return row.estimated_bytes(model, images=images, **head)
 
 
-def training_scores(model: PadimModule, images: list[np.ndarray]) -> dict[str, float]:
+def fit(
+    model: AnomalyMethod,
+    paths: list[Path],
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    progress: bool = True,
+    coreset_chunk: int | None = None,
+    coreset_oversample: float | None = None,
+) -> FitReport:
+    """Fit ``model`` on normal image files, in place, the way its method fits (see the methods table).
+
+    ``coreset_chunk`` (0: exact greedy) and ``coreset_oversample``: PatchCore's streaming bank.
+    """
+    row = method_of(model)
+    fit_options = row.split(
+        MethodOptions(coreset_chunk=coreset_chunk, coreset_oversample=coreset_oversample)
+    ).fit
+    return row.fit(model, paths, batch_size=batch_size, device=device, progress=progress, **fit_options)
+
+
+def fit_frames(
+    model: AnomalyMethod,
+    frames: np.ndarray | list[np.ndarray],
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    progress: bool = False,
+    coreset_chunk: int | None = None,
+    coreset_oversample: float | None = None,
+) -> FitReport:
+    """Fit on frames in memory (uint8 ``[N, H, W, 3]`` or a list), e.g. synthetic ones for benchmarks."""
+    row = method_of(model)
+    fit_options = row.split(
+        MethodOptions(coreset_chunk=coreset_chunk, coreset_oversample=coreset_oversample)
+    ).fit
+    return row.fit_frames(
+        model, frames, batch_size=batch_size, device=device, progress=progress, **fit_options
+    )
+
+
+def training_scores(model: AnomalyMethod, images: list[np.ndarray]) -> dict[str, float]:
     """Score statistics of training images (``count``, ``p50``, ``p99``, ``max``, ``map_p50``).
 
     Recorded in the model's metadata: overlays use them as a fixed colour scale when the model has no
@@ -204,7 +258,7 @@ def training_scores(model: PadimModule, images: list[np.ndarray]) -> dict[str, f
 
 
 def check_parity(
-    model: PadimModule, onnx_path: Path, images: list[np.ndarray], *, head_precision: str = DEFAULT_PRECISION
+    model: AnomalyMethod, onnx_path: Path, images: list[np.ndarray], *, head_precision: str = "fp32"
 ) -> Parity:
     """Score ``images`` with the PyTorch module and with the exported file through the runtime.
 
@@ -222,20 +276,20 @@ def check_parity(
         max_abs_score=float(np.abs(onnx_scores - torch_scores).max()),
         max_abs_map=float(np.abs(onnx_maps - torch_maps).max()),
         max_score=float(torch_scores.max()),
-        rtol=PARITY_RTOL_BY_PRECISION[check_precision(head_precision)],
+        rtol=PARITY_RTOL_BY_PRECISION[head_precision],
     )
 
 
 def export(
-    model: PadimModule,
+    model: AnomalyMethod,
     output: str | Path,
     *,
     weights: str,
     train_images: int,
     parity_images: list[np.ndarray] | None = None,
     external_data: ExternalData = "auto",
-    blocks: int = DEFAULT_BLOCKS,
-    head_precision: str = DEFAULT_PRECISION,
+    blocks: int | None = None,
+    head_precision: str | None = None,
     extra_metadata: dict[str, object] | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> tuple[ExportResult, Parity | None]:
@@ -244,18 +298,21 @@ def export(
     With ``input_size`` (the TensorRT target) the parity frames are first resized to that size (Pillow
     bilinear), since the graph takes no other.
 
-    ``head_precision`` (``fp32``, ``fp16``, ``int8``) is the Mahalanobis head's; the parity check allows
-    for its error.
+    ``blocks`` and ``head_precision`` (``fp32``, ``fp16``, ``int8``) are PaDiM's head options (column
+    blocks of the packed Sigma^-1, default 3; the Mahalanobis head's precision, default fp32); the parity
+    check allows for the head precision's error.
 
     Raises:
         ParityError: The staged graph differs from the PyTorch module; ``output`` was not touched.
     """
+    head_options = method_of(model).split(MethodOptions(blocks=blocks, head_precision=head_precision)).head
     results: list[Parity] = []
     if parity_images and input_size is not None:
         parity_images = [resize_frame(image, input_size) for image in parity_images]
 
     def verify(staged: Path) -> None:
-        parity = check_parity(model, staged, parity_images or [], head_precision=head_precision)
+        precision = head_options.get("precision", "fp32")
+        parity = check_parity(model, staged, parity_images or [], head_precision=precision)
         results.append(parity)
         if not parity.ok:
             raise ParityError(parity)
@@ -266,7 +323,7 @@ def export(
         weights=weights,
         train_images=train_images,
         external_data=external_data,
-        head_options={"blocks": blocks, "precision": check_precision(head_precision)},
+        head_options=head_options,
         extra_metadata=extra_metadata,
         verify=verify if parity_images else None,
         input_size=input_size,
@@ -278,6 +335,7 @@ def run_export(
     data: str | Path,
     output: str | Path,
     *,
+    method: str = "padim",
     backbone: str = "r18",
     dims: int | None = None,
     resize: int = 256,
@@ -288,16 +346,19 @@ def run_export(
     batch_size: int = 16,
     device: str = "auto",
     external_data: ExternalData = "auto",
-    blocks: int = DEFAULT_BLOCKS,
-    head_precision: str = DEFAULT_PRECISION,
+    blocks: int | None = None,
+    head_precision: str | None = None,
+    coreset: float | None = None,
+    coreset_chunk: int | None = None,
+    coreset_oversample: float | None = None,
     parity_images: int = 4,
     progress: bool = True,
     target: str = DEFAULT_TARGET,
     input_size: tuple[int, int] | None = None,
-    module: tuple[PadimModule, str] | None = None,
+    module: tuple[AnomalyMethod, str] | None = None,
     fitter: Fitter | None = None,
 ) -> ExportRun:
-    """Fit PaDiM on the normal images in ``data`` and export the fused graph to ``output``.
+    """Fit a method on the normal images in ``data`` and export the fused graph to ``output``.
 
     The output location is checked (writable, not a folder, enough free space) before the fit, and
     the new file replaces an old one only once it is complete and has passed the parity check.
@@ -305,19 +366,24 @@ def run_export(
     Args:
         data: Folder of defect-free images (direct children).
         output: The ``.onnx`` file to write.
+        method: ``padim`` (default) or ``patchcore``.
         backbone: ``r18``, ``wr50`` or ``mnv2``.
-        dims: Channels kept (default: the backbone's paper setting).
+        dims: Embedding dims (default: the method's setting for the backbone).
         resize: Square resize edge.
         crop: Center-crop edge.
-        seed: Seed of the random channel subset (and of a random-init backbone).
+        seed: Seed of the method's randomness: PaDiM's channel subset, PatchCore's coreset projection and
+            first pick (and of a random-init backbone).
         weights_file: A ``state_dict`` file instead of torchvision's ImageNet weights.
         random_init: Random backbone weights (latency and smoke tests only).
         batch_size: Images per forward pass during the fit.
         device: ``auto``, ``cpu`` or ``cuda`` for the fit.
         external_data: ``auto``, ``always`` or ``never``.
-        blocks: Column blocks of the packed Sigma^-1 storage.
-        head_precision: ``fp32``, ``fp16`` or ``int8`` Sigma^-1 and head MatMul (see
-            :data:`padim_edge.export.padim.graph_head.PRECISION_HELP`).
+        blocks: PaDiM: column blocks of the packed Sigma^-1 storage (default 3).
+        head_precision: PaDiM: ``fp32``, ``fp16`` or ``int8`` Sigma^-1 and head MatMul (see
+            :data:`padim_edge.export.padim.graph_head.PRECISION_HELP`; default fp32).
+        coreset: PatchCore: fraction of the training patch features kept in the bank (default 0.1).
+        coreset_chunk: PatchCore: vectors per streaming chunk (default: 256 MiB; 0: exact greedy).
+        coreset_oversample: PatchCore: per-chunk coresets keep this many times the fraction (default 2).
         parity_images: Training images scored by both PyTorch and the exported graph (0: skip).
         progress: Show progress bars.
         target: ``default`` (any frame size) or ``tensorrt`` (frames of ``input_size`` only, no
@@ -334,26 +400,44 @@ def run_export(
     """
     check_target(target, input_size)
     output = check_output_file(output, what="--output")
-    check_precision(head_precision)
     paths = list_images(data)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, found {len(paths)} in {data}")
+    get_method(method).split(  # an option of another method fails before anything is built
+        MethodOptions(
+            blocks=blocks,
+            head_precision=head_precision,
+            coreset=coreset,
+            coreset_chunk=coreset_chunk,
+            coreset_oversample=coreset_oversample,
+        )
+    )
     model, weights = module or build_module(
         backbone,
+        method=method,
         dims=dims,
         resize=resize,
         crop=crop,
         seed=seed,
         weights_file=weights_file,
         random_init=random_init,
+        coreset=coreset,
     )
-    needed = estimated_bytes(model, blocks=blocks, head_precision=head_precision)
+    needed = estimated_bytes(model, images=len(paths), blocks=blocks, head_precision=head_precision)
     free = free_bytes(output.parent)
     if needed * 1.1 > free:
         raise OutputError(
             f"the model needs about {needed / 1e9:.2f} GB and {output.parent} has {free / 1e9:.2f} GB free"
         )
-    report = (fitter or fit)(model, paths, batch_size=batch_size, device=device, progress=progress)
+    fit_options = {"coreset_chunk": coreset_chunk, "coreset_oversample": coreset_oversample}
+    report = (fitter or fit)(
+        model,
+        paths,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        **{k: v for k, v in fit_options.items() if v is not None},
+    )
     picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), TRAIN_SCORE_IMAGES)).round().astype(int))
     sample = [load_image(paths[i]) for i in picks]
     result, parity = export(
