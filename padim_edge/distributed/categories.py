@@ -104,6 +104,7 @@ def fit_categories(
     device: str = "auto",
     external_data: str = "auto",
     blocks: int | None = None,
+    head_precision: str | None = None,
     parity_images: int = 4,
     info: ClusterInfo | None = None,
     on_result: Callable[[CategoryResult], None] | None = None,
@@ -119,6 +120,7 @@ def fit_categories(
         device: ``auto`` (CUDA where the cluster has GPUs), ``cpu`` or ``cuda``.
         external_data: As ``padim-export --external-data``.
         blocks: Column blocks of the packed Sigma^-1 (default: the exporter's).
+        head_precision: The Mahalanobis head's precision (default: the exporter's, fp32).
         parity_images: Training images of the parity check (0: skip).
         info: The connected cluster (default: a local instance).
         on_result: Called with each category's row as it finishes.
@@ -145,6 +147,7 @@ def fit_categories(
         "external_data": external_data,
         "parity_images": parity_images,
         **({"blocks": blocks} if blocks is not None else {}),
+        **({"head_precision": head_precision} if head_precision is not None else {}),
     }
     task = _fit_category.options(**resources, max_retries=0)
     refs = {
