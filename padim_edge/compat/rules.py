@@ -7,7 +7,7 @@ Every row says, per target, what a hit means there:
 * ``changes numbers``: it is accepted and computes something else;
 * ``note``: outside what the target documents, with no known failure (not counted as a problem).
 
-Facts and their sources are in notes/trt_rules.md (summarised in notes/README-compat.md); the
+Facts and their sources are in docs/tensorrt-sources.md (summarised in docs/edge-targets.md); the
 ``source`` of each row names them, and says "unverified" where the source was not read.
 """
 

@@ -1,6 +1,6 @@
 """The deployment targets ``padim-check`` knows: TensorRT 8.5 / 8.6 / 10 and onnxruntime 1.16 / 1.17 / 1.18.
 
-Limits come from the parsers' and runtimes' own documents (sources in notes/README-compat.md):
+Limits come from the parsers' and runtimes' own documents (sources in docs/edge-targets.md):
 
 * TensorRT 8.5: "supports operators up to Opset 17" (onnx-tensorrt docs/operators.md, 8.5); JetPack 5.1.
 * TensorRT 8.6: opset 17 per NVIDIA's DLA operator document (the parser repository's 8.6 table was not

@@ -8,7 +8,7 @@ partials in a tree and installs the root into its own module, then exports exact
 
 PaDiM's partial is :class:`padim_edge.gaussian.GaussianStatistics` (count, mean, scatter; Chan et al.),
 exact up to float64 rounding. A method joins by adding a row to :data:`PLANS` (see
-``notes/ray.md`` for what PatchCore needs: per-shard coresets, merged by a final greedy pass).
+``docs/ray-design.md`` for what PatchCore needs: per-shard coresets, merged by a final greedy pass).
 
 Imports torch (workers of the fit have it); the scoring side never imports this module.
 """

@@ -29,7 +29,7 @@ from padim_edge.integrity import cache_dir
 from padim_edge.metadata import ModelInfo
 
 #: The first onnxruntime release that accepts each option we may pass (from the TensorRT EP's
-#: option struct and PRs; see notes/README-compat.md). Options not listed here are never passed.
+#: option struct and PRs; see docs/edge-targets.md). Options not listed here are never passed.
 OPTION_SINCE: dict[str, tuple[int, int]] = {
     "trt_fp16_enable": (1, 9),
     "trt_int8_enable": (1, 9),
