@@ -165,7 +165,8 @@ def brute_force_greedy(
 def greedy_on_projected(
     z: np.ndarray, count: int, first: int, *, progress: bool = False, desc: str = "coreset"
 ) -> np.ndarray:
-    """Greedy selection on projected vectors, the same indices as :func:`brute_force_on_projected`.
+    """Greedy selection on projected vectors, the same indices as :func:`brute_force_on_projected`,
+    about 100x faster (:mod:`.fast_greedy`: lazy updates, GEMM refreshes, a certified float32 filter).
 
     Args:
         z: Projected vectors ``[n, d]`` (float32).
@@ -174,20 +175,10 @@ def greedy_on_projected(
         progress: Show a progress bar.
         desc: Its label.
     """
-    from tqdm import tqdm
+    from padim_edge.export.patchcore.fast_greedy import fast_greedy
 
-    z = np.ascontiguousarray(z, dtype=np.float32)
     _check(count, z.shape[0], first)
-    picks = np.empty(count, dtype=np.int64)
-    picks[0] = first
-    min_dist = squared_distances(z, z[first])
-    with tqdm(total=count, initial=1, desc=desc, unit="pick", disable=not progress, leave=False) as bar:
-        for step in range(1, count):
-            best = int(np.argmax(min_dist))
-            picks[step] = best
-            np.minimum(min_dist, squared_distances(z, z[best]), out=min_dist)
-            bar.update(1)
-    return picks
+    return fast_greedy(z, count, first, progress=progress, desc=desc)
 
 
 def greedy_coreset(
