@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -57,6 +58,10 @@ from padim_edge.calibration.pipeline import calibrate
 from padim_edge.onnx_files import data_file, save_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The project's ``../shared`` folder (``PADIM_EDGE_SHARED`` overrides it, as in the tests).
+SHARED = Path(os.environ.get("PADIM_EDGE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
+MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 #: Session config entries tried against the load-time peak (onnxruntime names).
 SESSION_CONFIGS: dict[str, dict[str, str]] = {
     "runtime default": {},
@@ -234,7 +239,7 @@ def accuracy_section(workdir: Path, data: Path, weights: Path) -> dict[str, Any]
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="magnetic_tile root (default: tests.conftest's).",
+    help=f"magnetic_tile root (default: {MAGNETIC_TILE}).",
 )
 @click.option(
     "--weights", type=click.Path(path_type=Path), default=None, help="MobileNetV2 ImageNet weights."
@@ -252,8 +257,6 @@ def main(
     skip_rss: bool, skip_accuracy: bool, skip_ops: bool,
 ) -> None:  # fmt: skip
     """Run the compact-head benchmark and write compact_head.{json,md}."""
-    from tests.conftest import MAGNETIC_TILE, MNV2_WEIGHTS
-
     data, weights = data or MAGNETIC_TILE, weights or MNV2_WEIGHTS
     parts.THREADS = threads
     temporary = workdir is None
