@@ -10,9 +10,12 @@ map (:mod:`padim_edge.export.graph_map`). A method lives in its own sub-package
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+import torch
 from onnx import NodeProto, TensorProto
 from torch import nn
 
@@ -73,3 +76,32 @@ class AnomalyMethod(Protocol):
     def metadata(self) -> dict[str, object]:
         """Method-specific metadata keys (see :data:`padim_edge.metadata.KEYS`)."""
         ...
+
+
+class FrameEmbedding:
+    """uint8 frames -> embedding, for a method module with ``preprocess``, ``features`` and ``reducer``.
+
+    The one path every method's fit takes from camera frames to its embedding, so the fit and the
+    traced graph go through the same modules.
+    """
+
+    preprocess: Preprocess
+    features: nn.Module
+    reducer: nn.Module
+
+    def frames_to_tensor(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """Preprocess frames of any sizes into one normalised ``[N, 3, crop, crop]`` batch."""
+        device = self.preprocess.scale.device
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            return self.preprocess(torch.from_numpy(images).to(device))
+        return torch.cat(
+            [self.preprocess(torch.from_numpy(np.asarray(im))[None].to(device)) for im in images]
+        )
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised frames ``[N, 3, crop, crop]`` -> embedding ``[N, dims, grid, grid]``."""
+        return self.reducer(self.features(frames))
+
+    def embed(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """uint8 frames -> embedding ``[N, dims, grid, grid]``."""
+        return self.embed_frames(self.frames_to_tensor(images))

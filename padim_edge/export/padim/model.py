@@ -11,7 +11,7 @@ from torch import nn
 
 from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
 from padim_edge.export.features import FeatureExtractor
-from padim_edge.export.method import HeadGraph
+from padim_edge.export.method import FrameEmbedding, HeadGraph
 from padim_edge.export.padim.graph_head import (
     DEFAULT_BLOCKS,
     DEFAULT_PRECISION,
@@ -45,7 +45,7 @@ class PadimConfig:
     sigma: float = SIGMA
 
 
-class PadimModule(nn.Module):
+class PadimModule(FrameEmbedding, nn.Module):
     """PaDiM end to end, uint8 frames in, anomaly maps and scores out.
 
     Before :meth:`set_gaussians` the model can embed (that is what the fit does) but not score.
@@ -112,23 +112,6 @@ class PadimModule(nn.Module):
     def patches(self) -> int:
         """Patch positions per image."""
         return self.grid * self.grid
-
-    def frames_to_tensor(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-        """Preprocess frames of any sizes into one normalised ``[N, 3, crop, crop]`` batch."""
-        device = self.preprocess.scale.device
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            return self.preprocess(torch.from_numpy(images).to(device))
-        return torch.cat(
-            [self.preprocess(torch.from_numpy(np.asarray(im))[None].to(device)) for im in images]
-        )
-
-    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Normalised frames ``[N, 3, crop, crop]`` -> embedding ``[N, dims, grid, grid]``."""
-        return self.reducer(self.features(frames))
-
-    def embed(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-        """uint8 frames -> embedding ``[N, dims, grid, grid]``."""
-        return self.embed_frames(self.frames_to_tensor(images))
 
     def set_gaussians(
         self, mean: torch.Tensor | np.ndarray, inv_covariance: torch.Tensor | np.ndarray

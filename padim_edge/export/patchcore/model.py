@@ -11,7 +11,7 @@ from torch import nn
 
 from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
 from padim_edge.export.features import FeatureExtractor
-from padim_edge.export.method import HeadGraph
+from padim_edge.export.method import FrameEmbedding, HeadGraph
 from padim_edge.export.patchcore import settings
 from padim_edge.export.patchcore.aggregation import PatchAggregator
 from padim_edge.export.patchcore.graph_head import nearest_neighbour_nodes
@@ -70,7 +70,7 @@ class BankInfo:
     selection: dict[str, object] = field(default_factory=dict)
 
 
-class PatchCoreModule(nn.Module):
+class PatchCoreModule(FrameEmbedding, nn.Module):
     """PatchCore end to end, uint8 frames in, anomaly maps and scores out.
 
     Before :meth:`set_bank` the model can embed (that is what the fit does) but not score.
@@ -137,23 +137,6 @@ class PatchCoreModule(nn.Module):
                 **self.bank_info.selection,
             }
         return values
-
-    def frames_to_tensor(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-        """Preprocess frames of any sizes into one normalised ``[N, 3, crop, crop]`` batch."""
-        device = self.preprocess.scale.device
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            return self.preprocess(torch.from_numpy(images).to(device))
-        return torch.cat(
-            [self.preprocess(torch.from_numpy(np.asarray(im))[None].to(device)) for im in images]
-        )
-
-    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Normalised frames ``[N, 3, crop, crop]`` -> embedding ``[N, dims, grid, grid]``."""
-        return self.reducer(self.features(frames))
-
-    def embed(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-        """uint8 frames -> embedding ``[N, dims, grid, grid]``."""
-        return self.embed_frames(self.frames_to_tensor(images))
 
     def set_bank(
         self,
