@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 
 import click
@@ -68,6 +69,21 @@ def parse_devices(text: str | None) -> list[str] | None:
             f"--device: unknown {unknown or text!r}; choose from {', '.join(CONCRETE_DEVICES)}"
         )
     return list(dict.fromkeys(items))
+
+
+def default_output(now: _dt.datetime | None = None, *, parent: Path | None = None) -> Path:
+    """A fresh ``bench-YYYYmmdd-HHMMSS`` folder path under ``parent`` (default: the current directory).
+
+    A second run within the same second gets ``-2``, ``-3``, ... appended, so nothing is overwritten.
+    """
+    parent = Path.cwd() if parent is None else parent
+    stem = f"bench-{(now or _dt.datetime.now()):%Y%m%d-%H%M%S}"
+    path = parent / stem
+    suffix = 2
+    while path.exists():
+        path = parent / f"{stem}-{suffix}"
+        suffix += 1
+    return path
 
 
 def parse_frame(text: str) -> tuple[int, int]:
@@ -157,9 +173,9 @@ def parse_frame(text: str) -> tuple[int, int]:
     "--output",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("benchmarks/results"),
-    show_default=True,
-    help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot).",
+    default=None,
+    help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot). "
+    "Default: a new folder ./bench-YYYYmmdd-HHMMSS/ in the current directory.",
 )
 @click.option("--name", default="bench", show_default=True, help="File stem of the outputs.")
 @click.option(
@@ -243,7 +259,7 @@ def main(
     max_seconds: float,
     warmup: int,
     frame_size: str,
-    output: Path,
+    output: Path | None,
     name: str,
     head_precisions: tuple[str, ...],
     no_eager: bool,
@@ -266,7 +282,7 @@ def main(
     padim_edge.runtime (the product), the truncated backbone alone exported the same way (so
     fused / backbone is the head's overhead), and the PyTorch eager module (so eager / fused is the
     speed-up). Rows: p50/p90/p99 latency per batch and per image, images/s, size on disk, load time,
-    peak RSS. Writes JSON, markdown and a PNG plot to --output.
+    peak RSS. Writes JSON, markdown and a PNG plot to --output (default: a new ./bench-<time>/ folder).
 
     \b
     Quick run:   padim-bench --batch-sizes 1,8 --min-reps 20 --min-seconds 1
@@ -316,7 +332,7 @@ def main(
         result = run_benchmark(config)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    paths = report.write_all(result, output, stem=name)
+    paths = report.write_all(result, output or default_output(), stem=name)
     checks = report.targets(result.rows)
     for check in checks:
         if check["value"] is not None:
