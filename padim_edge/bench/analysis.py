@@ -95,7 +95,82 @@ def targets(rows: list[dict[str, Any]], *, frame: str = "224x224") -> list[dict[
                 "target": f"{op} {bound:g}x",
                 "passed": passed,
                 "contended": bool(match and match["background_cpu"] > CONTENDED),
+                "background_cpu": match["background_cpu"] if match else None,
+                "warning": contention(match["background_cpu"]) if match else None,
                 "note": None if threads == TARGET_THREADS else f"{TARGET_THREADS} threads not measured",
             }
         )
+    return out
+
+
+def speed_phrase(reference: float, measured: float) -> str:
+    """How ``measured`` compares with ``reference`` (both times): ``"4.0x faster"`` or ``"6.7x slower"``.
+
+    Never a ratio below 1 with "faster" ("0.15x faster"): a slower time reads as the inverse, slower.
+
+    Raises:
+        ValueError: A time that is not positive.
+    """
+    if reference <= 0 or measured <= 0:
+        raise ValueError(f"times must be positive, got {reference} and {measured}")
+    ratio = reference / measured
+    if round(ratio, 1) == 1.0:
+        return "about as fast"
+    return f"{ratio:.1f}x faster" if ratio > 1 else f"{1 / ratio:.1f}x slower"
+
+
+def contention(background_cpu: float | None, *, brief: bool = False) -> str | None:
+    """The warning for a figure timed while other processes used the CPU (``None``: not contended).
+
+    Args:
+        background_cpu: Share of the machine's CPU other processes used while the figure was timed.
+        brief: The short form for a table cell (``"contended: 75% bg CPU"``).
+    """
+    if background_cpu is None or background_cpu <= CONTENDED:
+        return None
+    if brief:
+        return f"contended: {background_cpu:.0%} bg CPU"
+    return (
+        f"contended: other processes used {background_cpu:.0%} of the CPU while it was timed "
+        "(rerun on a quiet machine, or with --wait-idle / --retries)"
+    )
+
+
+#: Our model labels of the paper's Table VII rows.
+_PAPER_MODELS = {"R18-Rd100": "PaDiM R18-Rd100", "WR50-Rd550": "PaDiM WR50-Rd550"}
+
+
+def reference_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Measured fused CPU rows against the paper's Table VII (batch 1) and anomalib's quoted figures.
+
+    One entry per comparison: ``what`` (the reference), ``model``, ``threads``, ``batch``,
+    ``measured_ms`` and ``reference_ms`` per image, ``phrase`` (``"4.0x faster"``), ``background_cpu``
+    and ``warning`` (:func:`contention`, ``None`` when the row was timed on a quiet machine).
+    """
+    paper = {p["method"]: p["seconds_per_image"] * 1e3 for p in PAPER_TABLE7}
+    out = []
+    for row in rows:
+        if row["variant"] != "fused" or row["device"] != "cpu" or row["frame"] != "224x224":
+            continue
+        references = []
+        if row["batch"] == 1 and row["model"] in _PAPER_MODELS:
+            references.append(("paper Table VII (i7-4710HQ)", paper[_PAPER_MODELS[row["model"]]]))
+        quoted = ANOMALIB_QUOTED["ms_per_image"].get(str(row["batch"]))
+        if row["model"] == ANOMALIB_QUOTED["model"] and quoted is not None:
+            references.append(("anomalib ONNX export (quoted, not measured)", quoted))
+        measured = row["per_image_ms"]["p50"]
+        for what, reference in references:
+            out.append(
+                {
+                    "what": what,
+                    "model": row["model"],
+                    "threads": row["threads"],
+                    "batch": row["batch"],
+                    "measured_ms": measured,
+                    "reference_ms": reference,
+                    "phrase": speed_phrase(reference, measured),
+                    "background_cpu": row.get("background_cpu"),
+                    "warning": contention(row.get("background_cpu")),
+                }
+            )
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from pathlib import Path
 
 import click
@@ -333,16 +334,16 @@ def main(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     paths = report.write_all(result, output or default_output(), stem=name)
-    checks = report.targets(result.rows)
-    for check in checks:
-        if check["value"] is not None:
-            verdict = "PASS" if check["passed"] else "FAIL"
-            click.echo(
-                f"{check['check']}: {check['value']:.2f}x (target {check['target']}) {verdict}", err=True
-            )
+    for line in report.summary_lines(result):
+        click.echo(line, err=True)
     click.echo(f"{len(result.rows)} rows in {result.seconds:.0f} s", err=True)
     for path in paths.values():
         click.echo(str(path))
+    if result.failures:
+        click.echo(
+            f"Error: {len(result.failures)} configuration(s) failed (see above and {paths['md']})", err=True
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

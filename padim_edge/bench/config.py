@@ -95,6 +95,10 @@ class BenchResult:
         rows: One dict per (model, variant, engine, device, threads, batch size).
         notes: Skipped devices, failed batch sizes, caveats.
         seconds: Wall time of all runs.
+        failures: Configurations that measured nothing (the model did not load, its first call failed,
+            or its smallest batch size failed): ``model``, ``variant``, ``device``, ``threads_label``,
+            ``error``. ``padim-bench`` exits 1 when there is one. A sweep that stops at a larger batch
+            size (out of memory) is a note, not a failure.
     """
 
     machine: dict[str, Any]
@@ -102,15 +106,17 @@ class BenchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def merge(self, other: BenchResult) -> BenchResult:
-        """This result followed by ``other``'s runs, rows and notes (machine info of the first)."""
+        """This result followed by ``other``'s runs, rows, notes and failures (machine info of the first)."""
         return BenchResult(
             machine=self.machine,
             runs=self.runs + other.runs,
             rows=self.rows + other.rows,
             notes=self.notes + [n for n in other.notes if n not in self.notes],
             seconds=self.seconds + other.seconds,
+            failures=self.failures + other.failures,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,5 +126,5 @@ class BenchResult:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BenchResult:
         """Inverse of :meth:`to_dict` (extra keys such as derived tables are ignored)."""
-        keys = ("machine", "runs", "rows", "notes", "seconds")
+        keys = ("machine", "runs", "rows", "notes", "seconds", "failures")
         return cls(**{k: values[k] for k in keys if k in values})

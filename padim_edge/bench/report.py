@@ -18,6 +18,7 @@ from padim_edge.bench.analysis import (
     TARGET_THREADS,
     TARGETS,
     ratios,
+    reference_comparisons,
     targets,
 )
 from padim_edge.bench.config import BenchResult
@@ -35,6 +36,7 @@ __all__ = [
     "plot",
     "ratios",
     "render_markdown",
+    "summary_lines",
     "targets",
     "to_json",
     "write_all",
@@ -52,6 +54,29 @@ def to_json(result: BenchResult) -> dict[str, Any]:
             "anomalib": ANOMALIB_QUOTED,
         },
     }
+
+
+def summary_lines(result: BenchResult) -> list[str]:
+    """The terminal summary: failed configurations, target checks and the comparisons with the paper and
+    anomalib, each with the contention warning beside it when other processes used the CPU."""
+    lines = [
+        f"FAILED: {f['model']} {f['variant']} on {f['device']}, threads {f['threads_label']}: {f['error']}"
+        for f in result.failures
+    ]
+    for check in targets(result.rows):
+        if check["value"] is None:
+            continue
+        verdict = "PASS" if check["passed"] else "FAIL"
+        line = f"{check['check']}: {check['value']:.2f}x (target {check['target']}) {verdict}"
+        lines.append(line + (f"  † {check['warning']}" if check["warning"] else ""))
+    for c in reference_comparisons(result.rows):
+        threads = "" if c["threads"] is None else f", {c['threads']} threads"
+        line = (
+            f"{c['model']} fused, batch {c['batch']}{threads}: {c['measured_ms']:.3g} ms/image vs "
+            f"{c['reference_ms']:.3g} ms, {c['what']}: {c['phrase']}"
+        )
+        lines.append(line + (f"  † {c['warning']}" if c["warning"] else ""))
+    return lines
 
 
 def write_all(

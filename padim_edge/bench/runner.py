@@ -263,6 +263,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     temporary = config.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="padim-bench-")) if temporary else Path(config.workdir)
     rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     settings = config.to_dict()
     settings["devices_run"] = devices
     settings["threads_resolved"] = [{"label": label, "threads": count} for label, count in threads]
@@ -283,15 +284,29 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         for subject, variant, job, result in outcomes:
             path = job.get("path")
             rows.extend(_rows(subject, variant, job, result, files_bytes(path) if path else None))
-            if result["error"]:
+            if result["error"] and not result["points"]:
+                failures.append(
+                    {
+                        "model": subject.label,
+                        "variant": variant,
+                        "device": job["device"],
+                        "threads_label": job["threads_label"],
+                        "error": result["error"],
+                    }
+                )
+            elif result["error"]:
                 where = f"{subject.label} {variant} {job['device']} threads={job['threads_label']}"
-                more = "; larger batch sizes not measured" if result["points"] else ""
-                notes.append(f"{where}: {result['error']}{more}")
+                notes.append(f"{where}: {result['error']}; larger batch sizes not measured")
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
     return BenchResult(
-        machine=machine, runs=[settings], rows=rows, notes=notes, seconds=time.perf_counter() - start
+        machine=machine,
+        runs=[settings],
+        rows=rows,
+        notes=notes,
+        seconds=time.perf_counter() - start,
+        failures=failures,
     )
 
 

@@ -6,13 +6,14 @@ The run itself is replaced by hand-made rows (:mod:`tests.bench.fakes`), so thes
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from padim_edge.bench import cli
+from padim_edge.bench import analysis, cli
 from tests.bench import fakes
 
 FAST_ARGS = ["--device", "cpu", "--in-process", "-q"]
@@ -50,3 +51,80 @@ def test_help_states_the_new_default() -> None:
     text = CliRunner().invoke(cli.main, ["--help"], terminal_width=200).output
     assert "bench-YYYYmmdd-HHMMSS" in text
     assert "benchmarks/results" not in text
+
+
+# ------------------------------------------------------------------ ratios read "faster" / "slower"
+
+
+def test_speed_phrase_never_reads_a_fraction_faster() -> None:
+    assert analysis.speed_phrase(230.0, 57.5) == "4.0x faster"
+    assert analysis.speed_phrase(26.0, 176.0) == "6.8x slower"
+    assert analysis.speed_phrase(26.0, 26.5) == "about as fast"
+    with pytest.raises(ValueError):
+        analysis.speed_phrase(26.0, 0.0)
+
+
+def _r18_rows(ms: float, background_cpu: float) -> list[dict]:
+    return [
+        fakes.row(variant, batch, scale * ms, background_cpu=background_cpu)
+        for batch in (1, 8)
+        for variant, scale in (("fused", 1.0), ("backbone", 0.8), ("eager", 3.5))
+    ]
+
+
+def test_summary_and_markdown_word_ratios_as_faster_or_slower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcome = _invoke(monkeypatch, fakes.result(_r18_rows(176.0, 0.0)), ["-o", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    markdown = (tmp_path / "bench.md").read_text()
+    for text in (outcome.stderr, markdown):
+        assert "6.8x slower" in text  # 176 ms against anomalib's quoted 26 ms
+        assert "1.3x faster" in text  # 176 ms against the paper's 230 ms
+        assert not re.search(r"0\.\d+x faster", text)
+        assert "contended" not in text.replace("treat them as contended", "")
+
+
+def test_contention_warning_stands_beside_every_ratio_it_affects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcome = _invoke(monkeypatch, fakes.result(_r18_rows(20.0, 0.75)), ["-o", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    ratio_lines = [
+        line for line in outcome.stderr.splitlines() if re.search(r"x \(target|x faster|x slower", line)
+    ]
+    assert len(ratio_lines) == 3 + 1 + 2  # 3 targets, paper at batch 1, anomalib at batches 1 and 8
+    for line in ratio_lines:
+        assert "contended: other processes used 75% of the CPU" in line, line
+    markdown = (tmp_path / "bench.md").read_text()
+    targets = markdown.split("## Targets")[1].split("\n## ")[0]
+    table_rows = [line for line in targets.splitlines() if line.startswith("| ") and "| Check |" not in line]
+    assert len(table_rows) == 5
+    for line in table_rows:
+        assert "contended" in line, line
+    versus = [line for line in markdown.splitlines() if "x faster" in line or "x slower" in line]
+    assert versus and all("contended" in line for line in versus)
+    ratios = markdown.split("## Head overhead")[1].split("\n## ")[0]
+    assert ratios.count("x †") == 2 * 2 + 0  # fused/backbone and eager/fused, batches 1 and 8
+
+
+# ------------------------------------------------------------------------ a failed configuration
+
+
+def test_a_failed_configuration_is_reported_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failure = {
+        "model": "R18-Rd100",
+        "variant": "fused",
+        "device": "cpu",
+        "threads_label": "1",
+        "error": "load: ModelLoadError: model.onnx.data is missing",
+    }
+    rows = [fakes.row("backbone", 1, 16.0)]
+    outcome = _invoke(monkeypatch, fakes.result(rows, failures=[failure]), ["-o", str(tmp_path)])
+    assert outcome.exit_code == 1, outcome.output
+    assert "FAILED: R18-Rd100 fused on cpu" in outcome.stderr
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["failures"] == [failure]
+    assert "## FAILED: 1 configuration(s) measured nothing" in (tmp_path / "bench.md").read_text()

@@ -406,3 +406,31 @@ def test_head_precision_labels_and_column(
         ("R18-Rd16 fp16-head", "backbone", None),
     }
     assert next(workdir.glob("*/padim-head-fp16.onnx")).is_file()
+
+
+def test_cli_model_without_its_data_file_fails_the_run(
+    tiny_run: tuple[BenchResult, dict[str, Path]], workdir: Path, tmp_path: Path
+) -> None:
+    """A model whose .onnx.data is missing is a failed configuration: reported, and the exit code is 1."""
+    (fused,) = workdir.glob("*/padim.onnx")
+    broken = tmp_path / "broken.onnx"
+    onnx.save(onnx.load(str(fused)), str(broken), save_as_external_data=True, location="broken.onnx.data")
+    (tmp_path / "broken.onnx.data").unlink()
+    args = [*FAST_ARGS, "--batch-sizes", "1", "--threads", "1", "--device", "cpu", "--frame-size", "64"]
+    args += [
+        "--model",
+        str(broken),
+        "--no-backbone",
+        "--no-eager",
+        "--in-process",
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    outcome = CliRunner().invoke(main, [*args, "-q"])
+    assert outcome.exit_code == 1, outcome.output
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert data["rows"] == []
+    (failure,) = data["failures"]
+    assert (failure["model"], failure["variant"], failure["device"]) == ("R18-Rd16 fp32", "fused", "cpu")
+    assert failure["error"].startswith("load:")
+    assert "## FAILED" in (tmp_path / "out" / "bench.md").read_text()
