@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from padim_edge.bench.runner import DEFAULT_BATCH_SIZES, BenchConfig, run_benchmark
+from padim_edge.bench.config import DEFAULT_BATCH_SIZES, BenchConfig
 from padim_edge.bench.timing import TimingPolicy
 from padim_edge.devices import CONCRETE_DEVICES
-from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
+from padim_edge.export.padim.settings import HEAD_PRECISIONS
+from padim_edge.extras import MissingExtraError, require
 from padim_edge.geometry import parse_size
 from padim_edge.spec import BACKBONES
 
@@ -291,8 +292,6 @@ def main(
     A variant:   padim-bench --model model_int8.onnx --threads all
     PatchCore:   padim-bench --method patchcore --coreset 0.01 --fit-frames 240 --batch-sizes 1,8
     """
-    from padim_edge.bench import report
-
     try:
         policy = TimingPolicy(
             warmup=warmup,
@@ -329,8 +328,17 @@ def main(
         retries=max(0, retries),
         progress=not quiet,
     )
+    builds = bool(config.backbones) or config.eager or config.backbone
+    try:  # building or eager rows need torch; reading a --model's metadata needs onnx
+        require("padim-bench", "runtime", "bench", "export" if builds else "check")
+        if set(config.head_precisions) - {"fp32"}:
+            require("padim-bench --head-precision", "calibrate")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    from padim_edge.bench import report, runner
+
     try:
-        result = run_benchmark(config)
+        result = runner.run_benchmark(config)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     paths = report.write_all(result, output or default_output(), stem=name)

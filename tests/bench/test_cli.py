@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from padim_edge.bench import analysis, cli
+from padim_edge.bench import analysis, cli, runner
 from tests.bench import fakes
 
 FAST_ARGS = ["--device", "cpu", "--in-process", "-q"]
 
 
 def _invoke(monkeypatch: pytest.MonkeyPatch, result, args: list[str]):
-    monkeypatch.setattr(cli, "run_benchmark", lambda config: result)
+    monkeypatch.setattr(runner, "run_benchmark", lambda config: result)
     return CliRunner().invoke(cli.main, [*FAST_ARGS, *args])
 
 
