@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from padim_edge.bench import system
-from padim_edge.bench.artifacts import Artifacts, model_label
 from padim_edge.bench.config import CONTENDED, DEFAULT_BATCH_SIZES, VARIANTS, BenchConfig, BenchResult
+from padim_edge.bench.subjects import Subject, plan_subjects, progress, read_model_metadata
 from padim_edge.bench.timing import Summary
 from padim_edge.bench.worker import files_bytes, run_job
 
@@ -34,24 +32,6 @@ __all__ = [
     "read_model_metadata",
     "run_benchmark",
 ]
-
-
-@dataclass(frozen=True)
-class Subject:
-    """One model to benchmark, with the comparators built for it."""
-
-    label: str
-    fused: str | None
-    backbone_graph: str | None
-    state: str | None
-    module: dict[str, Any]
-    precision: str
-    head_precision: str = "fp32"
-
-
-def _log(config: BenchConfig, message: str) -> None:
-    if config.progress:
-        print(message, file=sys.stderr, flush=True)
 
 
 def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
@@ -78,119 +58,6 @@ def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
                 f"(it has {', '.join(system.onnxruntime_info()[1])})"
             )
     return devices, notes
-
-
-def read_model_metadata(path: Path) -> dict[str, Any]:
-    """Method, backbone, dims, resize, crop, seed, precision (and PatchCore's coreset and bank size) of a
-    padim-edge model file, without its weights."""
-    import onnx
-
-    from padim_edge import metadata
-
-    proto = onnx.load(str(path), load_external_data=False)
-    info = metadata.parse({p.key: p.value for p in proto.metadata_props}, source=str(path))
-    return {
-        "method": info.method,
-        "backbone": info.backbone,
-        "dims": info.dims,
-        "resize": info.resize,
-        "crop": info.crop,
-        "seed": info.get("seed", 0),
-        "coreset": info.get("coreset"),
-        "bank_size": info.get("bank_size"),
-        "precision": info.precision,
-        "head_precision": info.head_precision,
-    }
-
-
-def _head_variant(config: BenchConfig, fused: str, precision: str) -> str:
-    """The built float32 model with its head rewritten to ``precision`` (made once, beside it)."""
-    target = Path(fused).with_name(f"{Path(fused).stem}-head-{precision}.onnx")
-    if not target.is_file():
-        _log(config, f"{target.name}: rewriting the head to {precision}")
-        run_job({"job": "head", "source": fused, "output": str(target), "precision": precision}, isolate=True)
-    return str(target)
-
-
-def _prepare(config: BenchConfig, workdir: Path, backbone: str, **kwargs: Any) -> Artifacts:
-    spec = {
-        "job": "prepare",
-        "args": {
-            "backbone": backbone,
-            "folder": str(workdir),
-            "resize": kwargs.pop("resize", config.resize),
-            "crop": kwargs.pop("crop", config.crop),
-            "seed": kwargs.pop("seed", config.seed),
-            "fit_frames": config.fit_frames,
-            "progress": config.progress,
-            **kwargs,
-        },
-    }
-    return Artifacts.from_dict(run_job(spec, isolate=config.isolate))
-
-
-#: What a worker needs to rebuild a model's eager twin.
-_MODULE_KEYS = ("method", "backbone", "dims", "resize", "crop", "seed", "coreset", "bank_size")
-
-
-def _subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
-    subjects = []
-    for backbone in config.backbones:
-        art = _prepare(
-            config,
-            workdir,
-            backbone,
-            method=config.method,
-            coreset=config.coreset,
-            dims=config.dims,
-            backbone_alone=config.backbone,
-            eager=config.eager,
-        )
-        module = {
-            "method": art.method,
-            "backbone": art.backbone,
-            "dims": art.dims,
-            "resize": art.resize,
-            "crop": art.crop,
-            "seed": art.seed,
-            "coreset": art.coreset,
-            "bank_size": art.bank_size,
-        }
-        for head in config.head_precisions:
-            if head == "fp32":
-                subjects.append(Subject(art.label, art.fused, art.backbone_graph, art.state, module, "fp32"))
-            elif art.fused is not None:
-                label = model_label(
-                    art.method,
-                    art.backbone,
-                    art.dims,
-                    coreset=art.coreset,
-                    bank_size=art.bank_size,
-                    head_precision=head,
-                )
-                fused = _head_variant(config, art.fused, head)
-                subjects.append(Subject(label, fused, art.backbone_graph, art.state, module, "fp32", head))
-    for path in config.models:
-        meta = read_model_metadata(path)
-        module = {k: meta[k] for k in _MODULE_KEYS}
-        label = model_label(
-            meta["method"],
-            meta["backbone"],
-            meta["dims"],
-            coreset=meta["coreset"],
-            bank_size=meta["bank_size"],
-            precision=meta["precision"],
-            head_precision=meta["head_precision"],
-        )
-        graph = None
-        if config.backbone:
-            build = {k: module[k] for k in _MODULE_KEYS if k != "bank_size"}
-            art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **build)
-            graph = art.backbone_graph
-        subjects.append(
-            Subject(label, str(path), graph, None, module, meta["precision"], meta["head_precision"])
-        )
-    return subjects
 
 
 def _rows(
@@ -255,7 +122,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         raise ValueError(f"batch sizes must be positive, got {config.batch_sizes}")
     devices, notes = plan_devices(config.devices)
     for note in notes:
-        _log(config, note)
+        progress(config, note)
     if not devices:
         raise ValueError("none of the requested devices is available: " + "; ".join(notes))
     threads = [system.resolve_threads(t) for t in config.threads]
@@ -269,7 +136,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     settings["threads_resolved"] = [{"label": label, "threads": count} for label, count in threads]
     settings["started"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     try:
-        subjects = _subjects(config, workdir)
+        subjects = plan_subjects(config, workdir)
         outcomes: list[tuple[Subject, str, dict[str, Any], dict[str, Any]]] = []
         for subject in subjects:
             for device in devices:
@@ -278,7 +145,9 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
                     for variant in VARIANTS:
                         job = _job(config, subject, variant, device, threads_label, count, notes)
                         if job is not None:
-                            _log(config, f"{subject.label} {variant} on {device}, threads {threads_label}")
+                            progress(
+                                config, f"{subject.label} {variant} on {device}, threads {threads_label}"
+                            )
                             outcomes.append((subject, variant, job, _measure(config, job)))
         _retry_contended(config, outcomes, notes)
         for subject, variant, job, result in outcomes:
@@ -317,7 +186,7 @@ def background(result: dict[str, Any]) -> float:
 
 def _measure(config: BenchConfig, job: dict[str, Any]) -> dict[str, Any]:
     if config.wait_idle > 0:
-        system.wait_for_idle(timeout=config.wait_idle, threshold=CONTENDED, log=lambda m: _log(config, m))
+        system.wait_for_idle(timeout=config.wait_idle, threshold=CONTENDED, log=lambda m: progress(config, m))
     return run_job(job, isolate=config.isolate)
 
 
@@ -333,13 +202,13 @@ def _retry_contended(
         pending = [i for i, (*_, result) in enumerate(outcomes) if background(result) > CONTENDED]
         if not pending:
             break
-        _log(
+        progress(
             config,
             f"re-measuring {len(pending)} configuration(s) timed on a busy machine (round {attempt + 1})",
         )
         for i in pending:
             subject, variant, job, old = outcomes[i]
-            _log(
+            progress(
                 config,
                 f"{subject.label} {variant} on {job['device']}, threads {job['threads_label']} "
                 f"(was {background(old):.0%} busy)",
