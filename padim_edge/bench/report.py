@@ -49,6 +49,7 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         **result.to_dict(),
         "ratios": ratios(result.rows),
         "targets": targets(result.rows),
+        "comparisons": reference_comparisons(result.rows),
         "references": {
             "paper_table7": {"hardware": PAPER_HARDWARE, "rows": PAPER_TABLE7},
             "anomalib": ANOMALIB_QUOTED,

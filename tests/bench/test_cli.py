@@ -96,6 +96,9 @@ def test_contention_warning_stands_beside_every_ratio_it_affects(
     assert len(ratio_lines) == 3 + 1 + 2  # 3 targets, paper at batch 1, anomalib at batches 1 and 8
     for line in ratio_lines:
         assert "contended: other processes used 75% of the CPU" in line, line
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert len(data["comparisons"]) == 3 and all(c["warning"] for c in data["comparisons"])
+    assert all(t["warning"] for t in data["targets"])
     markdown = (tmp_path / "bench.md").read_text()
     targets = markdown.split("## Targets")[1].split("\n## ")[0]
     table_rows = [line for line in targets.splitlines() if line.startswith("| ") and "| Check |" not in line]
