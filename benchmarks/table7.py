@@ -170,16 +170,13 @@ def main(
     assert result is not None
     result.notes.extend(notes)
     paths = report.write_all(result, output, stem="table7", title="PaDiM Table VII reproduction (padim-edge)")
+    for line in report.summary_lines(result):
+        print(line, file=sys.stderr)
     print(f"{len(result.rows)} rows in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    for check in report.targets(result.rows):
-        if check["value"] is not None:
-            verdict = "PASS" if check["passed"] else "FAIL"
-            print(
-                f"{check['check']}: {check['value']:.2f}x (target {check['target']}) {verdict}",
-                file=sys.stderr,
-            )
     for path in paths.values():
         print(path)
+    if result.failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

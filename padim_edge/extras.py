@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "export": (("torch", "torchvision", "onnx", "onnxscript"), "pip install 'padim-edge[export]'"),
     "eval": (("sklearn", "scipy", "matplotlib"), "pip install 'padim-edge[eval]'"),
     "calibrate": (("onnx", "onnxconverter_common"), "pip install 'padim-edge[calibrate]'"),
+    "check": (("onnx",), "pip install 'padim-edge[check]'"),
     "bench": (("psutil", "matplotlib"), "pip install 'padim-edge[bench]'"),
     "ray": (("ray", "pyarrow", "pandas"), "pip install 'padim-edge[ray]'"),
 }
@@ -29,7 +30,15 @@ class MissingExtraError(ImportError):
 def missing(extra: str) -> list[str]:
     """The modules of ``extra`` that cannot be imported here."""
     modules, _ = EXTRAS[extra]
-    return [m for m in modules if importlib.util.find_spec(m) is None]
+    return [m for m in modules if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found (without importing it; a dotted name imports its parents)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package; a module without a spec
+        return False
 
 
 def require(command: str, *extras: str) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import sys
 from pathlib import Path
 
 import click
 
-from padim_edge.bench.runner import DEFAULT_BATCH_SIZES, BenchConfig, run_benchmark
+from padim_edge.bench.config import DEFAULT_BATCH_SIZES, BenchConfig
 from padim_edge.bench.timing import TimingPolicy
 from padim_edge.devices import CONCRETE_DEVICES
-from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
+from padim_edge.export.padim.settings import HEAD_PRECISIONS
+from padim_edge.extras import MissingExtraError, require
 from padim_edge.geometry import parse_size
 from padim_edge.spec import BACKBONES
 
@@ -68,6 +71,21 @@ def parse_devices(text: str | None) -> list[str] | None:
             f"--device: unknown {unknown or text!r}; choose from {', '.join(CONCRETE_DEVICES)}"
         )
     return list(dict.fromkeys(items))
+
+
+def default_output(now: _dt.datetime | None = None, *, parent: Path | None = None) -> Path:
+    """A fresh ``bench-YYYYmmdd-HHMMSS`` folder path under ``parent`` (default: the current directory).
+
+    A second run within the same second gets ``-2``, ``-3``, ... appended, so nothing is overwritten.
+    """
+    parent = Path.cwd() if parent is None else parent
+    stem = f"bench-{(now or _dt.datetime.now()):%Y%m%d-%H%M%S}"
+    path = parent / stem
+    suffix = 2
+    while path.exists():
+        path = parent / f"{stem}-{suffix}"
+        suffix += 1
+    return path
 
 
 def parse_frame(text: str) -> tuple[int, int]:
@@ -157,9 +175,9 @@ def parse_frame(text: str) -> tuple[int, int]:
     "--output",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("benchmarks/results"),
-    show_default=True,
-    help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot).",
+    default=None,
+    help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot). "
+    "Default: a new folder ./bench-YYYYmmdd-HHMMSS/ in the current directory.",
 )
 @click.option("--name", default="bench", show_default=True, help="File stem of the outputs.")
 @click.option(
@@ -243,7 +261,7 @@ def main(
     max_seconds: float,
     warmup: int,
     frame_size: str,
-    output: Path,
+    output: Path | None,
     name: str,
     head_precisions: tuple[str, ...],
     no_eager: bool,
@@ -266,7 +284,7 @@ def main(
     padim_edge.runtime (the product), the truncated backbone alone exported the same way (so
     fused / backbone is the head's overhead), and the PyTorch eager module (so eager / fused is the
     speed-up). Rows: p50/p90/p99 latency per batch and per image, images/s, size on disk, load time,
-    peak RSS. Writes JSON, markdown and a PNG plot to --output.
+    peak RSS. Writes JSON, markdown and a PNG plot to --output (default: a new ./bench-<time>/ folder).
 
     \b
     Quick run:   padim-bench --batch-sizes 1,8 --min-reps 20 --min-seconds 1
@@ -274,8 +292,6 @@ def main(
     A variant:   padim-bench --model model_int8.onnx --threads all
     PatchCore:   padim-bench --method patchcore --coreset 0.01 --fit-frames 240 --batch-sizes 1,8
     """
-    from padim_edge.bench import report
-
     try:
         policy = TimingPolicy(
             warmup=warmup,
@@ -312,21 +328,30 @@ def main(
         retries=max(0, retries),
         progress=not quiet,
     )
+    builds = bool(config.backbones) or config.eager or config.backbone
+    try:  # building or eager rows need torch; reading a --model's metadata needs onnx
+        require("padim-bench", "runtime", "bench", "export" if builds else "check")
+        if set(config.head_precisions) - {"fp32"}:
+            require("padim-bench --head-precision", "calibrate")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    from padim_edge.bench import report, runner
+
     try:
-        result = run_benchmark(config)
+        result = runner.run_benchmark(config)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    paths = report.write_all(result, output, stem=name)
-    checks = report.targets(result.rows)
-    for check in checks:
-        if check["value"] is not None:
-            verdict = "PASS" if check["passed"] else "FAIL"
-            click.echo(
-                f"{check['check']}: {check['value']:.2f}x (target {check['target']}) {verdict}", err=True
-            )
+    paths = report.write_all(result, output or default_output(), stem=name)
+    for line in report.summary_lines(result):
+        click.echo(line, err=True)
     click.echo(f"{len(result.rows)} rows in {result.seconds:.0f} s", err=True)
     for path in paths.values():
         click.echo(str(path))
+    if result.failures:
+        click.echo(
+            f"Error: {len(result.failures)} configuration(s) failed (see above and {paths['md']})", err=True
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

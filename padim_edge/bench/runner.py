@@ -10,146 +10,28 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from padim_edge.bench import system
-from padim_edge.bench.artifacts import Artifacts, model_label
-from padim_edge.bench.timing import Summary, TimingPolicy
+from padim_edge.bench.config import CONTENDED, DEFAULT_BATCH_SIZES, VARIANTS, BenchConfig, BenchResult
+from padim_edge.bench.subjects import Subject, plan_subjects, progress, read_model_metadata
+from padim_edge.bench.timing import Summary
 from padim_edge.bench.worker import files_bytes, run_job
 
-VARIANTS = ("fused", "backbone", "eager")
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
-#: Background CPU share (other processes) above which a measurement counts as contended.
-CONTENDED = 0.10
-
-
-@dataclass
-class BenchConfig:
-    """What to benchmark.
-
-    Attributes:
-        backbones: Backbones to build (random-init, fitted on synthetic frames) and benchmark.
-        models: Existing fused model files to benchmark instead of (or besides) built ones.
-        batch_sizes: Batch sweep (each configuration runs them ascending).
-        threads: CPU thread settings: positive integers or ``"all"`` (every usable logical CPU).
-        devices: ``cpu``, ``cuda``, ``tensorrt``; ``None``: every one this onnxruntime build has.
-            Requested devices whose provider is missing are skipped with a note.
-        policy: Warm-up and repetition policy per batch size.
-        frame: Input frame ``(H, W)``; the graph resizes, so any size works.
-        method: ``padim`` or ``patchcore`` (built models).
-        coreset: PatchCore's coreset fraction of built models (``None``: 0.1).
-        dims: Embedding dims (``None``: the method's setting for each backbone).
-        resize: Square resize edge of built models.
-        crop: Center-crop edge of built models.
-        seed: Channel-subset seed.
-        fit_frames: Synthetic frames the built models' heads are fitted on (PatchCore: sets the bank size).
-        head_precisions: Head precisions of the built models: ``fp32`` is the export itself, others are
-            rewritten from it (torch-free, :mod:`padim_edge.calibration.head`) and labelled
-            ``R18-Rd100 int8-head``; they share the float32 model's backbone-alone and eager comparators.
-        eager: Include the PyTorch eager rows.
-        backbone: Include the backbone-alone rows.
-        isolate: One fresh subprocess per configuration (per-model peak RSS).
-        workdir: Where exported models go and are reused from (``None``: a temporary folder,
-            deleted afterwards).
-        wait_idle: Seconds to wait, before each configuration, for other processes to leave the CPU.
-        retries: Times to measure again a configuration timed while other processes used more than
-            :data:`CONTENDED` of the CPU (the least contended attempt is kept).
-        progress: Progress lines on stderr.
-    """
-
-    backbones: list[str] = field(default_factory=lambda: ["r18"])
-    models: list[Path] = field(default_factory=list)
-    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
-    threads: list[str] = field(default_factory=lambda: ["1", "all"])
-    devices: list[str] | None = None
-    policy: TimingPolicy = field(default_factory=TimingPolicy)
-    frame: tuple[int, int] = (224, 224)
-    method: str = "padim"
-    coreset: float | None = None
-    dims: int | None = None
-    resize: int = 256
-    crop: int = 224
-    seed: int = 0
-    fit_frames: int = 8
-    head_precisions: list[str] = field(default_factory=lambda: ["fp32"])
-    eager: bool = True
-    backbone: bool = True
-    isolate: bool = True
-    workdir: Path | None = None
-    wait_idle: float = 0.0
-    retries: int = 0
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Settings as plain JSON values."""
-        values = asdict(self)
-        values["models"] = [str(m) for m in self.models]
-        values["workdir"] = str(self.workdir) if self.workdir else None
-        values["frame"] = list(self.frame)
-        values["policy"] = self.policy.to_dict()
-        return values
-
-
-@dataclass
-class BenchResult:
-    """Rows of a benchmark with the machine and settings that produced them.
-
-    Attributes:
-        machine: :func:`padim_edge.bench.system.machine_info` at the start.
-        runs: Settings of each run merged into this result.
-        rows: One dict per (model, variant, engine, device, threads, batch size).
-        notes: Skipped devices, failed batch sizes, caveats.
-        seconds: Wall time of all runs.
-    """
-
-    machine: dict[str, Any]
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def merge(self, other: BenchResult) -> BenchResult:
-        """This result followed by ``other``'s runs, rows and notes (machine info of the first)."""
-        return BenchResult(
-            machine=self.machine,
-            runs=self.runs + other.runs,
-            rows=self.rows + other.rows,
-            notes=self.notes + [n for n in other.notes if n not in self.notes],
-            seconds=self.seconds + other.seconds,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> BenchResult:
-        """Inverse of :meth:`to_dict` (extra keys such as derived tables are ignored)."""
-        keys = ("machine", "runs", "rows", "notes", "seconds")
-        return cls(**{k: values[k] for k in keys if k in values})
-
-
-@dataclass(frozen=True)
-class Subject:
-    """One model to benchmark, with the comparators built for it."""
-
-    label: str
-    fused: str | None
-    backbone_graph: str | None
-    state: str | None
-    module: dict[str, Any]
-    precision: str
-    head_precision: str = "fp32"
-
-
-def _log(config: BenchConfig, message: str) -> None:
-    if config.progress:
-        print(message, file=sys.stderr, flush=True)
+__all__ = [
+    "CONTENDED",
+    "DEFAULT_BATCH_SIZES",
+    "VARIANTS",
+    "BenchConfig",
+    "BenchResult",
+    "Subject",
+    "plan_devices",
+    "read_model_metadata",
+    "run_benchmark",
+]
 
 
 def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
@@ -176,119 +58,6 @@ def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
                 f"(it has {', '.join(system.onnxruntime_info()[1])})"
             )
     return devices, notes
-
-
-def read_model_metadata(path: Path) -> dict[str, Any]:
-    """Method, backbone, dims, resize, crop, seed, precision (and PatchCore's coreset and bank size) of a
-    padim-edge model file, without its weights."""
-    import onnx
-
-    from padim_edge import metadata
-
-    proto = onnx.load(str(path), load_external_data=False)
-    info = metadata.parse({p.key: p.value for p in proto.metadata_props}, source=str(path))
-    return {
-        "method": info.method,
-        "backbone": info.backbone,
-        "dims": info.dims,
-        "resize": info.resize,
-        "crop": info.crop,
-        "seed": info.get("seed", 0),
-        "coreset": info.get("coreset"),
-        "bank_size": info.get("bank_size"),
-        "precision": info.precision,
-        "head_precision": info.head_precision,
-    }
-
-
-def _head_variant(config: BenchConfig, fused: str, precision: str) -> str:
-    """The built float32 model with its head rewritten to ``precision`` (made once, beside it)."""
-    target = Path(fused).with_name(f"{Path(fused).stem}-head-{precision}.onnx")
-    if not target.is_file():
-        _log(config, f"{target.name}: rewriting the head to {precision}")
-        run_job({"job": "head", "source": fused, "output": str(target), "precision": precision}, isolate=True)
-    return str(target)
-
-
-def _prepare(config: BenchConfig, workdir: Path, backbone: str, **kwargs: Any) -> Artifacts:
-    spec = {
-        "job": "prepare",
-        "args": {
-            "backbone": backbone,
-            "folder": str(workdir),
-            "resize": kwargs.pop("resize", config.resize),
-            "crop": kwargs.pop("crop", config.crop),
-            "seed": kwargs.pop("seed", config.seed),
-            "fit_frames": config.fit_frames,
-            "progress": config.progress,
-            **kwargs,
-        },
-    }
-    return Artifacts.from_dict(run_job(spec, isolate=config.isolate))
-
-
-#: What a worker needs to rebuild a model's eager twin.
-_MODULE_KEYS = ("method", "backbone", "dims", "resize", "crop", "seed", "coreset", "bank_size")
-
-
-def _subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
-    subjects = []
-    for backbone in config.backbones:
-        art = _prepare(
-            config,
-            workdir,
-            backbone,
-            method=config.method,
-            coreset=config.coreset,
-            dims=config.dims,
-            backbone_alone=config.backbone,
-            eager=config.eager,
-        )
-        module = {
-            "method": art.method,
-            "backbone": art.backbone,
-            "dims": art.dims,
-            "resize": art.resize,
-            "crop": art.crop,
-            "seed": art.seed,
-            "coreset": art.coreset,
-            "bank_size": art.bank_size,
-        }
-        for head in config.head_precisions:
-            if head == "fp32":
-                subjects.append(Subject(art.label, art.fused, art.backbone_graph, art.state, module, "fp32"))
-            elif art.fused is not None:
-                label = model_label(
-                    art.method,
-                    art.backbone,
-                    art.dims,
-                    coreset=art.coreset,
-                    bank_size=art.bank_size,
-                    head_precision=head,
-                )
-                fused = _head_variant(config, art.fused, head)
-                subjects.append(Subject(label, fused, art.backbone_graph, art.state, module, "fp32", head))
-    for path in config.models:
-        meta = read_model_metadata(path)
-        module = {k: meta[k] for k in _MODULE_KEYS}
-        label = model_label(
-            meta["method"],
-            meta["backbone"],
-            meta["dims"],
-            coreset=meta["coreset"],
-            bank_size=meta["bank_size"],
-            precision=meta["precision"],
-            head_precision=meta["head_precision"],
-        )
-        graph = None
-        if config.backbone:
-            build = {k: module[k] for k in _MODULE_KEYS if k != "bank_size"}
-            art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **build)
-            graph = art.backbone_graph
-        subjects.append(
-            Subject(label, str(path), graph, None, module, meta["precision"], meta["head_precision"])
-        )
-    return subjects
 
 
 def _rows(
@@ -353,7 +122,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         raise ValueError(f"batch sizes must be positive, got {config.batch_sizes}")
     devices, notes = plan_devices(config.devices)
     for note in notes:
-        _log(config, note)
+        progress(config, note)
     if not devices:
         raise ValueError("none of the requested devices is available: " + "; ".join(notes))
     threads = [system.resolve_threads(t) for t in config.threads]
@@ -361,12 +130,13 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     temporary = config.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="padim-bench-")) if temporary else Path(config.workdir)
     rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     settings = config.to_dict()
     settings["devices_run"] = devices
     settings["threads_resolved"] = [{"label": label, "threads": count} for label, count in threads]
     settings["started"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     try:
-        subjects = _subjects(config, workdir)
+        subjects = plan_subjects(config, workdir)
         outcomes: list[tuple[Subject, str, dict[str, Any], dict[str, Any]]] = []
         for subject in subjects:
             for device in devices:
@@ -375,21 +145,37 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
                     for variant in VARIANTS:
                         job = _job(config, subject, variant, device, threads_label, count, notes)
                         if job is not None:
-                            _log(config, f"{subject.label} {variant} on {device}, threads {threads_label}")
+                            progress(
+                                config, f"{subject.label} {variant} on {device}, threads {threads_label}"
+                            )
                             outcomes.append((subject, variant, job, _measure(config, job)))
         _retry_contended(config, outcomes, notes)
         for subject, variant, job, result in outcomes:
             path = job.get("path")
             rows.extend(_rows(subject, variant, job, result, files_bytes(path) if path else None))
-            if result["error"]:
+            if result["error"] and not result["points"]:
+                failures.append(
+                    {
+                        "model": subject.label,
+                        "variant": variant,
+                        "device": job["device"],
+                        "threads_label": job["threads_label"],
+                        "error": result["error"],
+                    }
+                )
+            elif result["error"]:
                 where = f"{subject.label} {variant} {job['device']} threads={job['threads_label']}"
-                more = "; larger batch sizes not measured" if result["points"] else ""
-                notes.append(f"{where}: {result['error']}{more}")
+                notes.append(f"{where}: {result['error']}; larger batch sizes not measured")
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
     return BenchResult(
-        machine=machine, runs=[settings], rows=rows, notes=notes, seconds=time.perf_counter() - start
+        machine=machine,
+        runs=[settings],
+        rows=rows,
+        notes=notes,
+        seconds=time.perf_counter() - start,
+        failures=failures,
     )
 
 
@@ -400,7 +186,7 @@ def background(result: dict[str, Any]) -> float:
 
 def _measure(config: BenchConfig, job: dict[str, Any]) -> dict[str, Any]:
     if config.wait_idle > 0:
-        system.wait_for_idle(timeout=config.wait_idle, threshold=CONTENDED, log=lambda m: _log(config, m))
+        system.wait_for_idle(timeout=config.wait_idle, threshold=CONTENDED, log=lambda m: progress(config, m))
     return run_job(job, isolate=config.isolate)
 
 
@@ -416,13 +202,13 @@ def _retry_contended(
         pending = [i for i, (*_, result) in enumerate(outcomes) if background(result) > CONTENDED]
         if not pending:
             break
-        _log(
+        progress(
             config,
             f"re-measuring {len(pending)} configuration(s) timed on a busy machine (round {attempt + 1})",
         )
         for i in pending:
             subject, variant, job, old = outcomes[i]
-            _log(
+            progress(
                 config,
                 f"{subject.label} {variant} on {job['device']}, threads {job['threads_label']} "
                 f"(was {background(old):.0%} busy)",

@@ -8,18 +8,30 @@ from pathlib import Path
 
 import click
 
-from padim_edge.compat.check import CheckError, check_file, format_report
-from padim_edge.compat.rules import RULES
 from padim_edge.compat.targets import ONNXRUNTIME, ONNXRUNTIME_VERSIONS, TENSORRT, TENSORRT_VERSIONS, target
+from padim_edge.extras import MissingExtraError, missing, require
 
 
 def _rule_table() -> str:
+    """The rules, one line each; a hint instead when onnx (which the rules read graphs with) is missing."""
+    if missing("check"):
+        return "  (listed once onnx is installed: pip install 'padim-edge[check]')"
+    from padim_edge.compat.rules import RULES
+
     return "\n".join(f"  {r.name}: {r.summary}" for r in RULES.values())
 
 
+class _Command(click.Command):
+    """A command whose epilog (the rule table) is built only when --help shows it."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.epilog = "\b\nRules:\n" + _rule_table()
+        super().format_epilog(ctx, formatter)
+
+
 @click.command(
+    cls=_Command,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
-    epilog="\b\nRules:\n" + _rule_table(),
 )
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
@@ -52,6 +64,12 @@ def main(
       padim-check model-trt.onnx --tensorrt 8.5 --tensorrt 10
       padim-check model.onnx --onnxruntime 1.16 --json
     """
+    try:
+        require("padim-check", "check")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    from padim_edge.compat.check import CheckError, check_file, format_report
+
     try:
         targets = [target(TENSORRT, v) for v in tensorrt_versions]
         targets += [target(ONNXRUNTIME, v) for v in ort_versions]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError, check_output_file
-from padim_edge.export.padim.graph_head import (
+from padim_edge.export.padim.settings import (
     DEFAULT_BLOCKS,
     HEAD_PRECISIONS,
     PANEL_ALIGN,
@@ -15,6 +15,7 @@ from padim_edge.export.padim.graph_head import (
     block_bounds,
 )
 from padim_edge.export.patchcore import settings as patchcore
+from padim_edge.extras import MissingExtraError, require
 from padim_edge.geometry import parse_size
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
@@ -231,6 +232,10 @@ def main(
       padim-export --ray auto --data bottle/train/good --output bottle.onnx
       padim-export --ray auto --categories mvtec_ad --output models/
     """
+    try:  # fitting needs torch, the parity check onnxruntime
+        require("padim-export", "export", "runtime")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
     from padim_edge.export.backbones import WeightsError
     from padim_edge.export.pipeline import ParityError, check_target, run_export
 

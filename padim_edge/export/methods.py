@@ -136,7 +136,7 @@ def _padim_fit_frames(model: Any, frames: np.ndarray | Sequence[np.ndarray], **k
 
 
 def _padim_bytes(model: Any, *, images: int, blocks: int | None = None, precision: str = "fp32") -> int:
-    from padim_edge.export.padim.graph_head import BYTES_PER_ENTRY, DEFAULT_BLOCKS
+    from padim_edge.export.padim.settings import BYTES_PER_ENTRY, DEFAULT_BLOCKS
 
     dims = model.config.dims
     blocks = max(1, min(blocks or DEFAULT_BLOCKS, dims))

@@ -13,8 +13,9 @@ from padim_edge import graph_names
 from padim_edge.bench import report, system, worker
 from padim_edge.bench.cli import main, parse_devices, parse_frame, parse_int_list, parse_threads
 from padim_edge.bench.runner import BenchConfig, BenchResult, plan_devices, run_benchmark
-from padim_edge.bench.timing import TimingPolicy, summarize
+from padim_edge.bench.timing import TimingPolicy
 from padim_edge.runtime import available
+from tests.bench import fakes
 
 TINY = {"dims": 16, "resize": 72, "crop": 64}
 TINY_ARGS = ["--dims", "16", "--resize", "72", "--crop", "64"]
@@ -73,43 +74,14 @@ def test_gpu_devices_are_skipped_cleanly_when_absent(monkeypatch: pytest.MonkeyP
 # ----------------------------------------------------------------------------- ratios and targets
 
 
-def _row(variant: str, batch: int, ms: float, threads: int = 2, model: str = "R18-Rd100") -> dict:
-    summary = summarize([ms / 1e3 * batch] * 3)
-    return {
-        "model": model,
-        "variant": variant,
-        "engine": "torch" if variant == "eager" else "onnxruntime",
-        "engine_version": "x",
-        "provider": "torch-cpu" if variant == "eager" else "CPUExecutionProvider",
-        "providers": [],
-        "device": "cpu",
-        "threads": threads,
-        "threads_label": "all" if threads == 2 else str(threads),
-        "batch": batch,
-        "frame": "224x224",
-        "precision": "fp32",
-        "reps": 3,
-        "latency_ms": summary.scaled(1e3).to_dict(),
-        "per_image_ms": {k: getattr(summary.scaled(1e3 / batch), k) for k in ("mean", "p50", "p90", "p99")},
-        "images_per_s": 1e3 / ms,
-        "model_bytes": 1,
-        "load_s": 0.1,
-        "rss_before_load_mb": 1.0,
-        "rss_after_load_mb": 2.0,
-        "peak_rss_mb": 3.0,
-        "peak_rss_scope": "subprocess",
-        "background_cpu": 0.0,
-    }
-
-
 def test_ratios_and_targets() -> None:
     rows = [
-        _row("fused", 1, 20.0),
-        _row("backbone", 1, 16.0),
-        _row("eager", 1, 70.0),
-        _row("fused", 8, 15.0),
-        _row("backbone", 8, 11.0),
-        _row("fused", 1, 30.0, threads=1),
+        fakes.row("fused", 1, 20.0),
+        fakes.row("backbone", 1, 16.0),
+        fakes.row("eager", 1, 70.0),
+        fakes.row("fused", 8, 15.0),
+        fakes.row("backbone", 8, 11.0),
+        fakes.row("fused", 1, 30.0, threads=1),
     ]
     table = {(r["threads"], r["batch"]): r for r in report.ratios(rows)}
     assert table[(2, 1)]["head_overhead"] == pytest.approx(1.25)
@@ -434,3 +406,31 @@ def test_head_precision_labels_and_column(
         ("R18-Rd16 fp16-head", "backbone", None),
     }
     assert next(workdir.glob("*/padim-head-fp16.onnx")).is_file()
+
+
+def test_cli_model_without_its_data_file_fails_the_run(
+    tiny_run: tuple[BenchResult, dict[str, Path]], workdir: Path, tmp_path: Path
+) -> None:
+    """A model whose .onnx.data is missing is a failed configuration: reported, and the exit code is 1."""
+    (fused,) = workdir.glob("*/padim.onnx")
+    broken = tmp_path / "broken.onnx"
+    onnx.save(onnx.load(str(fused)), str(broken), save_as_external_data=True, location="broken.onnx.data")
+    (tmp_path / "broken.onnx.data").unlink()
+    args = [*FAST_ARGS, "--batch-sizes", "1", "--threads", "1", "--device", "cpu", "--frame-size", "64"]
+    args += [
+        "--model",
+        str(broken),
+        "--no-backbone",
+        "--no-eager",
+        "--in-process",
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    outcome = CliRunner().invoke(main, [*args, "-q"])
+    assert outcome.exit_code == 1, outcome.output
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert data["rows"] == []
+    (failure,) = data["failures"]
+    assert (failure["model"], failure["variant"], failure["device"]) == ("R18-Rd16 fp32", "fused", "cpu")
+    assert failure["error"].startswith("load:")
+    assert "## FAILED" in (tmp_path / "out" / "bench.md").read_text()

@@ -3,6 +3,8 @@
 * :mod:`.model`: the PyTorch module (preprocessing, truncated backbone, random channel subset, head).
 * :mod:`.reduction`: the fixed random channel subset (index-select) and the embedding it builds.
 * :mod:`.mahalanobis`: the PyTorch reference of the distance.
+* :mod:`.settings`: the head's precisions, column blocks and panel alignment (stdlib only: the CLIs'
+  ``--help`` reads them).
 * :mod:`.graph_head`: the same distance built directly in ONNX against baked constants (no torch),
   what the exported graph runs; :mod:`.compact_head`: its int8 / float16 Sigma^-1 variants;
   :mod:`.head_io`: reading a head's constants back out of a graph and rebuilding it (calibration).

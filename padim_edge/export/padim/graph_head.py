@@ -7,7 +7,7 @@ the tracer and the op layout is the fast one:
   per block streams each patch's ``Sigma^-1`` once per batch, whatever N is. ``Sigma^-1`` is
   symmetric, so only its lower block triangle is stored, off-diagonal blocks doubled: with ``k``
   column blocks the head reads ``(k + 1) / 2k`` of the full matrix.
-* **Precision** (:data:`HEAD_PRECISIONS`): ``fp32`` stores the panels as they are (this module);
+* **Precision** (:data:`HEAD_PRECISIONS` in :mod:`.settings`): ``fp32`` stores the panels as they are (here);
   ``fp16`` and ``int8`` store them scaled per patch and column, in 2 or 1 bytes an entry, and scale the
   centred embeddings per row at run time (:mod:`padim_edge.export.padim.compact_head`, which states
   each one's error bound). The head reads ``Sigma^-1`` once per batch, so it is bandwidth-bound: fewer
@@ -29,31 +29,19 @@ import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from padim_edge import graph_names
+from padim_edge.export.padim.settings import (  # noqa: F401  (re-exported; one stdlib-only home)
+    BYTES_PER_ENTRY,
+    DEFAULT_BLOCKS,
+    DEFAULT_PRECISION,
+    HEAD_PRECISIONS,
+    PANEL_ALIGN,
+    PRECISION_HELP,
+    align_bounds,
+    block_bounds,
+)
 
 #: Name prefix of every head node and initializer (backbone calibration leaves these alone).
 HEAD_PREFIX = graph_names.HEAD
-#: Column blocks of the packed symmetric Sigma^-1 storage; measured in benchmarks/.
-DEFAULT_BLOCKS = 3
-#: The head's precisions: what its Sigma^-1 panels are stored in and its MatMul runs in.
-HEAD_PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_PRECISION = "fp32"
-#: Bytes per stored Sigma^-1 entry.
-BYTES_PER_ENTRY = {"fp32": 4, "fp16": 2, "int8": 1}
-#: Column-block boundaries fall on multiples of this. onnxruntime's integer GEMM (MLAS) packs the right
-#: operand in panels 16 columns wide, once per patch and call (3-D weights are not prepacked): a 33-column
-#: block costs 48. Measured on the R18-Rd100 int8 head alone, batch 1: blocks [0, 32, 64, 100] run
-#: about 10-25 % faster than [0, 33, 67, 100]. float32 batch-1 MatMul does not pack, so it keeps the
-#: even split.
-PANEL_ALIGN = {"fp32": 1, "fp16": 16, "int8": 16}
-#: Which execution providers each precision is for (the ``--head-precision`` help and the README).
-PRECISION_HELP = {
-    "fp32": "float32 panels: every EP; the reference",
-    "fp16": "float16 panels and MatMul (float32 scaling around it): CUDA / TensorRT EPs. The x86 CPU EP "
-    "converts them back to float32 when the session loads (float32 speed and memory)",
-    "int8": "int8 panels, MatMulInteger with uint8 activations: the CPU EP, a quarter of the bytes. TensorRT "
-    "does not import MatMulInteger and the CUDA EP has it for int8 x int8 only, so GPUs run that node on the "
-    "CPU: use fp16 there",
-}
 #: Name of the head's ``[N, grid, grid]`` distance tensor (what the anomaly-map nodes read).
 DISTANCE = HEAD_PREFIX + "distance"
 #: Name of the head's first node, the Reshape reading the embedding.
@@ -73,25 +61,6 @@ def check_precision(precision: str) -> str:
     if precision not in HEAD_PRECISIONS:
         raise ValueError(f"head precision must be one of {', '.join(HEAD_PRECISIONS)}, got {precision!r}")
     return precision
-
-
-def block_bounds(dims: int, blocks: int, *, align: int = 1) -> list[int]:
-    """Column-block boundaries of ``Sigma^-1``: ascending integers from 0 to ``dims``.
-
-    ``blocks`` even blocks, their inner boundaries rounded to multiples of ``align`` (blocks that
-    become empty are dropped, so there can be fewer).
-    """
-    blocks = max(1, min(blocks, dims))
-    return align_bounds([round(i * dims / blocks) for i in range(blocks + 1)], align)
-
-
-def align_bounds(bounds: list[int], align: int) -> list[int]:
-    """``bounds`` with every inner boundary rounded to a multiple of ``align`` (duplicates dropped)."""
-    dims = bounds[-1]
-    if align <= 1:
-        return list(bounds)
-    inner = {align * round(b / align) for b in bounds[1:-1]}
-    return [0, *sorted(b for b in inner if 0 < b < dims), dims]
 
 
 def packed_panel(inv_covariance: np.ndarray, lo: int, hi: int) -> np.ndarray:
