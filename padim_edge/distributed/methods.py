@@ -7,15 +7,18 @@ picklable object with ``merge(other) -> self`` that merges associatively. The dr
 partials in a tree and installs the root into its own module, then exports exactly as a local fit.
 
 PaDiM's partial is :class:`padim_edge.gaussian.GaussianStatistics` (count, mean, scatter; Chan et al.),
-exact up to float64 rounding. A method joins by adding a row to :data:`PLANS` (see
-``docs/ray-design.md`` for what PatchCore needs: per-shard coresets, merged by a final greedy pass).
+exact up to float64 rounding. PatchCore's is :class:`CoresetPartial`: each shard streams its patch
+features into its own coreset bank and hands on only its chunk coresets (at most ``oversample x
+coreset`` of its vectors); merges concatenate them and the driver's final greedy pass selects the bank,
+the same approximation as a local streaming fit whose chunks are the shards' (``docs/patchcore.md``).
+A method joins by adding a row to :data:`PLANS`.
 
 Imports torch (workers of the fit have it); the scoring side never imports this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +27,9 @@ import numpy as np
 
 from padim_edge.export.fit import accumulate, install
 from padim_edge.export.padim.model import PadimModule
+from padim_edge.export.patchcore import fit as patchcore_fit
+from padim_edge.export.patchcore.bank import PartialCoreset
+from padim_edge.export.patchcore.model import PatchCoreModule
 from padim_edge.gaussian import GaussianStatistics
 from padim_edge.images import ImageError, iter_batches
 
@@ -117,8 +123,101 @@ class PadimPlan:
         install(module, partial)
 
 
+@dataclass
+class CoresetPartial:
+    """PatchCore's partial: the shards' chunk coresets, concatenated by :meth:`merge`.
+
+    Attributes:
+        vectors: Float32 coreset vectors ``[k, D]``, one array per shard (or merged group).
+        seen: Patch vectors they stand for.
+        chunks: Chunk coresets made so far.
+        count: Images fitted.
+    """
+
+    vectors: list[np.ndarray]
+    seen: int
+    chunks: int
+    count: int
+
+    def merge(self, other: CoresetPartial) -> CoresetPartial:
+        """Absorb ``other``'s vectors (no selection: the driver's final pass selects from all)."""
+        self.vectors = [*self.vectors, *other.vectors]
+        self.seen += other.seen
+        self.chunks += other.chunks
+        self.count += other.count
+        return self
+
+
+@dataclass(frozen=True)
+class PatchCorePlan:
+    """PatchCore: the configuration that rebuilds the module; per-shard coresets as the partial."""
+
+    backbone: str
+    dims: int
+    resize: int
+    crop: int
+    seed: int
+    coreset: float
+    method: str = "patchcore"
+
+    @classmethod
+    def of(cls, model: PatchCoreModule) -> PatchCorePlan:
+        """The plan of a built (fitted or not) PatchCore module."""
+        config = model.config
+        return cls(
+            backbone=config.spec.name,
+            dims=config.dims,
+            resize=config.resize,
+            crop=config.crop,
+            seed=config.seed,
+            coreset=config.coreset,
+        )
+
+    def build(self, state: dict[str, Any]) -> PatchCoreModule:
+        """Rebuild with random-init weights (nothing fetched), then load the driver's weights."""
+        from padim_edge.export.pipeline import build_module
+
+        module, _ = build_module(
+            self.backbone,
+            method="patchcore",
+            dims=self.dims,
+            resize=self.resize,
+            crop=self.crop,
+            seed=self.seed,
+            random_init=True,
+            coreset=self.coreset,
+        )
+        module.load_state_dict(state, strict=True)
+        if PatchCorePlan.of(module) != self:
+            raise RuntimeError("the worker's PatchCore configuration differs from the driver's")
+        return module.eval()
+
+    def partial_fit(
+        self, module: PatchCoreModule, paths: list[Path], *, batch_size: int, device: str, on_error: OnError
+    ) -> CoresetPartial:
+        bank = patchcore_fit.make_bank(module)
+        images = 0
+
+        def frames() -> Iterator[list[np.ndarray]]:  # streamed: one batch of images in memory
+            nonlocal images
+            for batch in iter_batches(paths, batch_size, on_error=on_error):
+                images += len(batch)
+                yield [image for _, image in batch]
+
+        patchcore_fit.accumulate(module, frames(), bank, device=device)
+        part = bank.partial(reduce=True)
+        return CoresetPartial(vectors=[part.vectors], seen=part.seen, chunks=part.chunks, count=images)
+
+    def install(self, module: PatchCoreModule, partial: CoresetPartial) -> None:
+        bank = patchcore_fit.make_bank(module)
+        for vectors in partial.vectors:
+            bank.merge(PartialCoreset(vectors=vectors, seen=0, chunks=0))
+        bank.seen, bank.chunks = partial.seen, partial.chunks
+        patchcore_fit.install(module, bank)
+
+
 #: method name (the module's ``method``) -> plan of a built module.
-PLANS: dict[str, Callable[[Any], ShardPlan]] = {"padim": PadimPlan.of}
+PLANS: dict[str, Callable[[Any], ShardPlan]] = {"padim": PadimPlan.of, "patchcore": PatchCorePlan.of}
 
 
 def plan_for(model: Any) -> ShardPlan:
