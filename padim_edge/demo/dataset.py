@@ -19,12 +19,15 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from padim_edge import atomic
 from padim_edge.demo.texture import DEFECT_TYPES, PAINTERS, Grid, draw_defect, texture, to_uint8
@@ -129,28 +132,25 @@ def make_demo_dataset(
         defect_types=DEFECT_TYPES,
         counts=counts,
     )
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    grid: Grid = (ys, xs)
 
-    if root.exists() and not root.is_dir():
-        raise FileExistsError(f"{root} exists and is not a folder; pick an empty or new folder")
-    if root.is_dir() and any(root.iterdir()):
-        if overwrite:
-            _remove_demo_files(root)
-        elif _is_complete(dataset, params):
-            return dataset
-        else:
-            raise FileExistsError(_not_empty_message(root, params))
+    def paint(rng: np.random.Generator, defect: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        image = texture(rng, grid, size)
+        if defect is None:
+            return to_uint8(image), None
+        alpha, target = draw_defect(PAINTERS[defect], rng, image, grid, size)
+        image += (target - image) * alpha[..., None]
+        return to_uint8(image), np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
 
-    _generate(dataset, params)
-    manifest = {
-        "generator": _GENERATOR,
-        "generator_version": _GENERATOR_VERSION,
-        "params": params,
-        "defect_types": list(DEFECT_TYPES),
-        "counts": counts,
-    }
-    # Written last (atomically), so an interrupted run never looks complete.
-    atomic.write_json(root / MANIFEST_NAME, manifest)
-    return dataset
+    return write_set(
+        dataset,
+        params,
+        paint,
+        generator=(_GENERATOR, _GENERATOR_VERSION),
+        command="python -m padim_edge.demo ROOT",
+        overwrite=overwrite,
+    )
 
 
 def demo_summary(ds: DemoDataset) -> str:
@@ -162,6 +162,51 @@ def demo_summary(ds: DemoDataset) -> str:
         f"demo set: {ds.counts['train/good']} train/good, {ds.counts['test/good']} test/good, "
         f"{ds.num_defects} defects ({', '.join(ds.defect_types)}) in {ds.root}"
     )
+
+
+#: ``paint(rng, defect)`` -> (RGB uint8 image, 0/255 uint8 mask or None); ``defect`` is None for good images.
+Painter = Callable[[np.random.Generator, str | None], tuple[np.ndarray, np.ndarray | None]]
+
+
+def write_set(
+    dataset: DemoDataset,
+    params: dict[str, Any],
+    paint: Painter,
+    *,
+    generator: tuple[str, int],
+    command: str,
+    overwrite: bool,
+    progress: bool = False,
+) -> DemoDataset:
+    """Write (or reuse) the MVTec-layout set ``dataset`` describes; shared by the generated sets.
+
+    Every image gets its own random stream seeded by ``(params["seed"], split, index)``, so the bytes
+    depend only on ``params``. The manifest (:data:`MANIFEST_NAME`, naming ``generator``: name and
+    version) is written last, atomically: an interrupted run never looks complete. ``command`` is how
+    the user re-runs it, for the "use --overwrite" message.
+    """
+    root = dataset.root
+    name, version = generator
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a folder; pick an empty or new folder")
+    if root.is_dir() and any(root.iterdir()):
+        if overwrite:
+            _remove_demo_files(root)
+        elif _is_complete(dataset, params, name):
+            return dataset
+        else:
+            raise FileExistsError(_not_empty_message(root, params, name, command))
+
+    _generate(dataset, int(params["seed"]), paint, progress=progress)
+    manifest = {
+        "generator": name,
+        "generator_version": version,
+        "params": params,
+        "defect_types": list(dataset.defect_types),
+        "counts": dataset.counts,
+    }
+    atomic.write_json(root / MANIFEST_NAME, manifest)
+    return dataset
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,19 +232,19 @@ def _expected_files(dataset: DemoDataset) -> dict[Path, set[str]]:
     return expected
 
 
-def _read_manifest(root: Path) -> dict | None:
+def _read_manifest(root: Path, generator: str) -> dict | None:
     try:
         manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("generator") != _GENERATOR:
+    if not isinstance(manifest, dict) or manifest.get("generator") != generator:
         return None
     return manifest
 
 
-def _is_complete(dataset: DemoDataset, params: dict[str, int]) -> bool:
-    """Whether ``dataset.root`` holds a complete demo set made with ``params``."""
-    manifest = _read_manifest(dataset.root)
+def _is_complete(dataset: DemoDataset, params: dict[str, Any], generator: str) -> bool:
+    """Whether ``dataset.root`` holds a complete set made by ``generator`` with ``params``."""
+    manifest = _read_manifest(dataset.root, generator)
     if manifest is None or manifest.get("params") != params:
         return False
     if manifest.get("counts") != dataset.counts:
@@ -213,19 +258,16 @@ def _is_complete(dataset: DemoDataset, params: dict[str, int]) -> bool:
     return True
 
 
-def _not_empty_message(root: Path, params: dict[str, int]) -> str:
-    manifest = _read_manifest(root)
+def _not_empty_message(root: Path, params: dict[str, Any], generator: str, command: str) -> str:
+    manifest = _read_manifest(root, generator)
     if manifest is None:
-        what = f"is not empty and holds no complete padim-edge demo set (no {MANIFEST_NAME})"
+        what = f"is not empty and holds no complete set made by {generator} (no {MANIFEST_NAME} from it)"
     elif manifest.get("params") != params:
         theirs = ", ".join(f"{k}={v}" for k, v in sorted(manifest.get("params", {}).items()))
         what = f"holds a demo set made with other parameters ({theirs})"
     else:
         what = "holds an incomplete demo set (missing or extra images)"
-    return (
-        f"{root} {what}; pick an empty or new folder, or replace it (python -m padim_edge.demo ROOT "
-        "--overwrite)"
-    )
+    return f"{root} {what}; pick an empty or new folder, or replace it ({command} --overwrite)"
 
 
 def _remove_demo_files(root: Path) -> None:
@@ -243,11 +285,8 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=3)
 
 
-def _generate(dataset: DemoDataset, params: dict[str, int]) -> None:
+def _generate(dataset: DemoDataset, seed: int, paint: Painter, *, progress: bool = False) -> None:
     """Write every image and mask of ``dataset`` (not the manifest)."""
-    seed, size = params["seed"], params["size"]
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    grid: Grid = (ys, xs)
     root = dataset.root
 
     # One job per image, each with its own random stream seeded by (seed, split, index): the bytes do
@@ -268,21 +307,23 @@ def _generate(dataset: DemoDataset, params: dict[str, int]) -> None:
     def run(job: tuple[int, int, Path, Path | None, str | None]) -> None:
         split, index, path, mask_path, defect = job
         rng = np.random.default_rng(np.random.SeedSequence([seed, split, index]))
-        image = texture(rng, grid, size)
-        if defect is not None and mask_path is not None:
-            alpha, target = draw_defect(PAINTERS[defect], rng, image, grid, size)
-            image += (target - image) * alpha[..., None]
-            _save_png(np.where(alpha >= 0.5, 255, 0).astype(np.uint8), mask_path)
-        _save_png(to_uint8(image), path)
+        image, mask = paint(rng, defect)
+        if mask_path is not None:
+            if mask is None:
+                raise RuntimeError(f"the painter returned no mask for a {defect} image")
+            _save_png(mask, mask_path)
+        _save_png(image, path)
 
     workers = max(1, min(4, os.cpu_count() or 1))
-    if workers == 1:
-        for job in jobs:
-            run(job)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(run, jobs):  # re-raises the first error
-            pass
+    with tqdm(total=len(jobs), desc="generate", unit="img", disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                run(job)
+                bar.update(1)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(run, jobs):  # re-raises the first error
+                bar.update(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,21 +88,26 @@ def draw_defect(
     image: np.ndarray,
     grid: Grid,
     size: int,
+    area: tuple[float, float] = _TARGET_AREA,
 ) -> Defect:
-    low, high = _TARGET_AREA
+    """Draw a defect with ``painter`` until its mask (``alpha >= 0.5``) covers ``area`` of the image."""
+    low, high = area
     for _ in range(_MAX_TRIES):
         alpha, target = painter(rng, image, grid, size)
-        area = float(np.count_nonzero(alpha >= 0.5)) / (size * size)
-        if low <= area <= high:
+        covered = float(np.count_nonzero(alpha >= 0.5)) / (size * size)
+        if low <= covered <= high:
             return alpha, target
     raise RuntimeError(f"could not draw a defect of area {low:.2%}..{high:.2%} in {_MAX_TRIES} tries")
 
 
-def _scratch(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int) -> Defect:
-    """A thin quadratic-Bézier line, clearly darker or brighter than the cloth."""
-    scale = size / 256.0
-    length = rng.uniform(90.0, 170.0) * scale
-    width = rng.uniform(2.6, 4.0) * max(scale, 0.75)
+def curve_alpha(
+    rng: np.random.Generator, grid: Grid, size: int, *, length: float, width: float, bend: float = 0.35
+) -> np.ndarray | None:
+    """The alpha map of a quadratic-Bézier line of about ``length`` x ``width`` pixels.
+
+    Its direction, position and bend (control point up to ``bend * length`` off the chord) are random.
+    Returns None when the drawn curve leaves the image (the caller draws again).
+    """
     margin = width + 4.0
     angle = rng.uniform(0.0, np.pi)
     direction = np.array([math.cos(angle), math.sin(angle)])
@@ -110,11 +115,11 @@ def _scratch(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int)
     length = min(length, 0.8 * (size - 2 * margin))
     center = rng.uniform(margin + length / 2, size - margin - length / 2, 2)
     start, end = center - direction * length / 2, center + direction * length / 2
-    control = center + normal * rng.uniform(-0.35, 0.35) * length
+    control = center + normal * rng.uniform(-bend, bend) * length
     t = np.linspace(0.0, 1.0, max(8, int(length / 4)))[:, None]
     points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end  # [M, 2] as (x, y)
     if points.min() < margin or points.max() > size - 1 - margin:
-        return np.zeros((size, size), np.float32), image
+        return None
 
     reach = width / 2 + 2.0  # beyond this distance from the line, alpha is 0
     x0, y0 = np.floor(points.min(axis=0) - reach - 1).astype(int)
@@ -132,13 +137,23 @@ def _scratch(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int)
         np.minimum(window, seg, out=window)
     alpha = np.zeros((size, size), np.float32)
     alpha[y0:y1, x0:x1] = np.clip(width / 2 + 0.5 - dist, 0.0, 1.0)
+    return alpha
 
+
+def _scratch(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int) -> Defect:
+    """A thin quadratic-Bézier line, clearly darker or brighter than the cloth."""
+    scale = size / 256.0
+    length = rng.uniform(90.0, 170.0) * scale
+    width = rng.uniform(2.6, 4.0) * max(scale, 0.75)
+    alpha = curve_alpha(rng, grid, size, length=length, width=width)
+    if alpha is None:
+        return np.zeros((size, size), np.float32), image
     level = rng.uniform(20.0, 45.0) if rng.random() < 0.5 else rng.uniform(225.0, 250.0)
     target = np.full_like(image, level)
     return alpha, target
 
 
-def _blob_radius(rng: np.random.Generator, angle: np.ndarray, radius: float, wobble: float) -> np.ndarray:
+def blob_radius(rng: np.random.Generator, angle: np.ndarray, radius: float, wobble: float) -> np.ndarray:
     """An irregular closed outline: ``radius`` modulated by a few random angular harmonics."""
     out = np.ones_like(angle)
     for harmonic in (2, 3, 4, 5):
@@ -155,7 +170,7 @@ def _stain(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int) -
     ys, xs = grid
     dx, dy = xs - cx, ys - cy
     rho = np.sqrt(dx * dx + dy * dy)
-    outline = _blob_radius(rng, np.arctan2(dy, dx), radius, wobble=0.35)
+    outline = blob_radius(rng, np.arctan2(dy, dx), radius, wobble=0.35)
     softness = max(1.0, 0.12 * radius)
     peak = rng.uniform(0.9, 0.97)
     alpha = (peak / (1.0 + np.exp((rho - outline) / softness))).astype(np.float32)
@@ -178,7 +193,7 @@ def _hole(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int) ->
     ys, xs = grid
     dx, dy = xs - cx, ys - cy
     rho = np.sqrt(dx * dx + dy * dy)
-    outline = _blob_radius(rng, np.arctan2(dy, dx), radius, wobble=0.25)
+    outline = blob_radius(rng, np.arctan2(dy, dx), radius, wobble=0.25)
     alpha = np.clip(outline + rim + 0.5 - rho, 0.0, 1.0).astype(np.float32)
 
     dark = rng.uniform(12.0, 30.0) * (0.6 + 0.4 * np.clip(rho / outline, 0.0, 1.0))
