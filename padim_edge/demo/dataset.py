@@ -148,6 +148,7 @@ def make_demo_dataset(
         params,
         paint,
         generator=(_GENERATOR, _GENERATOR_VERSION),
+        label="demo set",
         command="python -m padim_edge.demo ROOT",
         overwrite=overwrite,
     )
@@ -174,6 +175,7 @@ def write_set(
     paint: Painter,
     *,
     generator: tuple[str, int],
+    label: str,
     command: str,
     overwrite: bool,
     progress: bool = False,
@@ -182,8 +184,9 @@ def write_set(
 
     Every image gets its own random stream seeded by ``(params["seed"], split, index)``, so the bytes
     depend only on ``params``. The manifest (:data:`MANIFEST_NAME`, naming ``generator``: name and
-    version) is written last, atomically: an interrupted run never looks complete. ``command`` is how
-    the user re-runs it, for the "use --overwrite" message.
+    version) is written last, atomically: an interrupted run never looks complete. ``label`` names the
+    set (``"demo set"``) and ``command`` is how the user re-runs it, both for the "use --overwrite"
+    message.
     """
     root = dataset.root
     name, version = generator
@@ -195,7 +198,7 @@ def write_set(
         elif _is_complete(dataset, params, name):
             return dataset
         else:
-            raise FileExistsError(_not_empty_message(root, params, name, command))
+            raise FileExistsError(_not_empty_message(root, params, name, label, command))
 
     _generate(dataset, int(params["seed"]), paint, progress=progress)
     manifest = {
@@ -258,15 +261,15 @@ def _is_complete(dataset: DemoDataset, params: dict[str, Any], generator: str) -
     return True
 
 
-def _not_empty_message(root: Path, params: dict[str, Any], generator: str, command: str) -> str:
+def _not_empty_message(root: Path, params: dict[str, Any], generator: str, label: str, command: str) -> str:
     manifest = _read_manifest(root, generator)
     if manifest is None:
-        what = f"is not empty and holds no complete set made by {generator} (no {MANIFEST_NAME} from it)"
+        what = f"is not empty and holds no complete padim-edge {label} (no {MANIFEST_NAME})"
     elif manifest.get("params") != params:
         theirs = ", ".join(f"{k}={v}" for k, v in sorted(manifest.get("params", {}).items()))
-        what = f"holds a demo set made with other parameters ({theirs})"
+        what = f"holds a {label} made with other parameters ({theirs})"
     else:
-        what = "holds an incomplete demo set (missing or extra images)"
+        what = f"holds an incomplete {label} (missing or extra images)"
     return f"{root} {what}; pick an empty or new folder, or replace it ({command} --overwrite)"
 
 
