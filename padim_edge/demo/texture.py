@@ -101,14 +101,22 @@ def draw_defect(
 
 
 def curve_alpha(
-    rng: np.random.Generator, grid: Grid, size: int, *, length: float, width: float, bend: float = 0.35
+    rng: np.random.Generator,
+    grid: Grid,
+    size: int,
+    *,
+    length: float,
+    width: float,
+    bend: float = 0.35,
+    border: float = 0.0,
 ) -> np.ndarray | None:
     """The alpha map of a quadratic-Bézier line of about ``length`` x ``width`` pixels.
 
-    Its direction, position and bend (control point up to ``bend * length`` off the chord) are random.
-    Returns None when the drawn curve leaves the image (the caller draws again).
+    Its direction, position and bend (control point up to ``bend * length`` off the chord) are random;
+    it stays ``border`` pixels (plus its half width and 4) inside the image. Returns None when the
+    drawn curve leaves that area (the caller draws again).
     """
-    margin = width + 4.0
+    margin = width + 4.0 + border
     angle = rng.uniform(0.0, np.pi)
     direction = np.array([math.cos(angle), math.sin(angle)])
     normal = np.array([-direction[1], direction[0]])

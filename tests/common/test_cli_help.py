@@ -26,6 +26,7 @@ BLOCKED = (
     "sklearn",
     "matplotlib",
     "psutil",
+    "skimage",
     "ray",
     "pyarrow",
     "pandas",
