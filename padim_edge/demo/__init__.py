@@ -2,8 +2,11 @@
 
 * :mod:`.dataset`: :func:`make_demo_dataset` writes (or reuses) the MVTec-layout folder.
 * :mod:`.texture`: the woven-fabric texture and the scratch / stain / hole defects.
+* :mod:`.dark_texture`: a dark, low-contrast rubber-like set cut from scikit-image's gravel photo
+  (optional: needs scikit-image, the ``bench`` extra; not imported here).
 
-``python -m padim_edge.demo ROOT`` writes it from the command line.
+``python -m padim_edge.demo ROOT`` writes the demo set from the command line,
+``python -m padim_edge.demo.dark_texture ROOT`` the dark one.
 """
 
 from padim_edge.demo.dataset import (
