@@ -120,7 +120,8 @@ _VARIANT_TABLE = "\n".join(
     "int8_flag",
     is_flag=True,
     help="Static INT8 quantisation of the backbone only (preprocessing, reduction and the Mahalanobis head "
-    "stay float32), calibrated on --data frames through the model's own preprocessing.",
+    "stay float32), calibrated on --data frames through the model's own preprocessing; the head's "
+    "Gaussians are then refitted on the INT8 features (see --refit, --float-convs).",
 )
 @click.option(
     "--format",

@@ -22,7 +22,7 @@ from padim_edge.calibration.formats import VARIANTS, select_variant
 from padim_edge.calibration.pipeline import calibrate
 from padim_edge.export.padim.graph_head import DISTANCE, unpack_panels
 from padim_edge.export.padim.head_io import head_layout, read_mean
-from padim_edge.images import list_images, load_image
+from padim_edge.images import list_images, load_image, resize_frame
 from padim_edge.runtime import PadimModel
 from tests.calibration.conftest import props_of, stage_ops, write_folder
 
@@ -342,3 +342,16 @@ def test_patchcore_refit_skipped(patchcore_model: Path, synthetic: dict[str, Pat
     props = props_of(out)
     assert "padim_edge.gaussians" not in props
     assert props["padim_edge.float_convs"] == "2"
+
+
+def test_refit_of_a_fixed_size_model(small_trt_onnx: Path, train_dir: Path, tmp_path: Path) -> None:
+    """A TensorRT-target model (fixed input size): the refit frames are resized to it, as calibration's."""
+    out = tmp_path / "trt-qdq.onnx"
+    report = calibrate(small_trt_onnx, out, variant="int8-qdq", data=train_dir, progress=False)
+    images = list_images(train_dir)
+    assert any(f"head refitted on {len(images)} images" in line for line in report.details)
+    model = PadimModel(out, device="cpu")
+    assert model.info.input_size == (90, 120)
+    assert json.loads(props_of(out)["padim_edge.gaussians"])["backbone"] == "int8-qdq"
+    prediction = model.predict([resize_frame(load_image(images[0]), (90, 120))])[0]
+    assert np.isfinite(prediction.score)
