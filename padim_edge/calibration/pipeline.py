@@ -295,7 +295,8 @@ def calibrate(
     report.details += built.details
     report.warnings += built.warnings
     report.calibration_images = len(request.calibration_images)
-    if refit and refit_data is None and wants_threshold and labeled is None:
+    refitted = (built.props.get("gaussians") or {}).get("source") == "refit"  # type: ignore[union-attr]
+    if refitted and refit_data is None and wants_threshold and labeled is None:
         report.warnings.append(
             "the head was refitted on --data images and the threshold chosen on --data scores: refitted "
             "images score lower than unseen ones, so the threshold may flag too much; pass --refit-data "
