@@ -94,7 +94,13 @@ KEYS: dict[str, Key] = {
         Key("quant_format", "str", "INT8 format: qoperator | qdq"),
         Key("calibration_images", "int", "frames the INT8 activation ranges were measured on"),
         Key("calibration_method", "str", "how INT8 activation ranges were chosen"),
-        Key("gaussians", "json", "how the head's statistics were (re)fitted for this variant"),
+        Key("float_convs", "int", "INT8: the backbone's first Conv nodes kept float32"),
+        Key(
+            "gaussians",
+            "json",
+            "how the head's statistics were (re)fitted for this variant: source fit | refit, backbone, "
+            "images, float_convs",
+        ),
         Key("fidelity", "json", "variant vs float32 on held-out normal frames (rank correlation, map error)"),
         Key("source_model", "json", "the float32 model a variant was made from: file, sha256"),
         Key("calibrated", "str", "ISO-8601 UTC time of the last padim-calibrate run"),

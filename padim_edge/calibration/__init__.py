@@ -7,6 +7,7 @@ torch: it runs on the same edge and CI boxes as the runtime.
 * :mod:`.pipeline`: :func:`~padim_edge.calibration.pipeline.calibrate`, what ``padim-calibrate`` runs.
 * :mod:`.threshold` / :mod:`.decision`: choosing a threshold and baking it into the graph.
 * :mod:`.int8`, :mod:`.fp16`: the backbone variants.
+* :mod:`.refit`: re-estimating the PaDiM head's Gaussians on an INT8 backbone's own embeddings.
 
 Kept thin: importing the threshold code does not pull in onnxruntime.quantization.
 

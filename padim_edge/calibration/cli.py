@@ -120,7 +120,8 @@ _VARIANT_TABLE = "\n".join(
     "int8_flag",
     is_flag=True,
     help="Static INT8 quantisation of the backbone only (preprocessing, reduction and the Mahalanobis head "
-    "stay float32), calibrated on --data frames through the model's own preprocessing.",
+    "stay float32), calibrated on --data frames through the model's own preprocessing; the head's "
+    "Gaussians are then refitted on the INT8 features (see --refit, --float-convs).",
 )
 @click.option(
     "--format",
@@ -135,6 +136,28 @@ _VARIANT_TABLE = "\n".join(
     type=int,
     help=f"Most --data images for INT8 calibration, spread evenly over the folder (default "
     f"{DEFAULT_CALIBRATION_IMAGES}; at least 2).",
+)
+@click.option(
+    "--refit/--no-refit",
+    default=None,
+    help="With --int8 (default: on): re-estimate the Mahalanobis head's means and covariances (+0.01 I, as "
+    "the fit) on the INT8 backbone's own embeddings, so Sigma^-1 stops amplifying the int8 noise "
+    "(torch-free, onnxruntime on the CPU). --no-refit keeps the float32 fit's head. PaDiM only: skipped "
+    "with a warning for PatchCore.",
+)
+@click.option(
+    "--refit-data",
+    type=click.Path(path_type=Path),
+    help="Folder of the refit's images, ideally the TRAINING images (train/good) the model was fitted "
+    "on, all of them used. Default: every --data image (then a threshold chosen on --data is biased low; "
+    "a warning says so). Use at least as many images as the fit had: a covariance from few images "
+    "overstates every distance.",
+)
+@click.option(
+    "--float-convs",
+    type=click.IntRange(min=0),
+    help="With --int8: keep the backbone's first N Conv nodes float32 (default 2: the stem sees the raw "
+    "frame, where int8 costs the most accuracy, and costs little speed; 0 quantises every conv).",
 )
 @click.option(
     "--fp16",
@@ -184,6 +207,9 @@ def main(
     int8_flag: bool,
     fmt: str | None,
     calibration_images: int | None,
+    refit: bool | None,
+    refit_data: Path | None,
+    float_convs: int | None,
     fp16_flag: bool,
     head_precision: str | None,
     head_blocks: int | None,
@@ -203,6 +229,7 @@ def main(
       padim-calibrate model.onnx --data holdout/good -o model-cal.onnx --target-fpr 0.01
       padim-calibrate model.onnx --labeled mvtec/bottle -o model-cal.onnx
       padim-calibrate model.onnx --data train/good --int8 -o model-int8.onnx
+      padim-calibrate model.onnx --data holdout/good --refit-data train/good --int8 --target-fpr 0.01
       padim-calibrate model.onnx --data holdout/good --int8 --target-fpr 0.01 -o model-int8.onnx
       padim-calibrate model.onnx --fp16 -o model-fp16.onnx
       padim-calibrate model.onnx --head-precision int8 -o model-head-int8.onnx
@@ -230,6 +257,9 @@ def main(
             tensorrt_table=tensorrt_table,
             head_blocks=head_blocks,
             progress=not quiet,
+            refit=refit,
+            refit_data=refit_data,
+            float_convs=float_convs,
         )
     except CalibrationError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -30,6 +30,11 @@ QOperator MinMax -0.0047 / -0.0019, percentile 99.99 -0.0036 / +0.0042; QDQ (sym
 -0.0025 / +0.0011. Symmetric int8 wastes half its range on post-ReLU tensors, so clipping the rare
 extremes matters most there.
 
+The first backbone convolutions can stay float32 (``float_convs``, :func:`first_convs`): they are
+added to ``nodes_to_exclude``, so onnxruntime puts a DequantizeLinear / QuantizeLinear around them (or
+leaves them outside the Q/DQ pairs). The stem sees the raw, full-range frame, where int8 steps cost the
+most, and it is cheap; the INT8 rows keep two in float (issue 12), which cost little speed.
+
 ``CalibMaxIntermediateOutputs`` is not used: in onnxruntime 1.32 the MinMax ranges it merges came out
 narrower than one pass over the same frames (a small MobileNetV2 case lost 0.1 image AUROC).
 """
@@ -37,11 +42,12 @@ narrower than one pass over the same frames (a small MobileNetV2 case lost 0.1 i
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
 import logging
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,6 +120,7 @@ class Int8Result:
         ranges: Activation ranges of the backbone's tensors (name -> min/max), for a TensorRT table.
         quantized_nodes: Backbone op counts after quantisation.
         warnings: Caveats for the user.
+        float_convs: Names of the backbone Conv nodes kept in float32.
     """
 
     proto: onnx.ModelProto
@@ -121,6 +128,7 @@ class Int8Result:
     ranges: TensorsData
     quantized_nodes: dict[str, int]
     warnings: list[str]
+    float_convs: list[str] = field(default_factory=list)
 
 
 class FrameReader(CalibrationDataReader):
@@ -247,6 +255,42 @@ def _stage_ops(proto: onnx.ModelProto, *, backbone: bool) -> Counter[tuple[str, 
     )
 
 
+def first_convs(proto: onnx.ModelProto, n: int) -> list[str]:
+    """Names of the first ``n`` ``Conv`` nodes of the backbone, in topological order.
+
+    The order is the graph's own wherever it is valid (an ONNX graph must be topologically sorted, and
+    the exporter's is), else the earliest-ready node first: the stem comes first.
+
+    Args:
+        proto: A padim-edge model.
+        n: How many (0: none; more than the backbone has: all of them).
+
+    Raises:
+        CalibrationError: ``n`` is negative, or the graph has no backbone nodes.
+    """
+    if n < 0:
+        raise CalibrationError(f"the number of float convolutions must be >= 0, got {n}")
+    nodes = backbone_nodes(proto.graph)
+    producer = {o: index for index, node in enumerate(nodes) for o in node.output if o}
+    waiting = [{producer[i] for i in node.input if i in producer} for node in nodes]
+    consumers: dict[int, list[int]] = {}
+    for index, deps in enumerate(waiting):
+        for dep in deps:
+            consumers.setdefault(dep, []).append(index)
+    ready = [index for index, deps in enumerate(waiting) if not deps]
+    heapq.heapify(ready)
+    convs: list[str] = []
+    while ready and len(convs) < n:
+        index = heapq.heappop(ready)
+        if nodes[index].op_type == "Conv":
+            convs.append(nodes[index].name)
+        for nxt in consumers.get(index, []):
+            waiting[nxt].discard(index)
+            if not waiting[nxt]:
+                heapq.heappush(ready, nxt)
+    return convs
+
+
 def quantize_backbone(
     proto: onnx.ModelProto,
     images: list[Path],
@@ -254,6 +298,7 @@ def quantize_backbone(
     fmt: str = QOPERATOR,
     progress: bool = True,
     size: tuple[int, int] | None = None,
+    float_convs: int = 0,
 ) -> Int8Result:
     """Quantise the backbone of a float32 padim-edge graph.
 
@@ -263,16 +308,18 @@ def quantize_backbone(
         fmt: ``qoperator`` or ``qdq``.
         progress: Show a progress bar while calibrating.
         size: ``(H, W)`` of a fixed-size model: calibration frames are resized to it.
+        float_convs: Keep the backbone's first this many ``Conv`` nodes float32 (:func:`first_convs`).
 
     Raises:
-        CalibrationError: Too few images, no backbone nodes, or a quantised graph that changed the
-            model's inputs/outputs or its float32 stages.
+        CalibrationError: Too few images, no backbone nodes, a negative ``float_convs``, or a quantised
+            graph that changed the model's inputs/outputs or its float32 stages.
     """
     if len(images) < 2:
         raise CalibrationError(f"INT8 calibration needs at least 2 images, got {len(images)}")
     options = quantize_options(fmt, frames=len(images))
     ops = sorted({n.op_type for n in backbone_nodes(proto.graph)} & QUANTIZABLE_OPS)
-    excluded = non_backbone_node_names(proto.graph)
+    kept_float = first_convs(proto, float_convs)
+    excluded = non_backbone_node_names(proto.graph) + kept_float
     external = needs_external_data(proto)
     warnings = []
     if len(images) < FEW_CALIBRATION_IMAGES:
@@ -312,7 +359,12 @@ def quantize_backbone(
         raise CalibrationError("quantisation changed nodes outside the backbone; they must stay float32")
     counts = Counter(n.op_type for n in quantized.graph.node if n.name.startswith(graph_names.BACKBONE))
     return Int8Result(
-        proto=quantized, images=len(images), ranges=ranges, quantized_nodes=dict(counts), warnings=warnings
+        proto=quantized,
+        images=len(images),
+        ranges=ranges,
+        quantized_nodes=dict(counts),
+        warnings=warnings,
+        float_convs=kept_float,
     )
 
 

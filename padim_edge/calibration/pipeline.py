@@ -165,6 +165,39 @@ def resolve_variant(variant: str | Variant) -> Variant:
     return rows[0] if len(rows) == 1 else combine(rows[0], rows[1])  # type: ignore[arg-type]
 
 
+def _refit_options(
+    row: Variant, refit: bool | None, refit_data: str | Path | None, float_convs: int | None
+) -> tuple[bool, list[Path]]:
+    """Whether to refit the Gaussians, and on which images (``refit_data``'s; empty: ``--data``'s).
+
+    Raises:
+        CalibrationError: A refit / float-conv option for a variant without an INT8 backbone, ``--refit-data``
+            with ``--no-refit``, or a bad folder.
+    """
+    if row.quant_format is None:
+        for name, value in (
+            ("--refit/--no-refit", refit),
+            ("--refit-data", refit_data),
+            ("--float-convs", float_convs),
+        ):
+            if value is not None:
+                raise CalibrationError(f"{name} applies to --int8 only")
+        return False, []
+    if float_convs is not None and float_convs < 0:
+        raise CalibrationError(f"--float-convs must be >= 0, got {float_convs}")
+    refit = row.refit if refit is None else refit
+    if refit_data is None:
+        return refit, []
+    if not refit:
+        raise CalibrationError("--refit-data gives the refit's images: drop --no-refit")
+    paths = normal_images(refit_data, what="--refit-data")
+    if len(paths) < 2:
+        raise CalibrationError(
+            f"refitting the Gaussians needs at least 2 images in {refit_data}, found {len(paths)}"
+        )
+    return refit, paths
+
+
 def _threshold_props(choice: threshold.ThresholdChoice) -> dict[str, object | None]:
     return {
         "threshold": repr(choice.threshold),
@@ -190,6 +223,9 @@ def calibrate(
     tensorrt_table: bool = False,
     head_blocks: int | None = None,
     progress: bool = True,
+    refit: bool | None = None,
+    refit_data: str | Path | None = None,
+    float_convs: int | None = None,
 ) -> CalibrationReport:
     """Write a calibrated variant of a padim-edge model.
 
@@ -209,6 +245,12 @@ def calibrate(
             backbone activations (INT8 variants only), beside the output.
         head_blocks: Column blocks of a rewritten head (head variants; default: as many as it has).
         progress: Show progress bars.
+        refit: INT8 variants: refit the head's Gaussians on the quantised backbone's embeddings
+            (``None``: the variant's default, on).
+        refit_data: Folder of the refit's images (default: every ``data`` image); ideally the training
+            images.
+        float_convs: INT8 variants: the backbone's first this many convolutions stay float32 (``None``:
+            the variant's default, 2).
 
     Raises:
         CalibrationError: Bad model, folders, flags or too few images (the message says which).
@@ -236,17 +278,30 @@ def calibrate(
     if row.needs_calibration_images:
         assert data_paths is not None
         images = int8.pick_calibration_images(data_paths, calibration_images)
+    refit, refit_images = _refit_options(row, refit, refit_data, float_convs)
+    if refit and not refit_images and data_paths:
+        refit_images = data_paths  # every --data image: the covariance wants them all, not a subset
     request = BuildRequest(
         calibration_images=images,
         progress=progress,
         input_size=source.info.input_size,
         head_blocks=head_blocks,
+        refit=refit,
+        refit_images=refit_images,
+        float_convs=row.float_convs if float_convs is None else float_convs,
     )
     had_threshold = decision.strip_threshold(source.proto)
     built: Built = row.build(source.proto, request)
     report.details += built.details
     report.warnings += built.warnings
     report.calibration_images = len(request.calibration_images)
+    refitted = (built.props.get("gaussians") or {}).get("source") == "refit"  # type: ignore[union-attr]
+    if refitted and refit_data is None and wants_threshold and labeled is None:
+        report.warnings.append(
+            "the head was refitted on --data images and the threshold chosen on --data scores: refitted "
+            "images score lower than unseen ones, so the threshold may flag too much; pass --refit-data "
+            "with the training images (train/good)"
+        )
 
     pin_ir_version(built.proto)  # converters may stamp a newer IR; onnxruntime 1.16/1.17 load <= 9
     props: dict[str, object | None] = {**graph_versions(built.proto), **built.props}

@@ -28,12 +28,12 @@ from tests.conftest import MAGNETIC_TILE as TILES
 def test_int8_qoperator_structure_and_runtime(r18_model: Path, r18_int8: Path) -> None:
     fp32, q = onnx.load(str(r18_model)), onnx.load(str(r18_int8))
     assert io_signature(q) == io_signature(fp32)
-    assert stage_ops(r18_int8, graph_names.BACKBONE)["Conv"] == 0
+    assert stage_ops(r18_int8, graph_names.BACKBONE)["Conv"] == 2  # float_convs=2, the INT8 default
     assert (
         stage_ops(r18_int8, graph_names.BACKBONE)["QLinearConv"]
-        == stage_ops(r18_model, graph_names.BACKBONE)["Conv"]
+        == stage_ops(r18_model, graph_names.BACKBONE)["Conv"] - 2
     )
-    for stage in (graph_names.PREPROCESS, graph_names.REDUCE, graph_names.HEAD):
+    for stage in (graph_names.PREPROCESS, graph_names.REDUCE, graph_names.HEAD):  # the refit keeps the nodes
         assert stage_ops(r18_int8, stage) == stage_ops(r18_model, stage), stage
     assert all(n.name.startswith(graph_names.STAGES) for n in q.graph.node)
     head = {t.name: t.data_type for t in q.graph.initializer if t.name.startswith(graph_names.HEAD)}
@@ -46,6 +46,7 @@ def test_int8_qoperator_structure_and_runtime(r18_model: Path, r18_int8: Path) -
     props = props_of(r18_int8)
     assert props["padim_edge.quant_format"] == "qoperator"
     assert props["padim_edge.calibration_images"] == "20"
+    assert json.loads(props["padim_edge.gaussians"])["source"] == "refit"  # on the 20 calibration images
     assert json.loads(props["padim_edge.source_model"])["sha256"] == modelio.file_sha256(r18_model)
 
 
