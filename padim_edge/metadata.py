@@ -198,6 +198,18 @@ class ModelInfo:
         return default if text is None else KEYS[name].decode(text)
 
     @property
+    def fidelity(self) -> dict[str, Any] | None:
+        """``padim-calibrate``'s fidelity report (this variant vs the model it was made from), or ``None``.
+
+        Keys (see :mod:`padim_edge.calibration.fidelity`): ``reference``, ``source``, ``frames``,
+        ``device``, ``spearman``, ``map_error_median``, ``map_error_worst``, ``score_ratio_median``,
+        ``image_auroc`` / ``pixel_auroc`` (``[reference, variant]`` or ``None``), ``min_spearman``,
+        ``max_map_error``, ``low`` and ``error`` (why the variant could not be measured, else ``None``).
+        """
+        value = self.get("fidelity")
+        return value if isinstance(value, dict) else None
+
+    @property
     def description(self) -> str:
         """One line: ``padim r18, dims 100, crop 224, fp32 backbone / int8 head``."""
         head = f" / {self.head_precision} head" if self.head_precision != "fp32" else ""
@@ -206,6 +218,33 @@ class ModelInfo:
             f"{self.method} {self.backbone}, dims {self.dims}, crop {self.crop}, "
             f"{self.precision} backbone{head}{size}"
         )
+
+
+def _figure(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def fidelity_summary(record: dict[str, Any]) -> str:
+    """One line for a fidelity report (:attr:`ModelInfo.fidelity`), ``LOW FIDELITY: ...`` when it is low.
+
+    Example: ``Spearman 0.9980, map error median 0.012 (worst 0.031), score ratio 1.004 (vs r18.onnx
+    (fp32 backbone / fp32 head), 45 frames: held-out split of --data)``.
+    """
+    reference, source = record.get("reference", "?"), record.get("source", "?")
+    where = f"vs {reference}, {record.get('frames', 0)} frames: {source}"
+    if record.get("error"):
+        return f"NOT MEASURED: {record['error']} ({where})"
+    text = (
+        f"Spearman {_figure(record.get('spearman'), 4)}, map error median "
+        f"{_figure(record.get('map_error_median'))} (worst {_figure(record.get('map_error_worst'))}), score "
+        f"ratio {_figure(record.get('score_ratio_median'))}"
+    )
+    for name in ("image_auroc", "pixel_auroc"):
+        pair = record.get(name)
+        if pair:
+            text += f", {name.replace('_', ' ')} {_figure(pair[0])} -> {_figure(pair[1])}"
+    text += f" ({where})"
+    return "LOW FIDELITY: " + text if record.get("low") else text
 
 
 def parse(props: dict[str, str], *, source: str = "model") -> ModelInfo:

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from padim_edge.calibration import fidelity
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, select_variant
 from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
 from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
 from padim_edge.devices import DEVICE_NAMES
 from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
+from padim_edge.metadata import fidelity_summary
 
 
 def _size(n: int) -> str:
@@ -69,6 +71,8 @@ def format_summary(report: CalibrationReport) -> list[str]:
                     f"--data FPR    {flagged / total:.4f}: {flagged} of {total} --data images above it"
                 )
         lines.append("outputs       is_anomalous = score > threshold, normalized_score = score / threshold")
+    if report.fidelity is not None:
+        lines.append(f"fidelity      {fidelity_summary(report.fidelity.record())}")
     if report.tensorrt is not None:
         lines.append(f"tensorrt      {report.tensorrt}")
     for f in report.files:
@@ -197,6 +201,22 @@ _VARIANT_TABLE = "\n".join(
     help="With --int8: also write the TensorRT EP's INT8 calibration table (the backbone activation ranges "
     "measured here) to <output>_tensorrt_calibration/, for running the float32 model with trt_int8_enable.",
 )
+@click.option(
+    "--validate",
+    type=click.Path(path_type=Path),
+    help="Folder of held-out defect-free images for the fidelity report of --int8/--fp16/--head-precision "
+    "(the variant's scores and maps vs the input model's: Spearman rank correlation, map error, score ratio; "
+    "stored in the model's metadata). Default: the good test images of --labeled, else a part of --data "
+    f"that INT8 does not calibrate on (FP16 / head: --data). At most {fidelity.MAX_FRAMES} images, spread "
+    f"evenly; fewer than {fidelity.MIN_FRAMES}: no report. Spearman below {fidelity.MIN_SPEARMAN} or a "
+    f"median map error above {fidelity.MAX_MAP_ERROR} prints LOW FIDELITY.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="onnxruntime intra-op threads for the scoring passes (threshold, fidelity report); default: all "
+    "cores. INT8 calibration itself is not affected.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def main(
     model: Path,
@@ -215,6 +235,8 @@ def main(
     head_blocks: int | None,
     device: str,
     tensorrt_table: bool,
+    validate: Path | None,
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Calibrate a padim-edge model: bake a decision threshold, or write an INT8 / FP16 / head variant.
@@ -223,6 +245,10 @@ def main(
     outputs, is_anomalous (score > threshold) and normalized_score (score / threshold, 1.0 at the boundary),
     and the threshold goes into the metadata; calibrating again replaces it. The threshold flags at
     most --target-fpr of the --data images, or maximises F1 on --labeled test images.
+
+    Every --int8/--fp16/--head-precision run also compares the new model with MODEL on held-out
+    defect-free frames (--validate, see there) and prints a fidelity report, LOW FIDELITY when the
+    variant scores unlike MODEL, NO FIDELITY REPORT when there were too few frames.
 
     \b
     Examples:
@@ -234,6 +260,7 @@ def main(
       padim-calibrate model.onnx --fp16 -o model-fp16.onnx
       padim-calibrate model.onnx --head-precision int8 -o model-head-int8.onnx
       padim-calibrate model.onnx --data holdout/good --int8 --head-precision int8 --target-fpr 0.01
+      padim-calibrate model.onnx --data train/good --int8 --validate holdout/good -o model-int8.onnx
     """
     try:
         variant = select_variant(
@@ -243,6 +270,8 @@ def main(
             raise CalibrationError("--calibration-images applies to --int8 only")
         if tensorrt_table and not int8_flag:
             raise CalibrationError("--tensorrt-table applies to --int8 only")
+        if validate is not None and not fidelity.applies(variant):
+            raise CalibrationError("--validate applies to --int8, --fp16 and --head-precision only")
         report = calibrate(
             model,
             output,
@@ -260,6 +289,8 @@ def main(
             refit=refit,
             refit_data=refit_data,
             float_convs=float_convs,
+            validate=validate,
+            threads=threads,
         )
     except CalibrationError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -11,7 +11,7 @@ import numpy as np
 
 from padim_edge import __version__, metadata
 from padim_edge.atomic import OutputError, check_output_file
-from padim_edge.calibration import decision, int8, threshold
+from padim_edge.calibration import decision, fidelity, int8, threshold
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant, combine
 from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
@@ -40,6 +40,8 @@ class CalibrationReport:
         warnings: Caveats for the user.
         tensorrt: What happened with the TensorRT table (INT8 only).
         seconds: Wall time.
+        fidelity: The variant compared with the input model on held-out frames (``None``: no report,
+            a warning says why; always ``None`` for ``fp32-threshold``).
     """
 
     source: SourceModel
@@ -55,6 +57,7 @@ class CalibrationReport:
     warnings: list[str] = field(default_factory=list)
     tensorrt: str | None = None
     seconds: float = 0.0
+    fidelity: fidelity.Fidelity | None = None
 
 
 def _check_request(
@@ -126,19 +129,27 @@ def _choose_threshold(
     labeled: Path | None,
     device: str,
     progress: bool,
+    threads: int | None = None,
 ) -> threshold.ThresholdChoice:
     if labeled is not None:
         category = labeled_images(labeled)
         report.labeled = category
-        normal = score_images(scoring_model, category.normal, device=device, progress=progress, desc="good")
+        normal = score_images(
+            scoring_model, category.normal, device=device, threads=threads, progress=progress, desc="good"
+        )
         anomalous = score_images(
-            scoring_model, category.anomalous, device=device, progress=progress, desc="defective"
+            scoring_model,
+            category.anomalous,
+            device=device,
+            threads=threads,
+            progress=progress,
+            desc="defective",
         )
         choice = threshold.threshold_for_f1(normal, anomalous)
         report.threshold_source = f"{labeled / 'test'}"
         if data_paths:
             data_scores = score_images(
-                scoring_model, data_paths, device=device, progress=progress, desc="--data"
+                scoring_model, data_paths, device=device, threads=threads, progress=progress, desc="--data"
             )
             report.data_fpr = (
                 int(np.count_nonzero(data_scores > np.float32(choice.threshold))),
@@ -146,7 +157,9 @@ def _choose_threshold(
             )
         return choice
     assert data_paths is not None
-    scores = score_images(scoring_model, data_paths, device=device, progress=progress, desc="normal images")
+    scores = score_images(
+        scoring_model, data_paths, device=device, threads=threads, progress=progress, desc="normal images"
+    )
     report.threshold_source = str(data)
     return threshold.threshold_for_fpr(scores, DEFAULT_TARGET_FPR if target_fpr is None else target_fpr)
 
@@ -226,6 +239,8 @@ def calibrate(
     refit: bool | None = None,
     refit_data: str | Path | None = None,
     float_convs: int | None = None,
+    validate: str | Path | None = None,
+    threads: int | None = None,
 ) -> CalibrationReport:
     """Write a calibrated variant of a padim-edge model.
 
@@ -251,6 +266,10 @@ def calibrate(
             images.
         float_convs: INT8 variants: the backbone's first this many convolutions stay float32 (``None``:
             the variant's default, 2).
+        validate: Folder of held-out defect-free images for the fidelity report (INT8 / FP16 / head
+            variants; default: ``labeled``'s good test images, else a part of ``data`` that INT8 does
+            not calibrate on). See :mod:`padim_edge.calibration.fidelity`.
+        threads: onnxruntime intra-op threads of the scoring passes (threshold, fidelity; ``None``: all).
 
     Raises:
         CalibrationError: Bad model, folders, flags or too few images (the message says which).
@@ -274,13 +293,22 @@ def calibrate(
                 f"need at least 2 normal images in {data} to choose a threshold, found {len(data_paths)}"
             )
 
-    images: list[Path] = []
-    if row.needs_calibration_images:
-        assert data_paths is not None
-        images = int8.pick_calibration_images(data_paths, calibration_images)
+    validate = Path(validate) if validate is not None else None
+    plan = fidelity.plan_frames(
+        measure=fidelity.applies(row),
+        calibrates=row.needs_calibration_images,
+        data_paths=data_paths,
+        calibration_count=calibration_images,
+        validate_paths=normal_images(validate, what="--validate") if validate is not None else None,
+        labeled_normal=labeled_images(labeled).normal if labeled is not None else None,
+    )
+    report.warnings += plan.warnings
+    images = plan.calibration
     refit, refit_images = _refit_options(row, refit, refit_data, float_convs)
     if refit and not refit_images and data_paths:
-        refit_images = data_paths  # every --data image: the covariance wants them all, not a subset
+        # every --data image the fidelity report does not hold out: the covariance wants them all
+        held_out = set(plan.frames)
+        refit_images = [path for path in data_paths if path not in held_out]
     request = BuildRequest(
         calibration_images=images,
         progress=progress,
@@ -306,11 +334,27 @@ def calibrate(
     pin_ir_version(built.proto)  # converters may stamp a newer IR; onnxruntime 1.16/1.17 load <= 9
     props: dict[str, object | None] = {**graph_versions(built.proto), **built.props}
     with tempfile.TemporaryDirectory(prefix="padim-calibrate-") as tmp:
+        scoring_model = source.path
+        if built.changed and (wants_threshold or plan.measure):
+            scoring_model = Path(tmp) / "scoring.onnx"
+            save_model(built.proto, scoring_model, check=False)
+        if plan.measure:
+            report.fidelity = fidelity.measure(
+                source.path,
+                scoring_model,
+                plan,
+                reference=f"{source.path.name} ({_arithmetic(source)})",
+                labeled=labeled,
+                device=device,
+                threads=threads,
+                progress=progress,
+            )
+            if report.fidelity is None:
+                report.warnings.append(fidelity.no_report_warning(plan, row.name))
+            else:
+                report.warnings += report.fidelity.warnings(row.name)
+            props["fidelity"] = None if report.fidelity is None else report.fidelity.record()
         if wants_threshold:
-            scoring_model = source.path
-            if built.changed:
-                scoring_model = Path(tmp) / "scoring.onnx"
-                save_model(built.proto, scoring_model, check=False)
             choice = _choose_threshold(
                 report,
                 scoring_model,
@@ -320,6 +364,7 @@ def calibrate(
                 labeled=labeled,
                 device=device,
                 progress=progress,
+                threads=threads,
             )
             report.choice = choice
             report.warnings += list(choice.warnings)

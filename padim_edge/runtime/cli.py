@@ -189,6 +189,7 @@ def main(
         click.echo(
             "note: this model's backbone has random-init weights; scores are for demos and timing.", err=True
         )
+    _echo_fidelity(info)
     keys = dict(zip(files, image_keys(files)))
     rows: list[tuple[str, float, bool | None]] = []
     failed: dict[str, str] = {}
@@ -218,6 +219,23 @@ def main(
         for key, reason in failed.items():
             click.echo(f"error: {key}: {reason}", err=True)
         raise click.ClickException(f"{len(failed)} of {len(files)} images could not be read (listed above)")
+
+
+def _echo_fidelity(info) -> None:
+    """One line on stderr: the fidelity report padim-calibrate stored in a variant, or its absence."""
+    from padim_edge.metadata import fidelity_summary
+
+    record = info.fidelity
+    if record is not None:
+        prefix = "warning: " if record.get("low") else "fidelity: "
+        click.echo(prefix + fidelity_summary(record), err=True)
+    elif info.precision != "fp32" or info.head_precision != "fp32":
+        click.echo(
+            f"note: this {info.precision} backbone / {info.head_precision} head model carries no fidelity "
+            "report (how closely it follows the float32 model); make it with padim-calibrate --validate DIR "
+            "to get one",
+            err=True,
+        )
 
 
 def _print_table(rows: list[tuple[str, float, bool | None]], *, labelled: bool) -> None:

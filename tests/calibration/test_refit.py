@@ -256,9 +256,10 @@ def test_cli_flags(r18_model: Path, synthetic: dict[str, Path], tmp_path: Path) 
     args = ["--data", str(synthetic["holdout"]), "--int8", "--calibration-images", "6", "--target-fpr", "0.1"]
     result = CliRunner().invoke(main, [str(r18_model), *args, "-o", str(out2), "-q"])
     assert result.exit_code == 0, result.output
-    assert "head refitted on 20 images" in result.output  # every --data image, not the 6 calibration ones
+    # --data minus the 14 frames the fidelity report holds out (not only the 6 calibration frames)
+    assert "head refitted on 6 images" in result.output
     assert "refitted on --data images" in result.output
-    assert "fewer than the" not in result.output
+    assert "refitted on 6 images, fewer than the 10" in result.output
 
 
 def test_refit_on_fewer_images_than_the_fit_warns(
@@ -353,7 +354,9 @@ def test_patchcore_refit_skipped(patchcore_model: Path, synthetic: dict[str, Pat
 def test_refit_of_a_fixed_size_model(small_trt_onnx: Path, train_dir: Path, tmp_path: Path) -> None:
     """A TensorRT-target model (fixed input size): the refit frames are resized to it, as calibration's."""
     out = tmp_path / "trt-qdq.onnx"
-    report = calibrate(small_trt_onnx, out, variant="int8-qdq", data=train_dir, progress=False)
+    report = calibrate(
+        small_trt_onnx, out, variant="int8-qdq", data=train_dir, refit_data=train_dir, progress=False
+    )
     images = list_images(train_dir)
     assert any(f"head refitted on {len(images)} images" in line for line in report.details)
     model = PadimModel(out, device="cpu")

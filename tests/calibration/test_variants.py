@@ -45,8 +45,9 @@ def test_int8_qoperator_structure_and_runtime(r18_model: Path, r18_int8: Path) -
     assert prediction.anomaly_map.shape == (64, 64) and np.isfinite(prediction.score)
     props = props_of(r18_int8)
     assert props["padim_edge.quant_format"] == "qoperator"
-    assert props["padim_edge.calibration_images"] == "20"
-    assert json.loads(props["padim_edge.gaussians"])["source"] == "refit"  # on the 20 calibration images
+    assert props["padim_edge.calibration_images"] == "15"  # 20 --data images: 5 held out for fidelity
+    gaussians = json.loads(props["padim_edge.gaussians"])
+    assert (gaussians["source"], gaussians["images"]) == ("refit", 15)  # --data minus the held-out frames
     assert json.loads(props["padim_edge.source_model"])["sha256"] == modelio.file_sha256(r18_model)
 
 
@@ -111,7 +112,7 @@ def test_int8_close_to_fp32_on_real_weights(mnv2_real: Path, tmp_path: Path) -> 
     out = tmp_path / "mnv2-int8.onnx"
     calibrate(
         mnv2_real, out, variant="int8-qoperator", data=mnv2_real.parent / "train", calibration_images=20,
-        progress=False,
+        refit_data=mnv2_real.parent / "train", progress=False,
     )  # fmt: skip
     good = list_images(TILES / "test" / "good")[::16]
     defects = [

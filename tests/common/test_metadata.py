@@ -51,3 +51,31 @@ def test_parse_refuses_foreign_and_incomplete_models() -> None:
     del props["padim_edge.crop"]
     with pytest.raises(metadata.NotAPadimModelError, match=r"missing \['crop'\]"):
         metadata.parse(props)
+
+
+def test_fidelity_property_and_summary() -> None:
+    record = {
+        "reference": "m.onnx (fp32 backbone / fp32 head)",
+        "source": "validate",
+        "frames": 12,
+        "spearman": 0.95,
+        "map_error_median": 0.1,
+        "map_error_worst": 0.4,
+        "score_ratio_median": 1.02,
+        "image_auroc": [0.98, 0.91],
+        "pixel_auroc": None,
+        "low": True,
+        "error": None,
+    }
+    info = metadata.parse(metadata.encode({**REQUIRED, "fidelity": record}))
+    assert info.fidelity == record
+    assert metadata.parse(metadata.encode(REQUIRED)).fidelity is None
+    assert metadata.parse(metadata.encode({**REQUIRED, "fidelity": [1, 2]})).fidelity is None  # not a report
+    line = metadata.fidelity_summary(record)
+    assert line.startswith("LOW FIDELITY: Spearman 0.9500, map error median 0.100 (worst 0.400)")
+    assert "image auroc 0.980 -> 0.910" in line and "pixel auroc" not in line
+    assert line.endswith("(vs m.onnx (fp32 backbone / fp32 head), 12 frames: validate)")
+    fine = metadata.fidelity_summary({**record, "low": False, "spearman": None})
+    assert fine.startswith("Spearman n/a,")
+    failed = metadata.fidelity_summary({**record, "low": None, "error": "no fp16 kernel"})
+    assert failed.startswith("NOT MEASURED: no fp16 kernel")
