@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from padim_edge.calibration import fidelity
+from padim_edge.calibration import settings
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, select_variant
-from padim_edge.calibration.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_IMAGES, FORMATS
-from padim_edge.calibration.pipeline import DEFAULT_TARGET_FPR, CalibrationReport, calibrate
+from padim_edge.calibration.settings import (
+    CALIBRATION_METHOD,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_TARGET_FPR,
+    FORMATS,
+)
 from padim_edge.devices import DEVICE_NAMES
-from padim_edge.export.padim.graph_head import HEAD_PRECISIONS
+from padim_edge.export.padim.settings import HEAD_PRECISIONS
+from padim_edge.extras import MissingExtraError, require
 from padim_edge.metadata import fidelity_summary
+
+if TYPE_CHECKING:
+    from padim_edge.calibration.pipeline import CalibrationReport
+
+# Light at import (settings, the variant table, stdlib-only modules): --help works with only the base
+# install. The pipeline (onnx, onnxruntime.quantization, ...) is imported when a calibration runs.
 
 
 def _size(n: int) -> str:
@@ -207,9 +219,9 @@ _VARIANT_TABLE = "\n".join(
     help="Folder of held-out defect-free images for the fidelity report of --int8/--fp16/--head-precision "
     "(the variant's scores and maps vs the input model's: Spearman rank correlation, map error, score ratio; "
     "stored in the model's metadata). Default: the good test images of --labeled, else a part of --data "
-    f"that INT8 does not calibrate on (FP16 / head: --data). At most {fidelity.MAX_FRAMES} images, spread "
-    f"evenly; fewer than {fidelity.MIN_FRAMES}: no report. Spearman below {fidelity.MIN_SPEARMAN} or a "
-    f"median map error above {fidelity.MAX_MAP_ERROR} prints LOW FIDELITY.",
+    f"that INT8 does not calibrate on (FP16 / head: --data). At most {settings.MAX_FRAMES} images, spread "
+    f"evenly; fewer than {settings.MIN_FRAMES}: no report. Spearman below {settings.MIN_SPEARMAN} or a "
+    f"median map error above {settings.MAX_MAP_ERROR} prints LOW FIDELITY.",
 )
 @click.option(
     "--threads",
@@ -262,6 +274,13 @@ def main(
       padim-calibrate model.onnx --data holdout/good --int8 --head-precision int8 --target-fpr 0.01
       padim-calibrate model.onnx --data train/good --int8 --validate holdout/good -o model-int8.onnx
     """
+    try:  # quantisation and graph rewrites need onnx (+ onnxconverter-common), scoring onnxruntime
+        require("padim-calibrate", "calibrate", "runtime")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    from padim_edge.calibration import fidelity
+    from padim_edge.calibration.pipeline import calibrate
+
     try:
         variant = select_variant(
             int8_flag=int8_flag, fp16_flag=fp16_flag, fmt=fmt, head_precision=head_precision

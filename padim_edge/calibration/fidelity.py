@@ -38,27 +38,20 @@ from tqdm import tqdm
 
 from padim_edge.calibration import int8, scoring
 from padim_edge.calibration.errors import CalibrationError
+from padim_edge.calibration.settings import (  # their home; importable from here too
+    MAX_AUROC_DROP,
+    MAX_FRAMES,
+    MAX_MAP_ERROR,
+    MIN_FRAMES,
+    MIN_SPEARMAN,
+    SOURCE_DATA,
+    SOURCE_LABELED,
+    SOURCE_SPLIT,
+    SOURCE_VALIDATE,
+)
 
 if TYPE_CHECKING:
     from padim_edge.calibration.formats import Variant
-
-#: Lowest Spearman rank correlation of image scores (variant vs reference) that is not LOW FIDELITY.
-MIN_SPEARMAN = 0.99
-#: Highest median relative L2 error of the anomaly maps that is not LOW FIDELITY. A quarter of the map's
-#: norm: past it the map's shape, not just its noise, has changed (a sound INT8 backbone stays below
-#: 0.1 on the benchmarks' categories; a head with wrong constants lands near 1).
-MAX_MAP_ERROR = 0.25
-#: Largest loss of image AUROC on ``--labeled`` (reference minus variant) that is not LOW FIDELITY.
-MAX_AUROC_DROP = 0.02
-#: Fewer held-out frames than this: no report (a rank correlation of 4 numbers says nothing).
-MIN_FRAMES = 5
-#: Most held-out frames scored (an even spread over the candidates): two passes over them cost time.
-MAX_FRAMES = 50
-
-SOURCE_VALIDATE = "validate"
-SOURCE_LABELED = "good test images of --labeled"
-SOURCE_SPLIT = "held-out split of --data"
-SOURCE_DATA = "--data"
 
 HOW_TO_GET_ONE = (
     f"pass --validate DIR (at least {MIN_FRAMES} defect-free images that the model was not fitted on and "

@@ -23,15 +23,23 @@ truth: the CLI, the default file names and the metadata all read it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
-
-from padim_edge.calibration import fp16, head, int8, refit
+from padim_edge.calibration import settings
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.naming import variant_file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import onnx
+
+    from padim_edge.calibration import int8
+
+# The build functions import onnx and the variant modules (fp16, head, int8, refit) when they run:
+# importing this table (the CLI's --help lists it) needs only the standard library.
 
 
 @dataclass
@@ -127,6 +135,8 @@ INT8_FLOAT_CONVS = 2
 
 
 def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Built:
+    from padim_edge.calibration import int8, refit
+
     float_convs = INT8_FLOAT_CONVS if request.float_convs is None else request.float_convs
     result = int8.quantize_backbone(
         proto,
@@ -144,7 +154,7 @@ def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Buil
             "precision": "int8",
             "quant_format": fmt,
             "calibration_images": result.images,
-            "calibration_method": int8.CALIBRATION_METHOD,
+            "calibration_method": settings.CALIBRATION_METHOD,
             "float_convs": len(result.float_convs),
             # PaDiM: the head's Gaussians as fitted on the float32 backbone, unless refitted below
             "gaussians": {"source": "fit", "backbone": "fp32"} if refit.is_padim(proto) else None,
@@ -165,6 +175,8 @@ def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Buil
 
 def _refit(built: Built, request: BuildRequest, fmt: str) -> None:
     """Refit ``built``'s Gaussians through its INT8 backbone (PatchCore: skipped with a warning)."""
+    from padim_edge.calibration import refit
+
     if not refit.is_padim(built.proto):
         built.warnings.append(
             f"the Gaussian refit was skipped: this is a {refit.method_of(built.proto)} model, whose memory "
@@ -196,16 +208,18 @@ def _refit(built: Built, request: BuildRequest, fmt: str) -> None:
 
 def build_int8_qoperator(proto: onnx.ModelProto, request: BuildRequest) -> Built:
     """``int8-qoperator``: QLinearConv / QLinearAdd backbone, the fast one on the CPU EP."""
-    return _build_int8(proto, request, int8.QOPERATOR)
+    return _build_int8(proto, request, settings.QOPERATOR)
 
 
 def build_int8_qdq(proto: onnx.ModelProto, request: BuildRequest) -> Built:
     """``int8-qdq``: QuantizeLinear / DequantizeLinear backbone, what TensorRT consumes."""
-    return _build_int8(proto, request, int8.QDQ)
+    return _build_int8(proto, request, settings.QDQ)
 
 
 def build_fp16(proto: onnx.ModelProto, request: BuildRequest) -> Built:
     """``fp16``: float16 backbone for the CUDA / TensorRT execution providers."""
+    from padim_edge.calibration import fp16
+
     half, counts = fp16.convert_backbone_fp16(proto)
     ops = ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
     return Built(
@@ -223,6 +237,8 @@ def build_fp16(proto: onnx.ModelProto, request: BuildRequest) -> Built:
 
 def _build_head(precision: str) -> Callable[[onnx.ModelProto, BuildRequest], Built]:
     def build(proto: onnx.ModelProto, request: BuildRequest) -> Built:
+        from padim_edge.calibration import head
+
         details, warnings = head.rewrite(proto, precision, blocks=request.head_blocks)
         return Built(
             proto=proto, changed=True, props={"head_precision": precision}, details=details, warnings=warnings
@@ -256,7 +272,7 @@ VARIANTS: dict[str, Variant] = {
             name="int8-qoperator",
             suffix="int8",
             precision="int8",
-            quant_format=int8.QOPERATOR,
+            quant_format=settings.QOPERATOR,
             needs_calibration_images=True,
             always_threshold=False,
             description="INT8 backbone, QOperator (QLinearConv, uint8 activations, int8 per-channel "
@@ -269,7 +285,7 @@ VARIANTS: dict[str, Variant] = {
             name="int8-qdq",
             suffix="int8-qdq",
             precision="int8",
-            quant_format=int8.QDQ,
+            quant_format=settings.QDQ,
             needs_calibration_images=True,
             always_threshold=False,
             description="INT8 backbone, QDQ (symmetric int8 activations, int8 per-channel weights): "
@@ -368,9 +384,9 @@ def select_variant(
             raise CalibrationError(f"unknown --head-precision {head_precision!r}; choose one of {choices}")
     backbone = None
     if int8_flag:
-        fmt = fmt or int8.QOPERATOR
-        if fmt not in int8.FORMATS:
-            raise CalibrationError(f"unknown --format {fmt!r}; choose one of {', '.join(int8.FORMATS)}")
+        fmt = fmt or settings.QOPERATOR
+        if fmt not in settings.FORMATS:
+            raise CalibrationError(f"unknown --format {fmt!r}; choose one of {', '.join(settings.FORMATS)}")
         backbone = VARIANTS[f"int8-{fmt}"]
     elif fp16_flag:
         backbone = VARIANTS["fp16"]

@@ -72,14 +72,20 @@ from padim_edge.calibration.graph import (
     prefix_unstaged,
 )
 from padim_edge.calibration.modelio import needs_external_data, save_model
+from padim_edge.calibration.settings import (  # noqa: F401  (their home; re-exported here)
+    CALIBRATION_METHOD,
+    DEFAULT_CALIBRATION_IMAGES,
+    FEW_CALIBRATION_IMAGES,
+    FORMATS,
+    PERCENTILE,
+    QDQ,
+    QOPERATOR,
+)
 from padim_edge.images import ImageError, load_image, resize_frame
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-QOPERATOR = "qoperator"
-QDQ = "qdq"
-FORMATS = (QOPERATOR, QDQ)
 #: Op types onnxruntime can quantise that appear in the supported backbones.
 QUANTIZABLE_OPS = frozenset(
     {
@@ -96,16 +102,8 @@ QUANTIZABLE_OPS = frozenset(
         "Gemm",
     }
 )
-#: Calibration images used when the folder has more (an even spread over the sorted file list).
-DEFAULT_CALIBRATION_IMAGES = 100
-#: Below this many calibration images the activation ranges are likely to clip real parts.
-FEW_CALIBRATION_IMAGES = 20
-#: Activation ranges clip the top (100 - PERCENTILE) % of |values| seen during calibration.
-PERCENTILE = 99.99
 #: Most frames whose activations are held at once while the histograms are collected.
 FRAMES_PER_PASS = 10
-#: Metadata value of the calibration method.
-CALIBRATION_METHOD = f"percentile-{PERCENTILE:g}"
 #: File names onnxruntime's ``write_calibration_table`` writes, for the TensorRT EP.
 TENSORRT_TABLE_FILES = ("calibration.flatbuffers", "calibration.cache", "calibration.json")
 

@@ -16,10 +16,9 @@ from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant, combine
 from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
 from padim_edge.calibration.scoring import labeled_images, normal_images, score_images
+from padim_edge.calibration.settings import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FPR
 from padim_edge.datasets import Category
 from padim_edge.onnx_files import graph_versions, pin_ir_version
-
-DEFAULT_TARGET_FPR = 0.01
 
 
 @dataclass
@@ -231,7 +230,7 @@ def calibrate(
     data: str | Path | None = None,
     target_fpr: float | None = None,
     labeled: str | Path | None = None,
-    calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     device: str = "auto",
     tensorrt_table: bool = False,
     head_blocks: int | None = None,

@@ -60,21 +60,6 @@ def _scripts() -> dict[str, str]:
     return dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.]+:\w+)"', table, flags=re.M))
 
 
-def _params(scripts: list[str]) -> list:
-    reworked = {"padim-calibrate"}  # its CLI is being reworked on another branch
-    return [
-        pytest.param(
-            script,
-            marks=pytest.mark.xfail(
-                strict=False, reason="padim-calibrate's CLI is being reworked separately (lazy imports there)"
-            ),
-        )
-        if script in reworked
-        else script
-        for script in scripts
-    ]
-
-
 def _options(entry: str) -> list[str]:
     """Long option names of a click command (imported here, where every extra is installed)."""
     module, _, attr = entry.partition(":")
@@ -94,7 +79,7 @@ def test_every_console_script_is_covered() -> None:
     }
 
 
-@pytest.mark.parametrize("script", _params(sorted(_scripts())))
+@pytest.mark.parametrize("script", sorted(_scripts()))
 def test_help_needs_only_the_base_install(script: str) -> None:
     entry = _scripts()[script]
     code = RUNNER.format(blocked=BLOCKED, entry=entry, script=script)
@@ -121,6 +106,7 @@ def test_the_blocker_blocks() -> None:
     ("script", "args", "extra"),
     [
         ("padim-bench", ["--batch-sizes", "1"], "bench"),
+        ("padim-calibrate", ["model.onnx"], "calibrate"),
         ("padim-check", ["model.onnx"], "check"),
         ("padim-export", ["--demo"], "export"),
     ],
