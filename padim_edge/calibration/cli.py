@@ -172,8 +172,9 @@ _VARIANT_TABLE = "\n".join(
 @click.option(
     "--float-convs",
     type=click.IntRange(min=0),
-    help="With --int8: keep the backbone's first N Conv nodes float32 (default 2: the stem sees the raw "
-    "frame, where int8 costs the most accuracy, and costs little speed; 0 quantises every conv).",
+    help="With --int8: keep the backbone's first N Conv nodes float32 (default 0: every conv int8). A "
+    "lever to try when the fidelity report is LOW; 2 cost 7% of the INT8 speed-up at batch 8 in "
+    "benchmarks/int8_accuracy.py and did not improve AUROC beyond the refit there.",
 )
 @click.option(
     "--fp16",

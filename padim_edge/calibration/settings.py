@@ -26,14 +26,19 @@ DEFAULT_TARGET_FPR = 0.01
 
 # --------------------------------------------------------------------------- fidelity (:mod:`.fidelity`)
 
+# The limits below were set on benchmarks/int8_accuracy.py (three sets, 21 INT8 / FP16 variants, every
+# AUROC change within 0.015): none of the figures ranks small losses well there (the Spearman of normal
+# frames reorders near-equal scores without any AUROC change), so they are set to flag gross changes,
+# not noise: every default INT8 variant passes, the old unrefitted ones whose scores moved by a third
+# are flagged. ``--labeled`` (the AUROC change itself) is the real check.
 #: Lowest Spearman rank correlation of image scores (variant vs reference) that is not LOW FIDELITY.
-MIN_SPEARMAN = 0.99
-#: Highest median relative L2 error of the anomaly maps that is not LOW FIDELITY. A quarter of the map's
-#: norm: past it the map's shape, not just its noise, has changed (a sound INT8 backbone stays below
-#: 0.1 on the benchmarks' categories; a head with wrong constants lands near 1).
-MAX_MAP_ERROR = 0.25
-#: Largest loss of image AUROC on ``--labeled`` (reference minus variant) that is not LOW FIDELITY.
-MAX_AUROC_DROP = 0.02
+MIN_SPEARMAN = 0.8
+#: Highest median relative L2 error of the anomaly maps that is not LOW FIDELITY (default INT8 variants
+#: measured 0.02-0.04; a head with wrong constants lands near 1).
+MAX_MAP_ERROR = 0.05
+#: Largest loss of image AUROC on ``--labeled`` (reference minus variant) that is not LOW FIDELITY:
+#: issue 12's goal.
+MAX_AUROC_DROP = 0.01
 #: Fewer held-out frames than this: no report (a rank correlation of 4 numbers says nothing).
 MIN_FRAMES = 5
 #: Most held-out frames scored (an even spread over the candidates): two passes over them cost time.

@@ -67,7 +67,7 @@ def refitted(r18_model: Path, synthetic: dict[str, Path], tmp_path_factory: pyte
     out = tmp_path_factory.mktemp("refit") / "r18-int8-refit.onnx"
     calibrate(
         r18_model, out, variant="int8-qoperator", data=synthetic["train"], refit_data=synthetic["holdout"],
-        progress=False,
+        float_convs=2, progress=False,
     )  # fmt: skip
     return out
 
@@ -169,7 +169,7 @@ def test_first_convs_order() -> None:
 
 
 def test_float_convs_stay_float(r18_model: Path, refitted: Path) -> None:
-    """(e) float_convs=2 (the INT8 default): exactly the first two backbone Conv nodes stay Conv."""
+    """(e) float_convs=2: exactly the first two backbone Conv nodes stay Conv."""
     fp32, q = onnx.load(str(r18_model)), onnx.load(str(refitted))
     first = int8.first_convs(fp32, 2)
     assert len(first) == 2
@@ -199,12 +199,10 @@ def test_float_convs_qdq(r18_model: Path, synthetic: dict[str, Path], tmp_path: 
     assert json.loads(props["padim_edge.gaussians"])["backbone"] == "int8-qdq"
 
 
-def test_no_float_convs(r18_model: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+def test_no_float_convs_by_default(r18_model: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "all-int8.onnx"
-    calibrate(
-        r18_model, out, variant="int8-qoperator", data=synthetic["holdout"], float_convs=0, refit=False,
-        progress=False,
-    )  # fmt: skip
+    data = synthetic["holdout"]
+    calibrate(r18_model, out, variant="int8-qoperator", data=data, refit=False, progress=False)
     assert stage_ops(out, graph_names.BACKBONE)["Conv"] == 0
     assert props_of(out)["padim_edge.float_convs"] == "0"
 
@@ -228,11 +226,11 @@ def test_metadata_records_the_refit(refitted: Path) -> None:
 
 def test_variant_table_defaults() -> None:
     for name in ("int8-qoperator", "int8-qdq"):
-        assert VARIANTS[name].refit and VARIANTS[name].float_convs == 2
+        assert VARIANTS[name].refit and VARIANTS[name].float_convs == 0
     for name in ("fp32-threshold", "fp16", "head-int8"):
         assert not VARIANTS[name].refit and VARIANTS[name].float_convs == 0
     both = select_variant(int8_flag=True, fp16_flag=False, fmt="qdq", head_precision="int8")
-    assert both.refit and both.float_convs == 2
+    assert both.refit and both.float_convs == 0
 
 
 def test_cli_flags(r18_model: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
@@ -348,7 +346,7 @@ def test_patchcore_refit_skipped(patchcore_model: Path, synthetic: dict[str, Pat
     assert not any("refitted on --data" in w for w in report.warnings)
     props = props_of(out)
     assert "padim_edge.gaussians" not in props
-    assert props["padim_edge.float_convs"] == "2"
+    assert props["padim_edge.float_convs"] == "0"
 
 
 def test_refit_of_a_fixed_size_model(small_trt_onnx: Path, train_dir: Path, tmp_path: Path) -> None:
