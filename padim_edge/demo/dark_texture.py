@@ -33,7 +33,15 @@ import numpy as np
 from PIL import Image
 
 from padim_edge.demo.dataset import MANIFEST_NAME, DemoDataset, write_set
-from padim_edge.demo.texture import Defect, Grid, blob_radius, curve_alpha, draw_defect, to_uint8
+from padim_edge.demo.texture import (
+    Defect,
+    Grid,
+    blend_defect,
+    blob_radius,
+    curve_alpha,
+    draw_defect,
+    to_uint8,
+)
 from padim_edge.extras import MissingExtraError
 
 __all__ = [
@@ -173,9 +181,7 @@ def make_dark_texture(
         def draw(rng: np.random.Generator, image: np.ndarray, grid: Grid, size: int) -> Defect:
             return painter(rng, image, grid, size, level)
 
-        alpha, target = draw_defect(draw, rng, image, grid, size, area=_TARGET_AREA)
-        image += (target - image) * alpha[..., None]
-        return to_uint8(image), np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+        return blend_defect(image, draw_defect(draw, rng, image, grid, size, area=_TARGET_AREA))
 
     return write_set(
         dataset,

@@ -30,7 +30,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from padim_edge import atomic
-from padim_edge.demo.texture import DEFECT_TYPES, PAINTERS, Grid, draw_defect, texture, to_uint8
+from padim_edge.demo.texture import (
+    DEFECT_TYPES,
+    PAINTERS,
+    Grid,
+    blend_defect,
+    draw_defect,
+    texture,
+    to_uint8,
+)
 
 #: Name of the manifest written (last) at the root of a demo set.
 MANIFEST_NAME = "demo.json"
@@ -139,9 +147,7 @@ def make_demo_dataset(
         image = texture(rng, grid, size)
         if defect is None:
             return to_uint8(image), None
-        alpha, target = draw_defect(PAINTERS[defect], rng, image, grid, size)
-        image += (target - image) * alpha[..., None]
-        return to_uint8(image), np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+        return blend_defect(image, draw_defect(PAINTERS[defect], rng, image, grid, size))
 
     return write_set(
         dataset,

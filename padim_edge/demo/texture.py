@@ -100,6 +100,14 @@ def draw_defect(
     raise RuntimeError(f"could not draw a defect of area {low:.2%}..{high:.2%} in {_MAX_TRIES} tries")
 
 
+def blend_defect(image: np.ndarray, defect: Defect) -> tuple[np.ndarray, np.ndarray]:
+    """Blend a drawn defect into the float ``image`` (in place): the uint8 frame and its 0/255 mask
+    (the pixels painted at least half strength)."""
+    alpha, target = defect
+    image += (target - image) * alpha[..., None]
+    return to_uint8(image), np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+
+
 def curve_alpha(
     rng: np.random.Generator,
     grid: Grid,
