@@ -19,6 +19,12 @@ QOPERATOR_EXEMPTION = (
     "QLinearAdd are not TensorRT ops; under onnxruntime's TensorRT EP they run on the CPU EP with the same "
     "numbers). For TensorRT use padim-calibrate --int8 --format qdq"
 )
+INT8_HEAD_EXEMPTION = (
+    "int8 head (MatMulInteger / DynamicQuantizeLinear): CPU-only by design, not checked for TensorRT "
+    "(integer MatMul is not a TensorRT op; under onnxruntime's TensorRT EP the head runs on the CPU EP). "
+    "The int8 head is for the CPU EP; for TensorRT use --head-precision fp16 or fp32 (padim-export, or "
+    "padim-calibrate --head-precision on an existing model)"
+)
 
 
 class CheckError(ValueError):
@@ -136,9 +142,16 @@ def check_proto(
     try:
         info = metadata.parse(props, source=source)
         description = info.description
-        qoperator = info.get("quant_format") == "qoperator"
+        cpu_only = [
+            reason
+            for reason, applies in (
+                (QOPERATOR_EXEMPTION, info.get("quant_format") == "qoperator"),
+                (INT8_HEAD_EXEMPTION, info.head_precision == "int8"),
+            )
+            if applies
+        ]
     except metadata.NotAPadimModelError:
-        description, qoperator = "not a padim-edge model (checked as a plain ONNX graph)", False
+        description, cpu_only = "not a padim-edge model (checked as a plain ONNX graph)", []
     report = Report(
         source=source,
         opset=view.opset,
@@ -147,7 +160,7 @@ def check_proto(
         inference_error=view.inference_error,
     )
     for target in targets if targets is not None else list(TARGETS.values()):
-        exempt = QOPERATOR_EXEMPTION if qoperator and target.tensorrt else None
+        exempt = " | ".join(cpu_only) if cpu_only and target.tensorrt else None
         report.targets.append(check_target(view, target, exempt=exempt))
     return report
 
