@@ -59,6 +59,17 @@ def make_frames(batch: int, frame: tuple[int, int], seed: int = 0) -> np.ndarray
     return np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
 
 
+def tensorrt_options(spec: dict[str, Any]) -> dict[str, object] | None:
+    """The TensorRT EP options of a ``measure`` job's onnxruntime session (``None``: not on TensorRT).
+
+    The same builder as :class:`padim_edge.runtime.PadimModel` (engine and timing caches, profile,
+    workspace, precision flags from the file's metadata), so the backbone-alone rows run as users would.
+    """
+    from padim_edge.runtime.tensorrt import options_for_file
+
+    return options_for_file(spec["path"], spec["device"])
+
+
 def _open_ort(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], dict[str, Any]]:
     """Open an onnxruntime model; returns (run, facts)."""
     from padim_edge.runtime import PadimModel
@@ -69,7 +80,9 @@ def _open_ort(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], dic
         model = PadimModel(spec["path"], device=spec["device"], threads=threads)
         facts = {"precision": model.info.precision, "head_precision": model.info.head_precision}
         return model.run, {"providers": model.providers, **facts}
-    session = open_session(spec["path"], device=spec["device"], threads=threads)
+    session = open_session(
+        spec["path"], device=spec["device"], threads=threads, tensorrt=tensorrt_options(spec)
+    )
     got = list(session.get_providers())
 
     def run(batch: np.ndarray) -> object:

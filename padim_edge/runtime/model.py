@@ -15,7 +15,6 @@ from padim_edge.metadata import ModelInfo
 from padim_edge.naming import data_file
 from padim_edge.runtime import providers as _providers
 from padim_edge.runtime import tensorrt as _tensorrt
-from padim_edge.runtime.modelfile import ModelFileError, read_metadata
 from padim_edge.runtime.session import open_session
 
 INPUT_NAME = graph_names.INPUT
@@ -182,9 +181,9 @@ class PadimModel:
             raise ModelLoadError(f"model file not found: {self.path}")
         self.device = device
         self.threads = threads
-        self.tensorrt_options: dict[str, object] | None = None
-        if _providers.TENSORRT in _providers.resolve(device):
-            self.tensorrt_options = self._tensorrt_options(trt_cache_dir, trt_profile, trt_workspace)
+        self.tensorrt_options: dict[str, object] | None = _tensorrt.options_for_file(
+            self.path, device, cache=trt_cache_dir, profile=trt_profile, workspace_bytes=trt_workspace
+        )
         try:
             self.session = open_session(
                 self.path, device=device, threads=threads, tensorrt=self.tensorrt_options
@@ -205,24 +204,6 @@ class PadimModel:
         self.outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or any(o not in self.outputs for o in REQUIRED_OUTPUTS):
             raise ModelLoadError(f"{self.path}: unexpected inputs {inputs} / outputs {self.outputs}")
-
-    def _tensorrt_options(
-        self,
-        cache: str | os.PathLike[str] | None,
-        profile: _tensorrt.TrtProfile | str | None,
-        workspace: int,
-    ) -> dict[str, object]:
-        """The TensorRT EP options for this file (its metadata read without loading it)."""
-        try:
-            info: ModelInfo | None = metadata.parse(read_metadata(self.path), source=str(self.path))
-        except (ModelFileError, metadata.NotAPadimModelError, OSError, ValueError):
-            info = None  # the session below reports what is wrong with the file
-        if isinstance(profile, str):
-            profile = _tensorrt.parse_profile(profile)
-        options = _tensorrt.tensorrt_options(info, cache=cache, profile=profile, workspace_bytes=workspace)
-        for folder in _tensorrt.cache_folders(options):
-            folder.mkdir(parents=True, exist_ok=True)
-        return options
 
     def __repr__(self) -> str:
         info = self.info

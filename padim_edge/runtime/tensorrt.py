@@ -2,7 +2,8 @@
 
 :func:`tensorrt_options` builds the dict the runtime hands onnxruntime's TensorRT EP:
 
-* precision flags that match the variant: ``trt_fp16_enable`` for an fp16 backbone, ``trt_int8_enable``
+* precision flags that match the variant: ``trt_fp16_enable`` for an fp16 backbone or an fp16 head
+  (TensorRT otherwise builds the head's float16 MatMul in float32), ``trt_int8_enable
   for an INT8 QDQ backbone (explicit quantization: no calibration table, which TensorRT refuses next
   to Q/DQ layers), float32 otherwise (an INT8 QOperator model's QLinear* ops are not TensorRT ops:
   onnxruntime runs them on the CPU EP);
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
+from padim_edge import metadata
 from padim_edge.integrity import cache_dir
 from padim_edge.metadata import ModelInfo
+from padim_edge.runtime.modelfile import ModelFileError, read_metadata
 
 #: The first onnxruntime release that accepts each option we may pass (from the TensorRT EP's
 #: option struct and PRs; see docs/edge-targets.md). Options not listed here are never passed.
@@ -155,11 +158,16 @@ def version_tuple(version: str) -> tuple[int, int]:
 
 
 def precision_flags(info: ModelInfo | None) -> dict[str, bool]:
-    """``trt_fp16_enable`` / ``trt_int8_enable`` for the model's variant."""
+    """``trt_fp16_enable`` / ``trt_int8_enable`` for the model's variant.
+
+    FP16 is enabled for an fp16 backbone and for an fp16 head (``head_precision``): without the flag
+    TensorRT builds float16 layers in float32.
+    """
     precision = info.precision if info is not None else "fp32"
+    head = info.head_precision if info is not None else "fp32"
     quant_format = info.get("quant_format") if info is not None else None
     return {
-        "trt_fp16_enable": precision == "fp16",
+        "trt_fp16_enable": precision == "fp16" or head == "fp16",
         "trt_int8_enable": precision == "int8" and quant_format == "qdq",
     }
 
@@ -214,3 +222,38 @@ def tensorrt_options(
 def cache_folders(options: dict[str, object]) -> list[Path]:
     """The folders named by ``options`` (to create before the session opens)."""
     return [Path(str(options[k])) for k in ("trt_engine_cache_path", "trt_timing_cache_path") if k in options]
+
+
+def options_for_file(
+    path: str | os.PathLike[str],
+    device: str,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    profile: TrtProfile | str | None = None,
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+) -> dict[str, object] | None:
+    """The TensorRT EP options to open ``path`` on ``device`` with; ``None`` when it resolves to no TensorRT.
+
+    Every session the toolkit opens on the TensorRT EP (:class:`padim_edge.runtime.PadimModel`, the
+    benchmark's backbone-alone graphs) gets its options here: the file's metadata is read without
+    loading it (a file without padim-edge metadata counts as a float32 model of any frame size), and
+    the cache folders are created.
+
+    Raises:
+        ValueError: Unknown device, a bad profile string, or a profile that does not fit the model.
+        padim_edge.runtime.providers.ProviderError: An explicit device this onnxruntime build lacks.
+    """
+    from padim_edge.runtime import providers
+
+    if providers.TENSORRT not in providers.resolve(device):
+        return None
+    try:
+        info: ModelInfo | None = metadata.parse(read_metadata(path), source=str(path))
+    except (ModelFileError, metadata.NotAPadimModelError, OSError, ValueError):
+        info = None  # the session that opens the file reports what is wrong with it
+    if isinstance(profile, str):
+        profile = parse_profile(profile)
+    options = tensorrt_options(info, cache=cache, profile=profile, workspace_bytes=workspace_bytes)
+    for folder in cache_folders(options):
+        folder.mkdir(parents=True, exist_ok=True)
+    return options

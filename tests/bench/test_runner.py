@@ -197,6 +197,41 @@ def test_every_graph_is_opened_by_the_runtime_session_factory(
         assert kwargs["threads"] == 2
 
 
+def test_backbone_graphs_get_the_runtimes_tensorrt_options(
+    tiny_run: tuple[BenchResult, dict[str, Path]],
+    workdir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the TensorRT EP the backbone-alone rows get the same options builder as the fused model."""
+    import onnxruntime as ort
+
+    from padim_edge.runtime import providers, tensorrt
+
+    monkeypatch.setattr(providers, "available", lambda: [providers.TENSORRT, providers.CPU])
+    monkeypatch.setattr(tensorrt, "default_cache_dir", lambda: tmp_path / "trt")
+    calls = {}
+
+    def fake_open(path, *, device, threads, tensorrt):  # no GPU here: a CPU session, options recorded
+        calls[Path(path).name] = tensorrt
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr("padim_edge.runtime.session.open_session", fake_open)
+    monkeypatch.setattr("padim_edge.runtime.model.open_session", fake_open)
+    (fused,) = workdir.glob("*/padim.onnx")
+    (backbone,) = workdir.glob("*/backbone.onnx")
+    for variant, path in (("fused", fused), ("backbone", backbone)):
+        worker._open_ort({"variant": variant, "path": str(path), "device": "tensorrt", "threads": 2})
+    options = calls["backbone.onnx"]
+    assert options == worker.tensorrt_options({"path": str(backbone), "device": "tensorrt"})
+    assert options["trt_engine_cache_enable"] is True and options["trt_timing_cache_enable"] is True
+    assert options["trt_engine_cache_path"] == str(tmp_path / "trt" / "engines")
+    assert options["trt_profile_min_shapes"].startswith("images:") and "trt_max_workspace_size" in options
+    assert (tmp_path / "trt" / "engines").is_dir()
+    assert set(options) == set(calls["padim.onnx"])  # the fused model's session: the same builder
+    assert worker.tensorrt_options({"path": str(backbone), "device": "cpu"}) is None
+
+
 def test_load_failure_is_a_note_not_a_crash(tmp_path: Path) -> None:
     spec = {
         "job": "measure",
