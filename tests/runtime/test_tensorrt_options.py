@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import shutil
 import subprocess
 import sys
@@ -28,17 +30,41 @@ from padim_edge.runtime.tensorrt import (
 from tests.conftest import ROOT, TRT_SIZE
 
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
-#: The runtime closure: what an edge box imports (JetPack 5 runs it on Python 3.8).
-RUNTIME_CLOSURE = [
-    "padim_edge/__init__.py",
-    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "padim_edge" / "runtime").glob("*.py")),
-    *[
-        f"padim_edge/{name}.py"
-        for name in ("graph_names", "metadata", "naming", "integrity", "atomic", "images", "geometry")
-    ],
-    "padim_edge/visualize.py",
-    "padim_edge/spec.py",
-]
+#: Lazily imported modules that are not the predict path (``--ray``: padim_edge.distributed, Python >= 3.10).
+NOT_RUNTIME = ("padim_edge.distributed",)
+
+
+def _lazy_imports() -> set[str]:
+    """``padim_edge.*`` modules the runtime's files import anywhere (function bodies included)."""
+    names = set()
+    for path in (ROOT / "padim_edge" / "runtime").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] == "padim_edge" and not n.startswith(NOT_RUNTIME)}
+
+
+@pytest.fixture(scope="module")
+def runtime_closure() -> list[str]:
+    """The runtime closure, as files: every ``padim_edge`` module in ``sys.modules`` of a fresh process
+    that imported ``padim_edge.runtime.cli`` (padim-predict) and the modules it imports lazily."""
+    modules = sorted({"padim_edge.runtime.cli", *_lazy_imports()})
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "assert 'torch' not in sys.modules and 'onnx' not in sys.modules, 'the runtime imported torch/onnx'\n"
+        "for name, module in sorted(sys.modules.items()):\n"
+        "    if name.split('.')[0] == 'padim_edge': print(module.__file__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}
+    )
+    assert done.returncode == 0, done.stderr
+    files = [Path(line).resolve().relative_to(ROOT).as_posix() for line in done.stdout.split()]
+    assert "padim_edge/runtime/model.py" in files and "padim_edge/visualize.py" in files
+    return files
 
 
 def info(**values: object) -> metadata.ModelInfo:
@@ -52,6 +78,9 @@ def test_precision_flags_follow_the_variant() -> None:
         ({"precision": "fp16"}, True, False),
         ({"precision": "int8", "quant_format": "qdq"}, False, True),
         ({"precision": "int8", "quant_format": "qoperator"}, False, False),  # QLinear ops run on the CPU EP
+        ({"head_precision": "fp16"}, True, False),  # float32 backbone, float16 head MatMul
+        ({"precision": "int8", "quant_format": "qdq", "head_precision": "fp16"}, True, True),
+        ({"head_precision": "int8"}, False, False),  # integer head: the CPU EP runs it
     ]
     for values, fp16, int8 in cases:
         options = tensorrt_options(info(**values), ort_version="1.18.1")
@@ -147,9 +176,18 @@ def test_model_passes_its_options_to_the_tensorrt_provider(
     assert result.exit_code == 1 and f"built for {size} frames" in result.output
 
 
+def test_pyproject_lints_the_runtime_closure_as_python38(runtime_closure: list[str]) -> None:
+    """Every file of the closure is in ``[tool.ruff.per-file-target-version]`` as py38."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = [k for k, v in config["tool"]["ruff"]["per-file-target-version"].items() if v == "py38"]
+    missing = [f for f in runtime_closure if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    assert missing == [], f"add these to [tool.ruff.per-file-target-version] as py38: {missing}"
+
+
 @pytest.mark.skipif(not PY38.is_file(), reason=f"no Python 3.8 interpreter at {PY38} (JetPack 5's Python)")
-def test_runtime_closure_compiles_with_python38(tmp_path: Path) -> None:
-    for name in RUNTIME_CLOSURE:
+def test_runtime_closure_compiles_with_python38(runtime_closure: list[str], tmp_path: Path) -> None:
+    for name in runtime_closure:
         assert (ROOT / name).is_file(), name
         shutil.copy(ROOT / name, tmp_path / name.replace("/", "__"))
     done = subprocess.run(
