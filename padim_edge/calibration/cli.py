@@ -89,6 +89,9 @@ def format_summary(report: CalibrationReport) -> list[str]:
         lines.append(f"tensorrt      {report.tensorrt}")
     for f in report.files:
         lines.append(f"wrote         {f} ({_size(f.stat().st_size)})")
+    from padim_edge.compat.check import tensorrt_lines  # onnx: imported once a calibration ran
+
+    lines += tensorrt_lines(report.output, info.input_size)
     lines.append(f"time          {report.seconds:.1f} s")
     lines += [f"warning: {w}" for w in report.warnings]
     return lines

@@ -211,5 +211,36 @@ def tensorrt_summary(report: Report) -> list[str]:
             continue
         problems = [f"{f.rule} ({f.effect})" for f in target.blocking]
         state = "ok" if not problems else "; ".join(problems)
+        if target.exempt:
+            state = "exempt: a CPU-only variant (padim-check MODEL says why)"
         lines.append(f"TensorRT {target.target.version:<4} {state}")
+    return lines
+
+
+#: Width of the label column of the padim-export and padim-calibrate summaries.
+LABEL = 14
+
+
+def tensorrt_lines(model: str | Path, size: tuple[int, int] | None) -> list[str]:
+    """What ``padim-check`` says about TensorRT for a written model: the padim-export and padim-calibrate
+    summaries print these lines.
+
+    Args:
+        model: The ``.onnx`` just written.
+        size: ``(H, W)`` of a TensorRT-target model (``None``: a graph for any frame size).
+    """
+    from padim_edge.compat.targets import TARGETS
+
+    report = check_file(model, [t for t in TARGETS.values() if t.tensorrt])
+    lines = [f"{'tensorrt':<{LABEL}}{line}" for line in tensorrt_summary(report)]
+    if size is None and not report.ok:
+        lines.append(
+            f"{'':<{LABEL}}TensorRT has no antialiased resize: for a TensorRT deployment export with "
+            "--target tensorrt --input-size HxW (the camera's frame size) and make variants of that model; "
+            "details: padim-check MODEL"
+        )
+    elif size is not None:
+        lines.append(
+            f"{'':<{LABEL}}built for input {size[0]}x{size[1]} frames only (the runtime refuses others)"
+        )
     return lines

@@ -371,6 +371,8 @@ def main(
     )
     for f in run.export.files:
         click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
+    from padim_edge.compat.check import tensorrt_lines
+
     click.echo("\n".join(tensorrt_lines(run.export.files[0], size)))
     if run.parity is not None:
         p = run.parity
@@ -380,20 +382,3 @@ def main(
             f"max |d score| {p.max_abs_score:.2e}, max |d map| {p.max_abs_map:.2e} "
             f"(tolerance {p.tolerance:.1e} at max score {p.max_score:.3f}) ok"
         )
-
-
-def tensorrt_lines(model: Path, size: tuple[int, int] | None) -> list[str]:
-    """What ``padim-check`` says about TensorRT for the written model, for the summary."""
-    from padim_edge.compat.check import check_file, tensorrt_summary
-    from padim_edge.compat.targets import TARGETS
-
-    report = check_file(model, [t for t in TARGETS.values() if t.tensorrt])
-    lines = [f"{'tensorrt':<14}{line}" for line in tensorrt_summary(report)]
-    if size is None and not report.ok:
-        lines.append(
-            f"{'':<14}TensorRT has no antialiased resize: for a TensorRT deployment export with "
-            "--target tensorrt --input-size HxW (the camera's frame size); details: padim-check MODEL"
-        )
-    elif size is not None:
-        lines.append(f"{'':<14}built for input {size[0]}x{size[1]} frames only (the runtime refuses others)")
-    return lines

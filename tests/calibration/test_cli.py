@@ -199,3 +199,28 @@ def test_calibration_package_does_not_import_torch() -> None:
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_summary_says_what_tensorrt_makes_of_the_variant(
+    r18_model: Path, small_trt_onnx: Path, synthetic: dict[str, Path], tmp_path: Path
+) -> None:
+    """The padim-export TensorRT lines, in the padim-calibrate summary (default graph: the antialias hint)."""
+    import re
+
+    result = CliRunner().invoke(main, [str(r18_model), "--fp16", "-o", str(tmp_path / "half.onnx"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"TensorRT 8\.5\s+resize-antialias \(changes numbers\)", result.output)
+    assert re.search(r"TensorRT 10\s+resize-antialias \(fails\)", result.output)
+    assert "TensorRT has no antialiased resize" in result.output
+    assert "--target tensorrt --input-size HxW" in result.output
+
+    out = tmp_path / "trt-half.onnx"
+    result = CliRunner().invoke(main, [str(small_trt_onnx), "--fp16", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"TensorRT 10\s+ok", result.output) and "input 90x120 frames only" in result.output
+    assert "antialiased" not in result.output
+
+    args = [str(r18_model), "--int8", "--format", "qoperator", "--data", str(synthetic["holdout"])]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "q.onnx"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"TensorRT 8\.6\s+exempt: a CPU-only variant", result.output)
