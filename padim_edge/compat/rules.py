@@ -224,6 +224,17 @@ def large_initializers(view: GraphView, target: Target) -> list[str]:
     return [f"{size / 2**30:.2f} GiB of initializers"] if size >= PROTOBUF_LIMIT else []
 
 
+def float16_relu(view: GraphView, target: Target) -> list[str]:
+    """float16 Relu at opset >= 18 (where onnxruntime >= 1.17's CPU EP rounds it, 1.16 does not)."""
+    if view.opset < 18:
+        return []
+    return [
+        f"{_where(n)} on float16 at opset {view.opset}"
+        for n in view.nodes
+        if n.op_type == "Relu" and n.input and view.types.get(n.input[0]) == TensorProto.FLOAT16
+    ]
+
+
 def _on(effect: str, *targets: str) -> dict[str, str]:
     return dict.fromkeys(targets, effect)
 
@@ -342,6 +353,18 @@ RULES: dict[str, Rule] = {
             "QLinearMatMul as N; 10.15: MatMulInteger, DynamicQuantizeLinear N (the others on 10.x: "
             "unverified)",
             integer_ops,
+        ),
+        Rule(
+            "float16-relu-cpu",
+            "float16 Relu at opset >= 18: CPU scores differ slightly from onnxruntime >= 1.17's (GPU EPs: "
+            "unaffected)",
+            _on(NOTE, "onnxruntime-1.16"),
+            "measured (docs/edge-targets.md): the x86 CPU EPs have no float16 Conv/Relu kernels and run them "
+            "in float32 behind Casts; 1.16 also drops lossy fp32->fp16->fp32 Cast round trips (onnxruntime "
+            "issue #8787, fixed for 1.17 by PR #17953); >= 1.17 runs an opset-18 float16 Relu as its "
+            "function body, a float16 Max, so activations are rounded there. FP16 variant of the default "
+            "graph: 2.3e-4 of the max score apart; the opset-17 TensorRT-target FP16 graph: 2.6e-7",
+            float16_relu,
         ),
         Rule(
             "large-initializers",

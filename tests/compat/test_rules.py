@@ -189,6 +189,19 @@ def test_domain_integer_ops_and_size_rules(monkeypatch) -> None:
     assert hits("large-initializers", relu) == ["3.00 GiB of initializers"]
 
 
+def test_float16_relu_rule() -> None:
+    h16 = TensorProto.FLOAT16
+    io16 = ([vi("x", h16, [2])], [vi("y", h16, [2])])
+    relu = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    assert hits("float16-relu-cpu", model(relu, *io16, opset=18), "onnxruntime-1.16") == [
+        "r (Relu) on float16 at opset 18"
+    ]
+    assert hits("float16-relu-cpu", model(relu, *io16, opset=17), "onnxruntime-1.16") == []
+    io32 = ([vi("x", F, [2])], [vi("y", F, [2])])
+    assert hits("float16-relu-cpu", model(relu, *io32, opset=18), "onnxruntime-1.16") == []
+    assert RULES["float16-relu-cpu"].effects == {"onnxruntime-1.16": NOTE}
+
+
 def test_rule_table_says_where_each_rule_applies() -> None:
     for rule in RULES.values():
         assert rule.effects and set(rule.effects) <= set(TARGETS), rule.name
