@@ -22,6 +22,14 @@ def script():
     return module
 
 
+def test_every_backbone_variant_is_built_on_both_graphs(script) -> None:
+    from padim_edge.calibration.formats import VARIANTS
+
+    backbone_rows = {name for name, row in VARIANTS.items() if row.head_precision is None}
+    assert set(script.VARIANTS_BY_TARGET["default"]) == backbone_rows
+    assert set(script.VARIANTS_BY_TARGET["tensorrt"]) == backbone_rows - {"int8-qoperator"}
+
+
 def test_parse_worker_output(script) -> None:
     payload = {"onnxruntime": "1.16.3", "python": "3.8.18", "models": {"fp32": {"scores": [1.0]}}}
     text = "some warning\nPADIM-RESULT " + json.dumps(payload) + "\n"
