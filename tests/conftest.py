@@ -47,6 +47,29 @@ def write_images(
     return paths
 
 
+def swapped_pair(source: Path, folder: Path) -> Path:
+    """``folder/model.onnx`` with external data, its ``.onnx.data`` swapped for another model's.
+
+    The other model is ``source`` with one constant changed (same layout, so the data file has the
+    same size): the mix-up of two seeds' exports that once loaded and scored 10x off without a word.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from padim_edge import onnx_files
+
+    path, other = folder / "model.onnx", folder / "other" / "model.onnx"
+    onnx_files.save_model(onnx.load(str(source)), path, external_data="always", check=False)
+    proto = onnx.load(str(source))
+    tensor = max(proto.graph.initializer, key=lambda t: numpy_helper.to_array(t).size)
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) + 1, tensor.name))
+    onnx_files.save_model(proto, other, external_data="always", check=False)
+    swapped = onnx_files.data_file(other)
+    assert swapped.stat().st_size == onnx_files.data_file(path).stat().st_size
+    onnx_files.data_file(path).write_bytes(swapped.read_bytes())
+    return path
+
+
 @pytest.fixture(scope="session")
 def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("train")
