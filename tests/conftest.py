@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -45,6 +46,35 @@ def write_images(
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths
+
+
+def failing_writes(
+    monkeypatch: pytest.MonkeyPatch, code: int = errno.ENOSPC, *, under: Path | None = None
+) -> list[Path]:
+    """Make file writes of :mod:`padim_edge.atomic` fail with ``OSError(code)`` (default: disk full).
+
+    Patches the single writer (``write_bytes``: JSON, text, PNG) and :meth:`atomic.Stage.commit`
+    (models), for every target or only those in the folder ``under``; returns the failed targets
+    (``commit``: its folder).
+    """
+    from padim_edge import atomic
+
+    tried: list[Path] = []
+    write_bytes, commit = atomic.write_bytes, atomic.Stage.commit
+
+    def failing(real):
+        def write(target, *args, **kwargs):
+            path = target.folder if isinstance(target, atomic.Stage) else Path(target)
+            if under is not None and under not in (path, *path.parents):
+                return real(target, *args, **kwargs)
+            tried.append(path)
+            raise OSError(code, os.strerror(code), str(path))
+
+        return write
+
+    monkeypatch.setattr(atomic, "write_bytes", failing(write_bytes))
+    monkeypatch.setattr(atomic.Stage, "commit", failing(commit))
+    return tried
 
 
 def swapped_pair(source: Path, folder: Path) -> Path:

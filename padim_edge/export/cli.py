@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from padim_edge.atomic import OutputError, check_output_file
+from padim_edge.atomic import OutputError, check_output_file, write_failure
 from padim_edge.export.padim.settings import (
     DEFAULT_BLOCKS,
     HEAD_PRECISIONS,
@@ -341,7 +341,7 @@ def main(
     except (ImageError, WeightsError, OutputError, ParityError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # disk full or a permission lost during the write: one line, no traceback
-        raise click.ClickException(f"could not write {output}: {exc.strerror or exc}") from exc
+        raise click.ClickException(str(write_failure(output, exc))) from exc
     config = run.model.config
     spec = config.spec
     facts = run.model.metadata()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from padim_edge.atomic import OutputError, check_output_file, free_bytes
+from padim_edge.atomic import check_free_space, check_output_file
 from padim_edge.export.backbones import build_backbone, get_spec
 from padim_edge.export.exporter import (
     DEFAULT_TARGET,
@@ -424,11 +424,7 @@ def run_export(
         coreset=coreset,
     )
     needed = estimated_bytes(model, images=len(paths), blocks=blocks, head_precision=head_precision)
-    free = free_bytes(output.parent)
-    if needed * 1.1 > free:
-        raise OutputError(
-            f"the model needs about {needed / 1e9:.2f} GB and {output.parent} has {free / 1e9:.2f} GB free"
-        )
+    check_free_space(output.parent, needed, what="the model")
     fit_options = {"coreset_chunk": coreset_chunk, "coreset_oversample": coreset_oversample}
     report = (fitter or fit)(
         model,

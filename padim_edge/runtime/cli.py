@@ -198,7 +198,10 @@ def main(
     def skip(path: Path, exc: ImageError) -> None:
         failed[keys[path]] = str(exc)
 
-    with tqdm(total=len(files), desc="predict", unit="img", disable=quiet) as bar:
+    # overlays are written as images come, the JSON files at the end: a full disk is one line
+    with atomic.write_errors(output, error=click.ClickException), tqdm(
+        total=len(files), desc="predict", unit="img", disable=quiet
+    ) as bar:
         for batch in iter_batches(files, batch_size, on_error=skip):
             try:
                 predictions = model.predict([image for _, image in batch], batch_size=batch_size)
@@ -212,8 +215,9 @@ def main(
         bar.update(len(failed))
     _print_table(rows, labelled=info.threshold is not None)
     if output is not None and overlays is not None:
-        written = _write_json(output, rows, failed, labelled=info.threshold is not None)
-        count = overlays.finish()
+        with atomic.write_errors(output, error=click.ClickException):
+            written = _write_json(output, rows, failed, labelled=info.threshold is not None)
+            count = overlays.finish()
         click.echo(f"wrote {', '.join(written)} and {count} overlays to {output}", err=True)
     if failed:
         for key, reason in failed.items():

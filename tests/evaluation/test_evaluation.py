@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from padim_edge.evaluation.metrics import evaluate_category
 from padim_edge.evaluation.predictions import PredictionError, predict_category
 from padim_edge.geometry import Geometry
 from padim_edge.metadata import ModelInfo
+from tests.conftest import failing_writes
 
 RESIZE, CROP, SIZE = 40, 36, 40  # test images are RESIZE-sized, so the model view is an exact crop
 
@@ -307,6 +310,47 @@ def test_cli_output_folder(monkeypatch, category: Path, model_file: Path, tmp_pa
     assert ((top_row[..., 0] - top_row[..., 2]) > 40).sum() > 4 * 100
     assert ((bottom_row[..., 0] - bottom_row[..., 2]) > 40).sum() == 0
     assert (top_row == 255).all(axis=-1).any()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_cli_write_failures_are_one_line(
+    monkeypatch, category: Path, model_file: Path, tmp_path: Path, code: int
+) -> None:
+    """Disk full, or a permission lost after the start: one line naming the folder, no traceback."""
+    use_model(monkeypatch, FakeModel())
+    out = tmp_path / "report"
+    failing_writes(monkeypatch, code)
+    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "-o", str(out)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: could not write {out}: {os.strerror(code)}" in result.output
+
+
+def test_cli_output_that_cannot_be_a_folder(
+    monkeypatch, category: Path, model_file: Path, tmp_path: Path
+) -> None:
+    """-o naming a file, or a folder that cannot be written, is refused before any image is scored."""
+    use_model(monkeypatch, FakeModel())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "-o", str(blocker)])
+    assert result.exit_code == 2 and "'--output' / '-o': Directory" in result.output  # click refuses it
+    assert "is a file" in result.output
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: simulate the refusal
+            import tempfile
+
+            def refuse(*args, **kwargs):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        result = CliRunner().invoke(cli.main, [str(model_file), str(category), "-o", str(locked / "out")])
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"cannot write to --output {locked / 'out'}: Permission denied" in result.output
 
 
 def test_cli_several_categories(monkeypatch, tmp_path: Path, model_file: Path) -> None:
