@@ -56,7 +56,9 @@ def open_model(
     "  scores.json   {key: score}, keys = image paths relative to the inputs' common folder\n"
     "  labels.json   {key: true|false} (is_anomalous), only for a model calibrated with a threshold\n"
     "  failed.json   {key: reason} for images that could not be read (exit code 1)\n"
-    "  <key>_overlay.png  the heat map on the model's view of the image, score and colour bar\n"
+    "  <name>_overlay.png  the heat map on the model's view of the image, score and colour bar; <name>\n"
+    "                is the key without its extension, '/' replaced by '__' (flat in --output):\n"
+    "                scratch/003.png -> scratch__003_overlay.png\n"
     "\b\nOverlay colours use one fixed scale per model: dark blue = the median training pixel, dark red =\n"
     "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.",
 )

@@ -104,3 +104,17 @@ def test_disk_full_or_read_only_is_one_line(
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert f"Error: could not write {out}: {os.strerror(code)}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_help_names_overlays_as_they_are_written(small_onnx: Path, tmp_path: Path) -> None:
+    """--help's overlay naming rule and example are what padim-predict writes (nested key, extension)."""
+    help_text = CliRunner().invoke(predict_main, ["--help"]).output
+    assert "<key>_overlay.png" not in help_text
+    assert "'/' replaced by '__'" in help_text and "scratch/003.png -> scratch__003_overlay.png" in help_text
+    data = tmp_path / "images"
+    write_images(data / "scratch", 1)
+    write_images(data / "good", 1)
+    out = tmp_path / "pred"
+    assert CliRunner().invoke(predict_main, [str(small_onnx), str(data), "-o", str(out), "-q"]).exit_code == 0
+    overlays = sorted(p.name for p in out.glob("*_overlay.png"))
+    assert overlays == ["good__img_000_overlay.png", "scratch__img_000_overlay.png"]
