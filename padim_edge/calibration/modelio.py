@@ -18,7 +18,6 @@ from padim_edge.calibration.errors import CalibrationError
 from padim_edge.integrity import IntegrityError, verify_data_file
 from padim_edge.metadata import ModelInfo
 from padim_edge.onnx_files import data_file, needs_external_data, save_model, set_props, sha256
-from padim_edge.runtime.modelfile import ModelFileError, read_metadata
 
 __all__ = [
     "SourceModel",
@@ -69,6 +68,9 @@ def check_data_file(path: Path) -> None:
     Raises:
         CalibrationError: The data file is missing, or its size or hash differs (names both files).
     """
+    # the weight-free metadata reader; imported here, as importing padim_edge.runtime loads onnxruntime
+    from padim_edge.runtime.modelfile import ModelFileError, read_metadata
+
     try:
         text = read_metadata(path).get(metadata.prop("external_data"))
         record = metadata.KEYS["external_data"].decode(text) if text else None
