@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -178,3 +178,48 @@ def free_bytes(folder: str | os.PathLike[str]) -> int:
     while not folder.exists():
         folder = folder.parent
     return shutil.disk_usage(folder).free
+
+
+def check_free_space(folder: str | os.PathLike[str], needed: int, *, what: str = "the output") -> None:
+    """Refuse to start work whose output will not fit: ``needed`` bytes plus a 10 % margin.
+
+    Raises:
+        OutputError: ``folder``'s file system has less free space; the message gives both sizes.
+    """
+    free = free_bytes(folder)
+    if needed * 1.1 > free:
+        raise OutputError(
+            f"{what} needs about {needed / 1e9:.2f} GB and {Path(folder)} has {free / 1e9:.2f} GB free"
+        )
+
+
+def write_failure(path: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """The one-line error for an OS error while writing ``path``: ``could not write <path>: <reason>``."""
+    return OutputError(f"could not write {path}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def write_errors(
+    path: str | os.PathLike[str] | None, *, error: Callable[[str], Exception] = OutputError
+) -> Iterator[None]:
+    """Turn an OS error raised in the block (disk full, a permission lost) into one line.
+
+    Command-line tools wrap their write stages in this, with ``error=click.ClickException``, so a
+    full disk at the end of a long run prints ``could not write <path>: <reason>`` and not a traceback.
+
+    Args:
+        path: What the block writes (a file or a folder), named in the message; ``None``: nothing is
+            written and errors pass through unchanged.
+        error: The exception type raised, built from the message (default :class:`OutputError`).
+
+    Raises:
+        OutputError: Or ``error``: ``could not write <path>: <strerror>``; an :class:`OutputError`
+            raised inside keeps its own message.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if path is None or (error is OutputError and isinstance(exc, OutputError)):
+            raise
+        message = str(exc) if isinstance(exc, OutputError) else str(write_failure(path, exc))
+        raise error(message) from exc

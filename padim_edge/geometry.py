@@ -4,8 +4,9 @@ Every frame, whatever its size and aspect ratio, is resized to ``resize x resize
 convention: a non-square camera frame is squashed, not padded) and then center-cropped to
 ``crop x crop``; anomaly maps live in that crop. This module is the one place that rule is written
 down for the torch-free side: overlays (:mod:`padim_edge.visualize`), ground-truth masks
-(:mod:`padim_edge.evaluation`) and benchmarks all map images through it. The graph itself does the
-same with :class:`padim_edge.export.preprocessing.Preprocess`.
+(:mod:`padim_edge.evaluation`) and benchmarks all map images through it, and
+:meth:`Geometry.map_to_frame` maps an anomaly map back onto the camera frame. The graph itself does
+the same with :class:`padim_edge.export.preprocessing.Preprocess`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+#: What :meth:`Geometry.map_to_frame` puts where the model did not look (outside the center crop).
+OUTSIDE = ("nan", "edge")
 #: Smallest crop the backbones accept (three stride-2 stages and more must leave a patch grid).
 MIN_CROP = 32
 
@@ -75,6 +78,58 @@ class Geometry:
         image = Image.fromarray((mask > 0).astype(np.uint8) * 255)
         resized = image.resize((self.resize, self.resize), Image.Resampling.NEAREST)
         return np.asarray(resized.crop(self.box)) > 0
+
+    def map_to_frame(
+        self, anomaly_map: np.ndarray, size: tuple[int, int], *, outside: str = "nan"
+    ) -> np.ndarray:
+        """An anomaly map in the original frame's pixels: the inverse of resize + center crop.
+
+        Each frame pixel ``(y, x)`` is mapped to the ``resize`` square by the resize's own pixel-centre
+        rule, ``s = (y + 0.5) * resize / H - 0.5`` (the same for ``x`` with ``W``), then into the crop
+        (``s - offset``), where the map is read with bilinear interpolation. Frame pixels whose centre
+        falls outside the crop's area (the margins the center crop cut off, ``offset`` square pixels on
+        every side) get NaN, or with ``outside="edge"`` the value at the crop's nearest edge. A
+        non-square frame is stretched back (the model squashed it to a square). numpy only.
+
+        Args:
+            anomaly_map: ``[crop, crop]`` map of one frame (``Prediction.anomaly_map``).
+            size: ``(H, W)`` of the frame it came from.
+            outside: ``nan`` (default: the model did not look there) or ``edge``.
+
+        Returns:
+            float32 ``[H, W]``.
+
+        Raises:
+            ValueError: The map is not ``[crop, crop]``, ``size`` is not positive, or ``outside`` is
+                unknown.
+        """
+        anomaly_map = np.asarray(anomaly_map, dtype=np.float32)
+        if anomaly_map.shape != (self.crop, self.crop):
+            raise ValueError(
+                f"expected a [{self.crop}, {self.crop}] anomaly map, got {list(anomaly_map.shape)}"
+            )
+        height, width = (int(v) for v in size)
+        if height < 1 or width < 1:
+            raise ValueError(f"frame size must be positive, got {size}")
+        if outside not in OUTSIDE:
+            raise ValueError(f"outside must be one of {', '.join(OUTSIDE)}, got {outside!r}")
+        rows, row_inside = self._crop_coordinates(height)
+        cols, col_inside = self._crop_coordinates(width)
+        r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+        r1, c1 = np.minimum(r0 + 1, self.crop - 1), np.minimum(c0 + 1, self.crop - 1)
+        fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
+        top = anomaly_map[r0][:, c0] * (1 - fc) + anomaly_map[r0][:, c1] * fc
+        bottom = anomaly_map[r1][:, c0] * (1 - fc) + anomaly_map[r1][:, c1] * fc
+        frame = (top * (1 - fr) + bottom * fr).astype(np.float32)
+        if outside == "nan":
+            frame[~(row_inside[:, None] & col_inside[None, :])] = np.nan
+        return frame
+
+    def _crop_coordinates(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame pixel along one axis: its coordinate in the crop (clamped) and whether it is inside."""
+        square = (np.arange(length, dtype=np.float64) + 0.5) * self.resize / length - 0.5
+        inside = (square - self.offset >= -0.5) & (square - self.offset <= self.crop - 0.5)
+        return np.clip(square - self.offset, 0, self.crop - 1), inside
 
 
 def parse_size(text: str) -> tuple[int, int]:

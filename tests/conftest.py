@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -45,6 +46,58 @@ def write_images(
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths
+
+
+def failing_writes(
+    monkeypatch: pytest.MonkeyPatch, code: int = errno.ENOSPC, *, under: Path | None = None
+) -> list[Path]:
+    """Make file writes of :mod:`padim_edge.atomic` fail with ``OSError(code)`` (default: disk full).
+
+    Patches the single writer (``write_bytes``: JSON, text, PNG) and :meth:`atomic.Stage.commit`
+    (models), for every target or only those in the folder ``under``; returns the failed targets
+    (``commit``: its folder).
+    """
+    from padim_edge import atomic
+
+    tried: list[Path] = []
+    write_bytes, commit = atomic.write_bytes, atomic.Stage.commit
+
+    def failing(real):
+        def write(target, *args, **kwargs):
+            path = target.folder if isinstance(target, atomic.Stage) else Path(target)
+            if under is not None and under not in (path, *path.parents):
+                return real(target, *args, **kwargs)
+            tried.append(path)
+            raise OSError(code, os.strerror(code), str(path))
+
+        return write
+
+    monkeypatch.setattr(atomic, "write_bytes", failing(write_bytes))
+    monkeypatch.setattr(atomic.Stage, "commit", failing(commit))
+    return tried
+
+
+def swapped_pair(source: Path, folder: Path) -> Path:
+    """``folder/model.onnx`` with external data, its ``.onnx.data`` swapped for another model's.
+
+    The other model is ``source`` with one constant changed (same layout, so the data file has the
+    same size): the mix-up of two seeds' exports that once loaded and scored 10x off without a word.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from padim_edge import onnx_files
+
+    path, other = folder / "model.onnx", folder / "other" / "model.onnx"
+    onnx_files.save_model(onnx.load(str(source)), path, external_data="always", check=False)
+    proto = onnx.load(str(source))
+    tensor = max(proto.graph.initializer, key=lambda t: numpy_helper.to_array(t).size)
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) + 1, tensor.name))
+    onnx_files.save_model(proto, other, external_data="always", check=False)
+    swapped = onnx_files.data_file(other)
+    assert swapped.stat().st_size == onnx_files.data_file(path).stat().st_size
+    onnx_files.data_file(path).write_bytes(swapped.read_bytes())
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from padim_edge import atomic
-from padim_edge.spec import get_spec, paper_name
+from padim_edge.spec import paper_name
 
 __all__ = ["Artifacts", "model_label", "paper_name", "prepare"]
 
@@ -164,23 +164,20 @@ def prepare(
         fit_frames: Synthetic uint8 frames the head is fitted on (at least 2; PatchCore's bank holds
             ``coreset x frames x patches`` vectors).
         fused: Export the fused graph (off when a given model file is benchmarked).
-        backbone_alone: Export the backbone-alone graph (``trace_features(model, reduce=False)``).
+        backbone_alone: Export the backbone-alone graph (:func:`padim_edge.export.pipeline.export_backbone`).
         eager: Save the fitted module's ``state_dict`` for the eager rows (only with ``fused``: without
             a fit, the eager worker installs identity Gaussians of the same shapes itself).
         progress: Progress lines on stderr.
     """
     import torch
 
-    from padim_edge.export.exporter import trace_features
-    from padim_edge.export.methods import get_method
-    from padim_edge.export.patchcore.settings import DEFAULT_CORESET
-    from padim_edge.export.pipeline import build_module, export
+    from padim_edge.export.pipeline import build_module, default_settings, export, export_backbone
     from padim_edge.export.pipeline import fit_frames as fit_frames_fn
-    from padim_edge.onnx_files import save_model
 
-    dims = dims or get_method(method).default_dims(get_spec(backbone))
-    if method == "patchcore" and coreset is None:
-        coreset = DEFAULT_CORESET
+    defaults = default_settings(method, backbone)
+    dims = dims or defaults["dims"]
+    if coreset is None:
+        coreset = defaults.get("coreset")
     eager = eager and fused
     target = Path(folder) / config_key(backbone, dims, resize, crop, seed, method, coreset)
     wanted: dict[str, Any] = {
@@ -246,7 +243,7 @@ def prepare(
         paths["fused"] = str(target / FUSED_NAME)
     if backbone_alone:
         say(f"{label}: exporting the backbone-alone graph")
-        save_model(trace_features(model, reduce=False), target / BACKBONE_NAME)
+        export_backbone(model, target / BACKBONE_NAME)
         paths["backbone_graph"] = str(target / BACKBONE_NAME)
     if eager:
         say(f"{label}: saving the module state for the eager rows")

@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 
 from padim_edge import graph_names, metadata
 from padim_edge.calibration.errors import CalibrationError
+from padim_edge.integrity import IntegrityError, verify_data_file
 from padim_edge.metadata import ModelInfo
 from padim_edge.onnx_files import data_file, needs_external_data, save_model, set_props, sha256
 
@@ -56,18 +57,45 @@ def file_sha256(path: Path) -> str:
     return sha256([path, data_file(path)])
 
 
+def check_data_file(path: Path) -> None:
+    """Refuse a model whose external-data file is not the one it was saved with (size and SHA-256).
+
+    A calibrated variant inherits the source's constants, so a mismatched pair would be written out as
+    a new, self-consistent model that scores wrongly; the hash is therefore checked on every load
+    (``always``), not once per file as the runtime does. The record is read without loading the weights;
+    a file whose metadata cannot be read is left to :func:`load_model`'s own errors.
+
+    Raises:
+        CalibrationError: The data file is missing, or its size or hash differs (names both files).
+    """
+    # the weight-free metadata reader; imported here, as importing padim_edge.runtime loads onnxruntime
+    from padim_edge.runtime.modelfile import ModelFileError, read_metadata
+
+    try:
+        text = read_metadata(path).get(metadata.prop("external_data"))
+        record = metadata.KEYS["external_data"].decode(text) if text else None
+    except (ModelFileError, OSError, ValueError):
+        return
+    try:
+        verify_data_file(path, record, mode="always")
+    except IntegrityError as exc:
+        raise CalibrationError(f"cannot calibrate {path}: {exc}") from exc
+
+
 def load_model(path: str | Path) -> SourceModel:
     """Read a padim-edge ONNX model.
 
     Raises:
-        CalibrationError: The file is missing, is not ONNX, lacks its external-data file, or is an
-            ONNX model that padim-export did not write.
+        CalibrationError: The file is missing, is not ONNX, lacks its external-data file or has
+            another model's (:func:`check_data_file`), or is an ONNX model that padim-export did not
+            write.
     """
     path = Path(path)
     if not path.exists():
         raise CalibrationError(f"model file not found: {path}")
     if not path.is_file():
         raise CalibrationError(f"model path is not a file: {path}")
+    check_data_file(path)
     try:
         proto = onnx.load(str(path))
     except DecodeError as exc:

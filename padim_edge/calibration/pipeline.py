@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from padim_edge import __version__, metadata
-from padim_edge.atomic import OutputError, check_output_file
+from padim_edge.atomic import OutputError, check_free_space, check_output_file, write_errors
 from padim_edge.calibration import decision, fidelity, int8, threshold
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant, combine
@@ -18,7 +18,7 @@ from padim_edge.calibration.modelio import SourceModel, load_model, save_model, 
 from padim_edge.calibration.scoring import labeled_images, normal_images, score_images
 from padim_edge.calibration.settings import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FPR
 from padim_edge.datasets import Category
-from padim_edge.onnx_files import graph_versions, pin_ir_version
+from padim_edge.onnx_files import graph_versions, initializer_bytes, pin_ir_version
 
 
 @dataclass
@@ -80,6 +80,8 @@ def _check_request(
         raise CalibrationError(f"--output must end in .onnx, got {output}")
     try:
         check_output_file(output, what="--output")
+        # the variant is at most the source's size: refuse now rather than after the calibration
+        check_free_space(output.parent, initializer_bytes(source.proto), what=f"the {variant.name} model")
     except OutputError as exc:
         raise CalibrationError(str(exc)) from exc
     if variant.precision is not None and source.info.precision != "fp32":
@@ -336,7 +338,8 @@ def calibrate(
         scoring_model = source.path
         if built.changed and (wants_threshold or plan.measure):
             scoring_model = Path(tmp) / "scoring.onnx"
-            save_model(built.proto, scoring_model, check=False)
+            with write_errors(scoring_model, error=CalibrationError):
+                save_model(built.proto, scoring_model, check=False)
         if plan.measure:
             report.fidelity = fidelity.measure(
                 source.path,
@@ -382,11 +385,12 @@ def calibrate(
         calibrated_with=__version__,
     )
     set_props(built.proto, metadata.encode_updates(props))
-    report.files = save_model(built.proto, output)
-
+    with write_errors(output, error=CalibrationError):  # disk full: one line, the old output kept
+        report.files = save_model(built.proto, output)
     if tensorrt_table and built.quantization is not None:
         folder = output.with_name(output.stem + "_tensorrt_calibration")
-        report.files += int8.write_tensorrt_table(built.quantization.ranges, folder)
+        with write_errors(folder, error=CalibrationError):
+            report.files += int8.write_tensorrt_table(built.quantization.ranges, folder)
         report.tensorrt = f"INT8 calibration table for the TensorRT EP written to {folder}"
     report.seconds = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
     return report

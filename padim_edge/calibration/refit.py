@@ -130,13 +130,12 @@ def embedding_model(proto: onnx.ModelProto, embedding: str) -> onnx.ModelProto:
 
 
 def _session(model: onnx.ModelProto, folder: Path) -> object:
-    import onnxruntime as ort
+    """The cut-out model opened on the CPU EP with the runtime's own session settings."""
+    from padim_edge.runtime.session import open_session
 
     path = folder / "embedding.onnx"
     save_model(model, path, check=False)  # external data beside it when past the protobuf limit
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return open_session(path, device="cpu")
 
 
 def embedding_statistics(

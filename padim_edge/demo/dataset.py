@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -191,8 +192,8 @@ def write_set(
     Every image gets its own random stream seeded by ``(params["seed"], split, index)``, so the bytes
     depend only on ``params``. The manifest (:data:`MANIFEST_NAME`, naming ``generator``: name and
     version) is written last, atomically: an interrupted run never looks complete. ``label`` names the
-    set (``"demo set"``) and ``command`` is how the user re-runs it, both for the "use --overwrite"
-    message.
+    set (``"demo set"``) and ``command`` is how the user re-runs it (``ROOT`` stands for the folder and
+    is replaced by it), both for the "use --overwrite" message.
     """
     root = dataset.root
     name, version = generator
@@ -276,7 +277,8 @@ def _not_empty_message(root: Path, params: dict[str, Any], generator: str, label
         what = f"holds a {label} made with other parameters ({theirs})"
     else:
         what = f"holds an incomplete {label} (missing or extra images)"
-    return f"{root} {what}; pick an empty or new folder, or replace it ({command} --overwrite)"
+    rerun = command.replace("ROOT", shlex.quote(str(root)), 1)  # the real folder, ready to paste
+    return f"{root} {what}; pick an empty or new folder, or replace it ({rerun} --overwrite)"
 
 
 def _remove_demo_files(root: Path) -> None:

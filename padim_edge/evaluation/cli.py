@@ -118,8 +118,9 @@ def main(model: Path, root: Path, output: Path | None, device: str, batch_size: 
         results.append(result)
         if output is not None:
             folder = output / category.name if multi else output
-            write_roc_png(result, folder / "roc.png")
-            write_grid_png(predictions, folder / "grid.png")
+            with atomic.write_errors(folder, error=click.ClickException):
+                write_roc_png(result, folder / "roc.png")
+                write_grid_png(predictions, folder / "grid.png")
         del predictions
 
     summary = EvaluationSummary(
@@ -132,8 +133,9 @@ def main(model: Path, root: Path, output: Path | None, device: str, batch_size: 
         multi=multi,
     )
     if output is not None:
-        write_json(summary, output / "metrics.json")
-        write_markdown(summary, output / "metrics.md")
+        with atomic.write_errors(output, error=click.ClickException):
+            write_json(summary, output / "metrics.json")
+            write_markdown(summary, output / "metrics.md")
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -6,23 +6,18 @@ from pathlib import Path
 
 import click
 
-from padim_edge.atomic import OutputError, check_output_file
+from padim_edge.atomic import OutputError, check_output_file, write_failure
 from padim_edge.export.padim.settings import (
     DEFAULT_BLOCKS,
     HEAD_PRECISIONS,
-    PANEL_ALIGN,
     PRECISION_HELP,
-    block_bounds,
 )
 from padim_edge.export.patchcore import settings as patchcore
+from padim_edge.export.summary import summary_lines
 from padim_edge.extras import MissingExtraError, require
 from padim_edge.geometry import parse_size
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -237,26 +232,18 @@ def main(
     except MissingExtraError as exc:
         raise click.ClickException(str(exc)) from None
     from padim_edge.export.backbones import WeightsError
-    from padim_edge.export.pipeline import ParityError, check_target, run_export
+    from padim_edge.export.pipeline import ParityError, run_export
 
-    if weights_file is not None and random_init:
-        raise click.UsageError("--weights and --random-init exclude each other")
-    if data is not None and demo:
-        raise click.UsageError("--data and --demo exclude each other")
-    if batch_size < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
-    size = None
-    if input_size is not None:
-        try:
-            size = parse_size(input_size)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--input-size") from exc
-    try:
-        check_target(target, size)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if categories is not None and (data is not None or demo):
-        raise click.UsageError("--categories and --data / --demo exclude each other")
+    size = _check_flags(
+        weights_file=weights_file,
+        random_init=random_init,
+        data=data,
+        demo=demo,
+        batch_size=batch_size,
+        target=target,
+        input_size=input_size,
+        categories=categories,
+    )
     fitter = None
     if ray_address is not None or categories is not None:
         from padim_edge.distributed.commands import ray_export
@@ -294,17 +281,7 @@ def main(
     except OutputError as exc:
         raise click.ClickException(str(exc)) from exc
     if data is None:
-        from padim_edge.demo import demo_summary, make_demo_dataset
-
-        try:
-            dataset = make_demo_dataset(output.parent / "demo_data")
-        except (FileExistsError, OSError) as exc:
-            raise click.ClickException(
-                f"{exc}. --demo writes its images to demo_data/ beside --output: delete that folder or "
-                "choose another --output folder"
-            ) from exc
-        click.echo(demo_summary(dataset))
-        data = dataset.train_dir
+        data = _demo_data(output)
         if weights_file is None:
             random_init = True
             click.echo(
@@ -341,44 +318,60 @@ def main(
     except (ImageError, WeightsError, OutputError, ParityError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # disk full or a permission lost during the write: one line, no traceback
-        raise click.ClickException(f"could not write {output}: {exc.strerror or exc}") from exc
-    config = run.model.config
-    spec = config.spec
-    facts = run.model.metadata()
-    click.echo(f"method        {run.model.method}")
-    kept = "of" if "channel_indices" in facts else "dims pooled from"  # PaDiM keeps a channel subset
-    click.echo(
-        f"backbone      {spec.name} ({spec.builder}, taps {', '.join(run.model.features.taps)}), "
-        f"{config.dims} {kept} {facts.get('channels')} channels (seed {config.seed})"
-    )
-    if "bank_size" in facts:
-        selection = facts.get("coreset_selection", {})
-        how = ", ".join(f"{k} {v}" for k, v in selection.items() if k != "train_vectors")
-        click.echo(
-            f"memory bank   {facts['bank_size']} of {selection.get('train_vectors')} patch vectors "
-            f"(coreset {facts['coreset']}, {how})"
-        )
-    click.echo(f"weights       {run.weights}")
-    if "channel_indices" in facts:  # PaDiM's Mahalanobis head
-        precision = head_precision or "fp32"
-        used = len(block_bounds(config.dims, blocks or DEFAULT_BLOCKS, align=PANEL_ALIGN[precision])) - 1
-        click.echo(f"head          {precision} Sigma^-1, {used} column block(s)")
-    click.echo(f"images used   {run.fit.images} from {data}")
-    click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
-    click.echo(
-        f"geometry      resize {config.resize} -> crop {config.crop}, "
-        f"{run.model.grid}x{run.model.grid} patches"
-    )
-    for f in run.export.files:
-        click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
-    from padim_edge.compat.check import tensorrt_lines
+        raise click.ClickException(str(write_failure(output, exc))) from exc
+    for line in summary_lines(run, data, size, blocks=blocks, head_precision=head_precision):
+        click.echo(line)
 
-    click.echo("\n".join(tensorrt_lines(run.export.files[0], size)))
-    if run.parity is not None:
-        p = run.parity
-        frames = " (resized to the input size)" if size is not None else ""
-        click.echo(
-            f"parity        ONNX Runtime vs PyTorch on {p.images} training images{frames}: "
-            f"max |d score| {p.max_abs_score:.2e}, max |d map| {p.max_abs_map:.2e} "
-            f"(tolerance {p.tolerance:.1e} at max score {p.max_score:.3f}) ok"
-        )
+
+def _check_flags(
+    *,
+    weights_file: Path | None,
+    random_init: bool,
+    data: Path | None,
+    demo: bool,
+    batch_size: int,
+    target: str,
+    input_size: str | None,
+    categories: Path | None,
+) -> tuple[int, int] | None:
+    """Refuse flags that exclude each other, and bad values, before anything is built.
+
+    Returns:
+        ``--input-size`` as ``(H, W)``, or ``None``.
+    """
+    from padim_edge.export.pipeline import check_target
+
+    if weights_file is not None and random_init:
+        raise click.UsageError("--weights and --random-init exclude each other")
+    if data is not None and demo:
+        raise click.UsageError("--data and --demo exclude each other")
+    if batch_size < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    size = None
+    if input_size is not None:
+        try:
+            size = parse_size(input_size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--input-size") from exc
+    try:
+        check_target(target, size)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if categories is not None and (data is not None or demo):
+        raise click.UsageError("--categories and --data / --demo exclude each other")
+    return size
+
+
+def _demo_data(output: Path) -> Path:
+    """Write (or reuse) the demo set in ``demo_data/`` beside ``output``; returns its training folder."""
+    from padim_edge.demo import demo_summary, make_demo_dataset
+
+    try:
+        dataset = make_demo_dataset(output.parent / "demo_data")
+    except (FileExistsError, OSError) as exc:
+        raise click.ClickException(
+            f"{exc}. --demo writes its images to demo_data/ beside --output: delete that folder or "
+            "choose another --output folder"
+        ) from exc
+    click.echo(demo_summary(dataset))
+    return dataset.train_dir

@@ -75,6 +75,26 @@ class _FeatureGraph(nn.Module):
         return self.reducer(maps) if self.reducer is not None else tuple(maps)
 
 
+def check_target(target: str, input_size: tuple[int, int] | None) -> None:
+    """Refuse an unknown target, ``tensorrt`` without a frame size, or a frame size for ``default``.
+
+    Raises:
+        ValueError: The message names the flag to fix.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == TENSORRT_TARGET and input_size is None:
+        raise ValueError(
+            "the tensorrt target is built for one camera frame size: pass --input-size HxW (e.g. 480x640)"
+        )
+    if target == DEFAULT_TARGET and input_size is not None:
+        raise ValueError(
+            "--input-size applies to --target tensorrt only (the default graph takes any frame size)"
+        )
+    if input_size is not None and min(input_size) < 1:
+        raise ValueError(f"--input-size must be positive, got {input_size[0]}x{input_size[1]}")
+
+
 def _rename_dims(model: onnx.ModelProto, names: dict[int, str]) -> None:
     """Give the input's dynamic axes readable names everywhere they appear."""
     dims = model.graph.input[0].type.tensor_type.shape.dim

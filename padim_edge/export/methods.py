@@ -75,6 +75,7 @@ class Method:
         load_state: Installs a saved ``state_dict`` (a fitted module's) into a fresh module.
             Both make eager twins for latency comparisons: PatchCore's then scores in float32, as the
             graph does, not in its float64 reference arithmetic.
+        defaults: The build options the module gets when none are given (PatchCore: its coreset).
     """
 
     name: str
@@ -88,6 +89,7 @@ class Method:
     estimated_bytes: Callable[..., int]
     placeholder: Callable[[Any, dict[str, Any]], None]
     load_state: Callable[[Any, dict[str, torch.Tensor]], None]
+    defaults: MethodOptions = MethodOptions()
 
 
 def _backbone_bytes(model: nn.Module) -> int:
@@ -243,6 +245,7 @@ METHODS: dict[str, Method] = {
             estimated_bytes=_patchcore_bytes,
             placeholder=_patchcore_placeholder,
             load_state=_patchcore_load_state,
+            defaults=MethodOptions(coreset=patchcore_settings.DEFAULT_CORESET),
         ),
     )
 }

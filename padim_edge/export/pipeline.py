@@ -2,10 +2,12 @@
 
 Method-agnostic: the method (``padim``, ``patchcore``) is a row of :data:`padim_edge.export.methods.METHODS`.
 
+* :func:`default_settings`: what :func:`build_module` uses for the options it is not given.
 * :func:`build_module`: an unfitted model for a method, a backbone row and a configuration.
 * :func:`fit` / :func:`fit_frames`: fit on image files or on frames in memory (the method's own fit).
 * :func:`export`: write the fused graph, verified against the PyTorch module before it replaces
-  anything at the output path.
+  anything at the output path (:mod:`.parity`).
+* :func:`export_backbone`: write the truncated backbone alone (the graph benchmarks compare against).
 * :func:`run_export`: all of it from a folder of images, with the output location checked first.
 """
 
@@ -14,22 +16,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from padim_edge.atomic import OutputError, check_output_file, free_bytes
+from padim_edge.atomic import check_free_space, check_output_file
 from padim_edge.export.backbones import build_backbone, get_spec
 from padim_edge.export.exporter import (
     DEFAULT_TARGET,
-    TARGETS,
     TENSORRT_TARGET,
     ExportResult,
     ExternalData,
+    check_target,
     export_model,
+    trace_features,
 )
 from padim_edge.export.fit import FitReport
 from padim_edge.export.method import AnomalyMethod
-from padim_edge.export.methods import MethodOptions, get_method, method_of
+from padim_edge.export.methods import Method, MethodOptions, get_method, method_of
+from padim_edge.export.parity import Parity, ParityError, check_parity
 from padim_edge.images import list_images, load_image, resize_frame
 
 __all__ = [
@@ -39,81 +44,22 @@ __all__ = [
     "build_module",
     "check_parity",
     "check_target",
+    "default_settings",
     "estimated_bytes",
     "export",
+    "export_backbone",
     "fit",
     "fit_frames",
     "run_export",
     "training_scores",
 ]
 
-#: Parity tolerance: ``max |ONNX - PyTorch| <= RTOL * max score + ATOL``. The absolute floor keeps
-#: degenerate fits (identical training images, scores near 0, Sigma^-1 near 100 I) from failing on
-#: float32 noise, which Sigma^-1 amplifies up to 10x in distance units.
-PARITY_RTOL = 1e-4
-PARITY_ATOL = 1e-3
 #: A fit ``run_export`` can use instead of the local one (the distributed fit is one), called as
 #: ``fitter(model, paths, batch_size=, device=, progress=)``; it fits ``model`` in place.
 Fitter = Callable[..., FitReport]
 
-#: The relative part of the tolerance for each head precision: the float32 head must reproduce the
-#: PyTorch module; the compact heads carry their stated error (see
-#: :mod:`padim_edge.export.padim.compact_head`) into the maps and scores. Measured worst cases, relative
-#: to the largest score: fp16 about 1e-4, int8 about 4e-3 (small random-init models and MobileNetV2 on
-#: magnetic tile, ``tests/export/test_compact_head.py``); the tolerances leave room above them.
-PARITY_RTOL_BY_PRECISION = {"fp32": PARITY_RTOL, "fp16": 2e-3, "int8": 3e-2}
 #: Training images scored after the fit for the model's ``train_scores`` (overlay colour scale).
 TRAIN_SCORE_IMAGES = 32
-
-
-@dataclass(frozen=True)
-class Parity:
-    """ONNX Runtime vs PyTorch on a few training images.
-
-    Attributes:
-        images: Images compared.
-        max_abs_score: Largest absolute score difference.
-        max_abs_map: Largest absolute anomaly-map difference.
-        max_score: Largest PyTorch score (the scale the differences are relative to).
-        rtol: The relative part of the tolerance (it depends on the head's precision).
-    """
-
-    images: int
-    max_abs_score: float
-    max_abs_map: float
-    max_score: float
-    rtol: float = PARITY_RTOL
-
-    @property
-    def max_abs(self) -> float:
-        """Worst absolute difference, scores or maps."""
-        return max(self.max_abs_score, self.max_abs_map)
-
-    @property
-    def tolerance(self) -> float:
-        """The largest difference accepted: ``rtol * max score + PARITY_ATOL``."""
-        return self.rtol * abs(self.max_score) + PARITY_ATOL
-
-    @property
-    def relative(self) -> float:
-        """Worst difference relative to the largest score."""
-        return self.max_abs / max(abs(self.max_score), 1e-12)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the graph reproduces the PyTorch module within :attr:`tolerance`."""
-        return self.max_abs <= self.tolerance
-
-
-class ParityError(RuntimeError):
-    """The exported graph does not reproduce the PyTorch module; nothing was written."""
-
-    def __init__(self, parity: Parity) -> None:
-        super().__init__(
-            f"the exported graph does not reproduce the PyTorch model: max difference {parity.max_abs:.3g} "
-            f"> tolerance {parity.tolerance:.3g} (max score {parity.max_score:.4g}); nothing was written"
-        )
-        self.parity = parity
 
 
 @dataclass(frozen=True)
@@ -127,24 +73,17 @@ class ExportRun:
     parity: Parity | None
 
 
-def check_target(target: str, input_size: tuple[int, int] | None) -> None:
-    """Refuse an unknown target, ``tensorrt`` without a frame size, or a frame size for ``default``.
+def default_settings(method: str, backbone: str) -> dict[str, Any]:
+    """The settings :func:`build_module` gives a ``method`` / ``backbone`` pair when they are not passed.
+
+    Returns:
+        ``{"dims": ...}`` plus the method's own defaults (PatchCore: ``coreset``).
 
     Raises:
-        ValueError: The message names the flag to fix.
+        ValueError: Unknown method or backbone.
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if target == TENSORRT_TARGET and input_size is None:
-        raise ValueError(
-            "the tensorrt target is built for one camera frame size: pass --input-size HxW (e.g. 480x640)"
-        )
-    if target == DEFAULT_TARGET and input_size is not None:
-        raise ValueError(
-            "--input-size applies to --target tensorrt only (the default graph takes any frame size)"
-        )
-    if input_size is not None and min(input_size) < 1:
-        raise ValueError(f"--input-size must be positive, got {input_size[0]}x{input_size[1]}")
+    row = get_method(method)
+    return {"dims": row.default_dims(get_spec(backbone)), **row.defaults.given()}
 
 
 def build_module(
@@ -215,10 +154,12 @@ def fit(
     ``coreset_chunk`` (0: exact greedy) and ``coreset_oversample``: PatchCore's streaming bank.
     """
     row = method_of(model)
-    fit_options = row.split(
-        MethodOptions(coreset_chunk=coreset_chunk, coreset_oversample=coreset_oversample)
-    ).fit
+    fit_options = _fit_options(row, coreset_chunk, coreset_oversample)
     return row.fit(model, paths, batch_size=batch_size, device=device, progress=progress, **fit_options)
+
+
+def _fit_options(row: Method, chunk: int | None, oversample: float | None) -> dict[str, Any]:
+    return row.split(MethodOptions(coreset_chunk=chunk, coreset_oversample=oversample)).fit
 
 
 def fit_frames(
@@ -233,9 +174,7 @@ def fit_frames(
 ) -> FitReport:
     """Fit on frames in memory (uint8 ``[N, H, W, 3]`` or a list), e.g. synthetic ones for benchmarks."""
     row = method_of(model)
-    fit_options = row.split(
-        MethodOptions(coreset_chunk=coreset_chunk, coreset_oversample=coreset_oversample)
-    ).fit
+    fit_options = _fit_options(row, coreset_chunk, coreset_oversample)
     return row.fit_frames(
         model, frames, batch_size=batch_size, device=device, progress=progress, **fit_options
     )
@@ -255,29 +194,6 @@ def training_scores(model: AnomalyMethod, images: list[np.ndarray]) -> dict[str,
         "max": round(float(scores.max()), 6),
         "map_p50": round(float(np.median(maps)), 6),
     }
-
-
-def check_parity(
-    model: AnomalyMethod, onnx_path: Path, images: list[np.ndarray], *, head_precision: str = "fp32"
-) -> Parity:
-    """Score ``images`` with the PyTorch module and with the exported file through the runtime.
-
-    The tolerance is the head precision's (:data:`PARITY_RTOL_BY_PRECISION`).
-    """
-    from padim_edge.runtime import PadimModel
-
-    runtime = PadimModel(onnx_path, device="cpu")
-    torch_maps, torch_scores = model.score_frames(images)
-    predictions = runtime.predict(images)
-    onnx_scores = np.array([p.score for p in predictions])
-    onnx_maps = np.stack([p.anomaly_map for p in predictions])
-    return Parity(
-        images=len(images),
-        max_abs_score=float(np.abs(onnx_scores - torch_scores).max()),
-        max_abs_map=float(np.abs(onnx_maps - torch_maps).max()),
-        max_score=float(torch_scores.max()),
-        rtol=PARITY_RTOL_BY_PRECISION[head_precision],
-    )
 
 
 def export(
@@ -329,6 +245,20 @@ def export(
         input_size=input_size,
     )
     return result, (results[0] if results else None)
+
+
+def export_backbone(model: AnomalyMethod, path: str | Path) -> list[Path]:
+    """Write ``model``'s preprocessing + truncated backbone alone, its tapped feature maps as outputs.
+
+    The graph the benchmarks time against the fused model (no channel reduction, no head); written like
+    every model (:func:`padim_edge.onnx_files.save_model`).
+
+    Returns:
+        The files written (the ``.onnx``, and its ``.onnx.data`` when it has one).
+    """
+    from padim_edge.onnx_files import save_model
+
+    return save_model(trace_features(model, reduce=False), path)
 
 
 def run_export(
@@ -424,11 +354,7 @@ def run_export(
         coreset=coreset,
     )
     needed = estimated_bytes(model, images=len(paths), blocks=blocks, head_precision=head_precision)
-    free = free_bytes(output.parent)
-    if needed * 1.1 > free:
-        raise OutputError(
-            f"the model needs about {needed / 1e9:.2f} GB and {output.parent} has {free / 1e9:.2f} GB free"
-        )
+    check_free_space(output.parent, needed, what="the model")
     fit_options = {"coreset_chunk": coreset_chunk, "coreset_oversample": coreset_oversample}
     report = (fitter or fit)(
         model,

@@ -56,7 +56,9 @@ def open_model(
     "  scores.json   {key: score}, keys = image paths relative to the inputs' common folder\n"
     "  labels.json   {key: true|false} (is_anomalous), only for a model calibrated with a threshold\n"
     "  failed.json   {key: reason} for images that could not be read (exit code 1)\n"
-    "  <key>_overlay.png  the heat map on the model's view of the image, score and colour bar\n"
+    "  <name>_overlay.png  the heat map on the model's view of the image, score and colour bar; <name>\n"
+    "                is the key without its extension, '/' replaced by '__' (flat in --output):\n"
+    "                scratch/003.png -> scratch__003_overlay.png\n"
     "\b\nOverlay colours use one fixed scale per model: dark blue = the median training pixel, dark red =\n"
     "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.",
 )
@@ -198,7 +200,10 @@ def main(
     def skip(path: Path, exc: ImageError) -> None:
         failed[keys[path]] = str(exc)
 
-    with tqdm(total=len(files), desc="predict", unit="img", disable=quiet) as bar:
+    # overlays are written as images come, the JSON files at the end: a full disk is one line
+    with atomic.write_errors(output, error=click.ClickException), tqdm(
+        total=len(files), desc="predict", unit="img", disable=quiet
+    ) as bar:
         for batch in iter_batches(files, batch_size, on_error=skip):
             try:
                 predictions = model.predict([image for _, image in batch], batch_size=batch_size)
@@ -212,8 +217,9 @@ def main(
         bar.update(len(failed))
     _print_table(rows, labelled=info.threshold is not None)
     if output is not None and overlays is not None:
-        written = _write_json(output, rows, failed, labelled=info.threshold is not None)
-        count = overlays.finish()
+        with atomic.write_errors(output, error=click.ClickException):
+            written = _write_json(output, rows, failed, labelled=info.threshold is not None)
+            count = overlays.finish()
         click.echo(f"wrote {', '.join(written)} and {count} overlays to {output}", err=True)
     if failed:
         for key, reason in failed.items():

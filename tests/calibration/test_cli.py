@@ -22,6 +22,7 @@ from padim_edge.calibration.pipeline import calibrate
 from padim_edge.images import list_images
 from padim_edge.runtime import PadimModel
 from tests.calibration.conftest import write_folder
+from tests.conftest import failing_writes, swapped_pair
 
 # --------------------------------------------------------------------------- errors and CLI
 
@@ -138,6 +139,47 @@ def test_save_with_external_data(r18_model: Path, tmp_path: Path, monkeypatch: p
     (tmp_path / "big.onnx.data").unlink()
     with pytest.raises(CalibrationError, match=r"external-data file"):
         modelio.load_model(path)
+
+
+def test_calibrate_refuses_another_models_data_file(r18_model: Path, tmp_path: Path) -> None:
+    """A seed-0 graph with seed-7 data must not become a self-consistent variant that scores wrongly."""
+    model = swapped_pair(r18_model, tmp_path)
+    out = tmp_path / "model-fp16.onnx"
+    result = CliRunner().invoke(main, [str(model), "--fp16", "-o", str(out), "-q"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # a one-line error, not a traceback
+    assert f"{model.name}.data is not the data file" in result.output
+    assert str(model) in result.output
+    assert not out.exists()
+    with pytest.raises(CalibrationError, match=r"cannot calibrate .*model\.onnx: .*its constants belong"):
+        modelio.load_model(model)
+
+
+def test_calibrate_disk_full_is_one_line_and_keeps_the_old_output(
+    r18_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model-fp16.onnx"
+    out.write_bytes(b"the old model")
+    tried = failing_writes(monkeypatch, under=tmp_path)
+    result = CliRunner().invoke(main, [str(r18_model), "--fp16", "-o", str(out), "-q"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: could not write {out}: No space left on device" in result.output
+    assert tried == [tmp_path] and out.read_bytes() == b"the old model"
+
+
+def test_calibrate_checks_free_space_before_working(
+    r18_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from padim_edge import atomic
+
+    monkeypatch.setattr(atomic, "free_bytes", lambda folder: 1000)
+    monkeypatch.setattr(
+        "padim_edge.calibration.fp16.convert_backbone_fp16", lambda *a, **k: pytest.fail("checked too late")
+    )
+    result = CliRunner().invoke(main, [str(r18_model), "--fp16", "-o", str(tmp_path / "m.onnx"), "-q"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "the fp16 model needs about" in result.output and f"{tmp_path} has 0.00 GB free" in result.output
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_int8_of_an_external_data_model(

@@ -362,3 +362,23 @@ def test_refit_of_a_fixed_size_model(small_trt_onnx: Path, train_dir: Path, tmp_
     assert json.loads(props_of(out)["padim_edge.gaussians"])["backbone"] == "int8-qdq"
     prediction = model.predict([resize_frame(load_image(images[0]), (90, 120))])[0]
     assert np.isfinite(prediction.score)
+
+
+def test_refit_opens_its_session_through_the_runtime_factory(
+    r18_model: Path, synthetic: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One home for session setup: the refit's onnxruntime session comes from runtime.session."""
+    from padim_edge.runtime import session as runtime_session
+
+    opened: list[tuple[str, str]] = []
+    real = runtime_session.open_session
+
+    def recording(path, **kwargs):
+        opened.append((Path(path).name, kwargs.get("device", "auto")))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(runtime_session, "open_session", recording)
+    images = list_images(synthetic["train"])[:2]
+    statistics = refit.embedding_statistics(onnx.load(str(r18_model)), images, progress=False)
+    assert opened == [("embedding.onnx", "cpu")]
+    assert statistics.count > 0

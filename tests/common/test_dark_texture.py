@@ -131,10 +131,9 @@ def test_reuse_refuse_and_overwrite(tmp_path: Path) -> None:
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     assert dt.make_dark_texture(root, **small) == first
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps  # nothing rewritten
-    with pytest.raises(
-        FileExistsError, match=r"dark texture set made with other parameters.*dark_texture ROOT --overwrite"
-    ):
+    with pytest.raises(FileExistsError, match=r"dark texture set made with other parameters") as refused:
         dt.make_dark_texture(root, **{**small, "source": "grass"})
+    assert f"(python -m padim_edge.demo.dark_texture {root} --overwrite)" in str(refused.value)
     with pytest.raises(FileExistsError, match="holds no complete padim-edge demo set"):
         make_demo_dataset(root)  # the woven demo does not take a dark set for its own
     grass = dt.make_dark_texture(root, overwrite=True, **{**small, "source": "grass"})

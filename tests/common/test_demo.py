@@ -176,8 +176,10 @@ def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
     root = tmp_path / "mine"
     root.mkdir()
     (root / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match=r"empty or new folder.*overwrite"):
+    with pytest.raises(FileExistsError, match=r"empty or new folder.*overwrite") as refused:
         make_demo_dataset(root, **SMALL)
+    assert f"(python -m padim_edge.demo {root} --overwrite)" in str(refused.value)  # ready to paste
+    assert "ROOT" not in str(refused.value)
     assert sorted(p.name for p in root.iterdir()) == ["notes.txt"]
 
     ds = make_demo_dataset(root, overwrite=True, **SMALL)

@@ -34,6 +34,49 @@ def test_image_view_same_size_is_a_center_crop_and_squashes_wide_frames() -> Non
         Geometry(40, 32).image_view(image.astype(np.float32))
 
 
+def test_map_to_frame_same_size_puts_the_crop_back_in_place() -> None:
+    """Frame size = resize: no scaling, the map lands at the crop box and the margins are NaN."""
+    geometry = Geometry(40, 32)  # offset 4
+    amap = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    frame = geometry.map_to_frame(amap, (40, 40))
+    assert frame.shape == (40, 40) and frame.dtype == np.float32
+    np.testing.assert_array_equal(frame[4:36, 4:36], amap)
+    assert np.isnan(frame[:4]).all() and np.isnan(frame[36:]).all() and np.isnan(frame[:, :4]).all()
+    edge = geometry.map_to_frame(amap, (40, 40), outside="edge")
+    np.testing.assert_array_equal(edge[4:36, 4:36], amap)
+    np.testing.assert_array_equal(edge[0, 4:36], amap[0])  # nearest edge value above the crop
+    assert edge[39, 39] == amap[31, 31]
+
+
+def test_map_to_frame_tall_frame_by_hand() -> None:
+    """A 80x40 frame (squashed 2:1 into the 40 square): rows map to s = (y + 0.5) / 2 - 0.5 = y/2 - 0.25.
+
+    Crop row c = s - 4 = y/2 - 4.25; a map that is c itself (linear, so bilinear reads it exactly)
+    must read back y/2 - 4.25 for frame rows whose centre is inside the crop (c in [-0.5, 31.5]:
+    y = 8..71), clamped to the edge row within the half pixel, and NaN elsewhere. Columns are 1:1.
+    """
+    amap = np.repeat(np.arange(32, dtype=np.float32)[:, None], 32, axis=1)
+    frame = Geometry(40, 32).map_to_frame(amap, (80, 40))
+    assert frame.shape == (80, 40)
+    column = frame[:, 20]
+    assert np.isnan(column[:8]).all() and np.isnan(column[72:]).all()
+    assert column[8] == 0.0  # c = -0.25: inside, clamped to row 0
+    assert column[9] == pytest.approx(0.25) and column[40] == pytest.approx(15.75)
+    assert column[71] == 31.0  # c = 31.25: clamped to the last row
+    np.testing.assert_allclose(column[9:71], np.arange(9, 71) / 2 - 4.25, rtol=0, atol=1e-6)
+    assert np.isnan(frame[40, :4]).all() and not np.isnan(frame[40, 4:36]).any()
+
+
+def test_map_to_frame_refuses_bad_input() -> None:
+    geometry = Geometry(40, 32)
+    with pytest.raises(ValueError, match=r"\[32, 32\] anomaly map"):
+        geometry.map_to_frame(np.zeros((30, 30)), (40, 40))
+    with pytest.raises(ValueError, match="outside must be"):
+        geometry.map_to_frame(np.zeros((32, 32)), (40, 40), outside="zero")
+    with pytest.raises(ValueError, match="positive"):
+        geometry.map_to_frame(np.zeros((32, 32)), (0, 40))
+
+
 def test_mask_view_same_size_is_a_center_crop() -> None:
     mask = np.random.default_rng(0).random((40, 40)) < 0.3
     view = Geometry(40, 36).mask_view(mask)

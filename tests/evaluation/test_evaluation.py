@@ -1,115 +1,23 @@
-"""padim-eval: MVTec layout discovery, mask geometry, per-defect rows and the CLI (with a fake model)."""
+"""padim-eval: MVTec layout discovery, mask geometry, per-defect rows (fake model); the CLI: test_cli.py."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
 
 from padim_edge.datasets import DatasetError, find_categories, load_mask
-from padim_edge.evaluation import cli
 from padim_edge.evaluation.metrics import evaluate_category
 from padim_edge.evaluation.predictions import PredictionError, predict_category
-from padim_edge.geometry import Geometry
-from padim_edge.metadata import ModelInfo
-
-RESIZE, CROP, SIZE = 40, 36, 40  # test images are RESIZE-sized, so the model view is an exact crop
-
-
-@dataclass(frozen=True)
-class FakePrediction:
-    score: float
-    anomaly_map: np.ndarray
-    is_anomalous: bool | None
-    normalized_score: float | None
-
-
-class FakeModel:
-    """Same interface as padim_edge.runtime.PadimModel: anomaly map = brightness in the crop geometry."""
-
-    def __init__(self, threshold: float | None = None, crop: int = CROP) -> None:
-        self.info = ModelInfo(
-            backbone="r18", dims=100, resize=RESIZE, crop=crop, weights="imagenet", train_images=5,
-            threshold=threshold,
-        )  # fmt: skip
-        self.providers = ["CPUExecutionProvider"]
-        self.calls: list[int] = []
-
-    def predict(self, images, batch_size: int = 8) -> list[FakePrediction]:
-        self.calls.append(len(images))
-        out = []
-        for image in images:
-            view = Geometry(RESIZE, self.info.crop).image_view(image)
-            anomaly_map = view.mean(axis=2).astype(np.float32) / 255.0
-            score = float(anomaly_map.max())
-            threshold = self.info.threshold
-            out.append(
-                FakePrediction(score, anomaly_map, None if threshold is None else score >= threshold, None)
-            )
-        return out
-
-
-def _save(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def make_category(root: Path, *, seed: int = 0, good: int = 6, per_defect: int = 4) -> Path:
-    """Good images are dark noise; 'scratch' adds a bright box (easy), 'stain' a dark box (invisible)."""
-    rng = np.random.default_rng(seed)
-
-    def noise() -> np.ndarray:
-        return rng.integers(20, 60, size=(SIZE, SIZE, 3), dtype=np.uint8)
-
-    for i in range(good):
-        _save(noise(), root / "test" / "good" / f"{i:03d}.png")
-    for defect, value in (("scratch", 220), ("stain", 0)):
-        for i in range(per_defect):
-            image = noise()
-            mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-            y, x = rng.integers(4, 20, size=2)
-            mask[y : y + 6, x : x + 5] = 255
-            image[mask > 0] = value
-            _save(image, root / "test" / defect / f"{i:03d}.png")
-            _save(mask, root / "ground_truth" / defect / f"{i:03d}_mask.png")
-    (root / "train" / "good").mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
-def category(tmp_path: Path) -> Path:
-    return make_category(tmp_path / "widget")
-
-
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"not really onnx")
-    return path
-
-
-def use_model(monkeypatch: pytest.MonkeyPatch, model: FakeModel) -> list[tuple[Path, str]]:
-    opened: list[tuple[Path, str]] = []
-
-    def opener(path: Path, device: str) -> FakeModel:
-        opened.append((path, device))
-        return model
-
-    monkeypatch.setattr(cli, "open_model", opener)
-    return opened
-
+from tests.evaluation.fakes import CROP, FakeModel, make_category, save_image
 
 # --- geometry ------------------------------------------------------------------------------------
 
 
 def test_load_mask_checks_the_image_size(tmp_path: Path) -> None:
     path = tmp_path / "m.png"
-    _save(np.full((10, 12), 255, dtype=np.uint8), path)
+    save_image(np.full((10, 12), 255, dtype=np.uint8), path)
     assert load_mask(path, (10, 12)).all()
     with pytest.raises(DatasetError, match=r"12x10 \(WxH\) but its image is 13x10"):
         load_mask(path, (10, 13))
@@ -152,7 +60,7 @@ def test_missing_good_or_defect_folders(tmp_path: Path) -> None:
     (tmp_path / "a" / "test" / "crack").mkdir(parents=True)
     with pytest.raises(DatasetError, match=r"missing .*good"):
         find_categories(tmp_path / "a")
-    _save(np.zeros((8, 8, 3), np.uint8), tmp_path / "b" / "test" / "good" / "0.png")
+    save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / "b" / "test" / "good" / "0.png")
     with pytest.raises(DatasetError, match="no defect folder"):
         find_categories(tmp_path / "b")
 
@@ -164,7 +72,7 @@ def test_missing_mask_is_an_error(category: Path) -> None:
 
 
 def test_mask_of_the_wrong_size_is_an_error(category: Path) -> None:
-    _save(np.zeros((16, 16), np.uint8), category / "ground_truth" / "scratch" / "001_mask.png")
+    save_image(np.zeros((16, 16), np.uint8), category / "ground_truth" / "scratch" / "001_mask.png")
     [found] = find_categories(category)
     with pytest.raises(DatasetError, match=r"001_mask\.png is 16x16 .* but its image is 40x40"):
         predict_category(FakeModel(), found)
@@ -223,174 +131,3 @@ def test_model_failure_becomes_prediction_error(category: Path) -> None:
                 return FakeModel(crop=32).predict(images, batch_size)
 
         predict_category(WrongCrop(), found)
-
-
-# --- CLI -----------------------------------------------------------------------------------------
-
-
-def test_cli_prints_the_table(monkeypatch, category: Path, model_file: Path) -> None:
-    opened = use_model(monkeypatch, FakeModel())
-    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert opened == [(model_file, "cpu")]
-    out = result.stdout
-    assert "CPUExecutionProvider" in out
-    assert "14 test images: 6 good, 8 defective" in out
-    lines = out.splitlines()
-    header = next(line for line in lines if line.startswith("defect"))
-    assert header.split() == [
-        "defect",
-        "images",
-        "good",
-        "defective",
-        "image",
-        "AUROC",
-        "pixel",
-        "AUROC",
-        "PRO@30%",
-    ]
-    scratch = next(line for line in lines if line.startswith("scratch"))
-    assert scratch.split()[:7] == ["scratch", "10", "6", "4", "1.0000", "1.0000", "1.0000"]
-    overall = next(line for line in lines if line.startswith("overall"))
-    assert overall.split()[:4] == ["overall", "14", "6", "8"]
-    assert len(header) >= len(scratch.rstrip())  # right-aligned under the headers
-    assert "threshold" not in out.split("no threshold")[-1]
-
-
-def test_cli_json_is_the_only_stdout(monkeypatch, category: Path, model_file: Path) -> None:
-    use_model(monkeypatch, FakeModel())
-    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "--json", "--batch-size", "3"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert report["images"] == 14 and report["good"] == 6 and report["defective"] == 8
-    assert report["providers"] == ["CPUExecutionProvider"]
-    assert report["model"]["crop"] == CROP and report["model"]["threshold"] is None
-    assert 0.5 < report["image_auroc"] < 1.0
-    assert 0.0 < report["pixel_auroc"] < 1.0 and 0.0 < report["pro"] < 1.0
-    per_defect = {row["defect"]: row for row in report["per_defect"]}
-    assert (
-        per_defect["scratch"]["image_auroc"] == pytest.approx(1.0)
-        and per_defect["scratch"]["category"] == "widget"
-    )
-    assert per_defect["stain"]["pro"] == pytest.approx(0.0)
-    assert "confusion" not in report
-
-
-def test_cli_reports_the_confusion_matrix_at_the_model_threshold(monkeypatch, category, model_file) -> None:
-    use_model(monkeypatch, FakeModel(threshold=0.5))  # only bright boxes pass 0.5
-    runner = CliRunner()
-    report = json.loads(runner.invoke(cli.main, [str(model_file), str(category), "--json"]).stdout)
-    expected = {"threshold": 0.5, "tp": 4, "fp": 0, "tn": 6, "fn": 4, "precision": 1.0, "recall": 0.5}
-    assert report["confusion"] == {**expected, "accuracy": pytest.approx(10 / 14)}
-    text = runner.invoke(cli.main, [str(model_file), str(category)]).stdout
-    assert "at threshold 0.5: TP 4  FP 0  TN 6  FN 4  precision 1.0000  recall 0.5000" in text
-
-
-def test_cli_output_folder(monkeypatch, category: Path, model_file: Path, tmp_path: Path) -> None:
-    use_model(monkeypatch, FakeModel())
-    out = tmp_path / "report"
-    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "-o", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(result.stdout)
-    markdown = (out / "metrics.md").read_text()
-    assert "| defect | images | good | defective | image AUROC | pixel AUROC | PRO@30% |" in markdown
-    assert "| scratch | 10 | 6 | 4 | 1.0000 | 1.0000 | 1.0000 |" in markdown
-    with Image.open(out / "roc.png") as roc:
-        assert roc.format == "PNG" and roc.size == (1000, 460)
-    with Image.open(out / "grid.png") as grid:
-        assert grid.format == "PNG"
-        # 6 highest + 6 lowest of 14 images: two rows of 6 cells of 224 px plus padding.
-        assert grid.size == (8 + 6 * (224 + 8), 8 + 2 * (22 + 224 + 34 + 8))
-        pixels = np.asarray(grid.convert("RGB"))
-    # Top row: scratches (hot, reddish boxes) with white mask outlines; the bottom row holds no scratch.
-    top_row, bottom_row = pixels[30 : 30 + 224].astype(int), pixels[30 + 288 : 30 + 288 + 224].astype(int)
-    assert ((top_row[..., 0] - top_row[..., 2]) > 40).sum() > 4 * 100
-    assert ((bottom_row[..., 0] - bottom_row[..., 2]) > 40).sum() == 0
-    assert (top_row == 255).all(axis=-1).any()
-
-
-def test_cli_several_categories(monkeypatch, tmp_path: Path, model_file: Path) -> None:
-    make_category(tmp_path / "mvtec" / "bottle", seed=1)
-    make_category(tmp_path / "mvtec" / "cable", seed=2, good=4, per_defect=2)
-    use_model(monkeypatch, FakeModel(threshold=0.5))
-    out = tmp_path / "out"
-    runner = CliRunner()
-    result = runner.invoke(cli.main, [str(model_file), str(tmp_path / "mvtec"), "--output", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "== bottle ==" in result.stdout and "== cable ==" in result.stdout
-    assert "== mean over categories ==" in result.stdout
-    mean_line = next(line for line in result.stdout.splitlines() if line.startswith("mean"))
-    assert mean_line.split()[:4] == ["mean", str(14 + 8), "10", "12"]
-    for name in ("bottle", "cable"):
-        assert (out / name / "roc.png").is_file() and (out / name / "grid.png").is_file()
-    report = json.loads((out / "metrics.json").read_text())
-    assert report["aggregate"] == "mean over categories"
-    assert [c["category"] for c in report["categories"]] == ["bottle", "cable"]
-    mean = np.mean([c["image_auroc"] for c in report["categories"]])
-    assert report["image_auroc"] == pytest.approx(mean)
-    assert len(report["per_defect"]) == 4
-    assert report["confusion"]["tp"] == 4 + 2 and report["confusion"]["tn"] == 14 - 8 + 4
-
-
-def test_cli_errors_are_clear(monkeypatch, tmp_path: Path, category: Path, model_file: Path) -> None:
-    runner = CliRunner()
-
-    def broken_opener(path, device):
-        raise ValueError("not a padim-edge model (no 'padim_edge.format' metadata)")
-
-    monkeypatch.setattr(cli, "open_model", broken_opener)
-    result = runner.invoke(cli.main, [str(model_file), str(category)])
-    assert result.exit_code == 1
-    assert f"Error: cannot load model {model_file}: not a padim-edge model" in result.output
-
-    use_model(monkeypatch, FakeModel())
-    (tmp_path / "flat").mkdir()
-    result = runner.invoke(cli.main, [str(model_file), str(tmp_path / "flat")])
-    assert result.exit_code == 1 and "expected the MVTec AD layout" in result.output
-
-    (category / "test" / "good" / "001.png").write_bytes(b"truncated")
-    result = runner.invoke(cli.main, [str(model_file), str(category)])
-    assert result.exit_code == 1 and "cannot decode image" in result.output and "001.png" in result.output
-
-
-def test_cli_help_explains_every_option() -> None:
-    result = CliRunner().invoke(cli.main, ["--help"])
-    assert result.exit_code == 0
-    for text in ("--output", "--device", "auto|cpu|cuda|tensorrt", "--batch-size", "--json", "MODEL", "ROOT"):
-        assert text in result.output
-    assert "metrics.json" in result.output and "PRO" in result.output
-
-
-def test_image_level_set_without_masks(monkeypatch, category: Path, model_file: Path, tmp_path: Path) -> None:
-    """Folders of good and defective images only: image AUROC, confusion, plots; pixel metrics say why not."""
-    import shutil
-
-    shutil.rmtree(category / "ground_truth")
-    use_model(monkeypatch, FakeModel(threshold=0.5))
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli.main, [str(model_file), str(category), "--output", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "no ground_truth/ masks" in result.output and "at threshold 0.5: TP" in result.output
-    report = json.loads((out / "metrics.json").read_text())
-    assert report["image_auroc"] is not None and report["pixel_auroc"] is None and report["pro"] is None
-    assert report["categories"][0]["has_masks"] is False
-    assert (out / "roc.png").is_file() and (out / "grid.png").is_file()
-
-
-def test_missing_extra_is_one_line(tmp_path: Path) -> None:
-    """Without scikit-learn, --help still works and a run says which extra to install."""
-    import subprocess
-    import sys
-
-    block = "import sys; sys.modules['sklearn'] = None; from padim_edge.evaluation.cli import main; main()"
-    helped = subprocess.run([sys.executable, "-c", block, "--help"], capture_output=True, text=True)
-    assert helped.returncode == 0 and "Evaluate MODEL" in helped.stdout
-    (tmp_path / "m.onnx").write_bytes(b"x")
-    run = subprocess.run(
-        [sys.executable, "-c", block, str(tmp_path / "m.onnx"), str(tmp_path)], capture_output=True, text=True
-    )
-    assert run.returncode == 1
-    assert (
-        "padim-eval needs scikit-learn, which is not installed: pip install 'padim-edge[eval]'" in run.stderr
-    )
-    assert "Traceback" not in run.stderr

@@ -321,7 +321,7 @@ def test_replace_head_installs_new_gaussians() -> None:
 def test_export_with_a_compact_head(small_export, tmp_path, frames, precision: str) -> None:
     """Exported in that precision: metadata, panel types, parity within the precision's tolerance."""
     from padim_edge.export import exporter
-    from padim_edge.export.pipeline import PARITY_RTOL_BY_PRECISION, check_parity
+    from padim_edge.export.parity import PARITY_RTOL_BY_PRECISION, check_parity
     from padim_edge.runtime import PadimModel
 
     path = tmp_path / f"{precision}.onnx"

@@ -189,3 +189,30 @@ def test_fit_input_errors(tmp_path: Path) -> None:
     (corrupt / "img_001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(ImageError, match=r"cannot decode image .*img_001\.png"):
         run_export(corrupt, tmp_path / "m.onnx", progress=False, **SMALL)
+
+
+def test_public_api_defaults_and_backbone_graph(small_export, tmp_path: Path) -> None:
+    """default_settings / export_backbone: what the benchmarks need, without export internals."""
+    from padim_edge.export.pipeline import default_settings, export_backbone
+
+    assert default_settings("padim", "r18") == {"dims": get_spec("r18").default_dims}
+    patchcore = default_settings("patchcore", "wr50")
+    assert set(patchcore) == {"dims", "coreset"} and 0 < patchcore["coreset"] < 1
+    with pytest.raises(ValueError, match="unknown method"):
+        default_settings("spade", "r18")
+    [path] = export_backbone(small_export.model, tmp_path / "backbone.onnx")
+    outputs = [o.name for o in onnx.load(str(path)).graph.output]
+    assert outputs == [f"tap{i + 1}" for i in range(len(small_export.model.features.taps))]
+
+
+def test_bench_uses_only_the_export_public_api() -> None:
+    """bench/artifacts.py builds, fits and exports through padim_edge.export.pipeline alone."""
+    import ast
+
+    source = Path(__file__).resolve().parents[2] / "padim_edge" / "bench" / "artifacts.py"
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("padim_edge.export")
+    }
+    assert imported == {"padim_edge.export.pipeline"}

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from padim_edge.runtime import available
 from padim_edge.runtime.cli import main as predict_main
-from tests.conftest import write_images
+from tests.conftest import failing_writes, write_images
 
 
 def test_predict_cli_table_scores_and_overlays(small_onnx: Path, tmp_path: Path) -> None:
@@ -86,3 +89,32 @@ def test_predict_cli_errors(small_onnx: Path, tmp_path: Path) -> None:
     if "CUDAExecutionProvider" not in available():
         result = runner.invoke(predict_main, [str(small_onnx), str(broken), "--device", "cuda"])
         assert result.exit_code == 1 and "CUDAExecutionProvider" in result.output
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_disk_full_or_read_only_is_one_line(
+    small_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A write that fails after the check (disk full, remounted read-only) ends in one line, no traceback."""
+    data = tmp_path / "images"
+    write_images(data, 2)
+    out = tmp_path / "pred"
+    failing_writes(monkeypatch, code)
+    result = CliRunner().invoke(predict_main, [str(small_onnx), str(data), "-o", str(out), "-q"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: could not write {out}: {os.strerror(code)}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_names_overlays_as_they_are_written(small_onnx: Path, tmp_path: Path) -> None:
+    """--help's overlay naming rule and example are what padim-predict writes (nested key, extension)."""
+    help_text = CliRunner().invoke(predict_main, ["--help"]).output
+    assert "<key>_overlay.png" not in help_text
+    assert "'/' replaced by '__'" in help_text and "scratch/003.png -> scratch__003_overlay.png" in help_text
+    data = tmp_path / "images"
+    write_images(data / "scratch", 1)
+    write_images(data / "good", 1)
+    out = tmp_path / "pred"
+    assert CliRunner().invoke(predict_main, [str(small_onnx), str(data), "-o", str(out), "-q"]).exit_code == 0
+    overlays = sorted(p.name for p in out.glob("*_overlay.png"))
+    assert overlays == ["good__img_000_overlay.png", "scratch__img_000_overlay.png"]

@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from padim_edge.runtime import InputError, ModelLoadError, PadimModel, available
+from tests.conftest import swapped_pair
 
 
 def test_runtime_and_predict_cli_never_import_torch(small_onnx: Path) -> None:
@@ -96,3 +97,15 @@ def test_cuda_provider_matches_cpu(small_onnx: Path, frames) -> None:
     cpu = PadimModel(small_onnx, device="cpu").predict(frames)
     gpu = PadimModel(small_onnx, device="cuda").predict(frames)
     assert [p.score for p in gpu] == pytest.approx([p.score for p in cpu], rel=1e-3)
+
+
+def test_runtime_refuses_another_models_data_file(
+    small_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same-size swap (another seed's data file) is refused by hash in every hashing mode."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = swapped_pair(small_onnx, tmp_path)
+    for mode in ("once", "always"):
+        with pytest.raises(ModelLoadError, match=r"model\.onnx\.data is not the data file .*model\.onnx"):
+            PadimModel(model, device="cpu", verify_data=mode)
+    assert PadimModel(model, device="cpu", verify_data="size").info.crop == 64  # the documented weak mode

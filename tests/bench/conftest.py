@@ -1,0 +1,44 @@
+"""Shared by the benchmark tests: tiny settings and one tiny end-to-end run (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from padim_edge.bench import report
+from padim_edge.bench.runner import BenchConfig, BenchResult, run_benchmark
+from padim_edge.bench.timing import TimingPolicy
+from padim_edge.runtime import available
+
+TINY = {"dims": 16, "resize": 72, "crop": 64}
+TINY_ARGS = ["--dims", "16", "--resize", "72", "--crop", "64"]
+FAST = TimingPolicy(warmup=1, min_reps=3, min_seconds=0.0, max_seconds=1.0, floor_reps=1)
+FAST_ARGS = ["--warmup", "1", "--min-reps", "2", "--min-seconds", "0", "--max-seconds", "1"]
+HAS_CUDA = "CUDAExecutionProvider" in available()
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models folder shared by every end-to-end test (built once, then reused)."""
+    return tmp_path_factory.mktemp("bench-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchResult, dict[str, Path]]:
+    config = BenchConfig(
+        backbones=["r18"],
+        batch_sizes=[2, 1],
+        threads=["1"],
+        devices=["cpu"],
+        policy=FAST,
+        frame=(48, 80),
+        fit_frames=4,
+        isolate=False,
+        workdir=workdir,
+        progress=False,
+        **TINY,
+    )
+    result = run_benchmark(config)
+    paths = report.write_all(result, tmp_path_factory.mktemp("out"), stem="tiny")
+    return result, paths
