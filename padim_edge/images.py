@@ -26,6 +26,40 @@ class ImageError(ValueError):
     """An image path could not be found or decoded."""
 
 
+#: Bad files named in :class:`UnreadableImagesError`'s message before "and N more".
+SHOWN_FAILURES = 10
+#: What to do about them (the CLI flag and the API argument).
+SKIP_HINT = (
+    "fix or remove them and run again, or pass --skip-unreadable (skip_unreadable=True) to fit without "
+    "them (they are then listed in the model's metadata)"
+)
+
+
+class UnreadableImagesError(ImageError):
+    """Training images could not be decoded: every one is listed, and the fit of the others is kept.
+
+    Attributes:
+        failures: ``(file, reason)`` of each bad file, in image order.
+        total: Images the fit was given.
+        partial: What was fitted from the readable images (the distributed fit's merged partial), or
+            ``None``; a caller may install it instead of fitting again.
+        stopped: The fit stopped at the first bad file (others may follow it).
+    """
+
+    def __init__(
+        self, failures: list[tuple[str, str]], total: int, *, partial: object = None, stopped: bool = False
+    ) -> None:
+        shown = "; ".join(r if f in r else f"{f}: {r}" for f, r in failures[:SHOWN_FAILURES])
+        more = f"; and {len(failures) - SHOWN_FAILURES} more" if len(failures) > SHOWN_FAILURES else ""
+        what = (
+            "a training image could not be read (the local fit stops at the first)"
+            if stopped
+            else f"{len(failures)} of {total} training images could not be read"
+        )
+        super().__init__(f"{what}: {shown}{more}. {SKIP_HINT}")
+        self.failures, self.total, self.partial = list(failures), total, partial
+
+
 def is_image(path: Path) -> bool:
     """Whether ``path`` has one of the supported image suffixes (case-insensitive)."""
     return path.suffix.lower() in IMAGE_SUFFIXES

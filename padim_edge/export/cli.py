@@ -158,6 +158,12 @@ def _size(n: int) -> str:
     help="Camera frame size for --target tensorrt, e.g. 480x640 (height x width). The model then refuses "
     "other sizes.",
 )
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Fit without the training images that cannot be decoded, list them, and record them in the "
+    "model's metadata (skipped_images). Default: the fit fails naming them (--ray: all of them).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
     "--ray",
@@ -208,6 +214,7 @@ def main(
     parity_images: int,
     target: str,
     input_size: str | None,
+    skip_unreadable: bool,
     quiet: bool,
     ray_address: str | None,
     ray_workers: int | None,
@@ -284,6 +291,7 @@ def main(
                 "blocks": blocks,
                 "head_precision": head_precision,
                 "parity_images": parity_images,
+                "skip_unreadable": skip_unreadable,
             },
             quiet=quiet,
         )
@@ -337,6 +345,7 @@ def main(
             target=target,
             input_size=size,
             fitter=fitter,
+            skip_unreadable=skip_unreadable,
         )
     except (ImageError, WeightsError, OutputError, ParityError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -364,6 +373,8 @@ def main(
         used = len(block_bounds(config.dims, blocks or DEFAULT_BLOCKS, align=PANEL_ALIGN[precision])) - 1
         click.echo(f"head          {precision} Sigma^-1, {used} column block(s)")
     click.echo(f"images used   {run.fit.images} from {data}")
+    for file, reason in run.fit.skipped:
+        click.echo(f"skipped       {reason if file in reason else f'{file}: {reason}'}")
     click.echo(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
     click.echo(
         f"geometry      resize {config.resize} -> crop {config.crop}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from padim_edge.export.cli import main as export_main
 from padim_edge.export.fit import accumulate
 from padim_edge.export.pipeline import build_module
-from padim_edge.images import ImageError, iter_batches, list_images
+from padim_edge.images import UnreadableImagesError, iter_batches, list_images
 from tests.common.test_images import write_oversized_png
 from tests.conftest import SMALL, write_images
 
@@ -41,7 +42,7 @@ def test_distributed_statistics_equal_the_local_fit(ray_cluster, train_dir: Path
     model = _small_module()
     paths = list_images(train_dir)
     local = accumulate(model, ([im for _, im in b] for b in iter_batches(paths, 5)), device="cpu")
-    merged, device = fit_statistics(
+    merged, device, _ = fit_statistics(
         model, paths, workers=3, batch_size=5, device="auto", info=ray_cluster, progress=False
     )
     assert device == "cpu" and merged.count == local.count == 12
@@ -86,21 +87,52 @@ def test_export_on_ray_writes_the_local_graph(
 
 
 def test_unreadable_training_images_are_named_from_every_shard(ray_cluster, tmp_path: Path) -> None:
-    """A worker meets a corrupt image: the fit fails naming it, and the bad files of the other shards too."""
-    write_images(tmp_path, 6, sizes=[(64, 64)])
-    (tmp_path / "img_001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    write_oversized_png(tmp_path / "img_005.png")
+    """A worker meets a corrupt image: the fit fails naming it and the other shard's bad file; the rest
+    of both shards is fitted and merged (kept on the error), not thrown away."""
+    write_images(tmp_path, 12, sizes=[(64, 64)])
+    (tmp_path / "img_001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # shard 1 of 2 (images 0-9)
+    write_oversized_png(tmp_path / "img_011.png")  # shard 2 (images 10-11)
+    paths = list_images(tmp_path)
+    options = {"workers": 2, "batch_size": 5, "device": "cpu", "info": ray_cluster, "progress": False}
     with pytest.raises(
-        ImageError,
-        match=r"2 of 6 training images could not be read: cannot decode image \S*img_001\.png: Truncated.*; "
-        r"cannot decode image \S*img_005\.png: .*exceeds limit",
-    ):
-        fit_statistics(
-            _small_module(),
-            list_images(tmp_path),
-            workers=2,
-            batch_size=5,
-            device="cpu",
-            info=ray_cluster,
-            progress=False,
-        )
+        UnreadableImagesError,
+        match=r"2 of 12 training images could not be read: cannot decode image \S*img_001\.png: Truncated.*; "
+        r"cannot decode image \S*img_011\.png: .*exceeds limit.*--skip-unreadable",
+    ) as caught:
+        fit_statistics(_small_module(), paths, **options)
+    error = caught.value
+    assert [Path(f).name for f, _ in error.failures] == ["img_001.png", "img_011.png"]
+    assert error.partial.count == 10  # 9 good images of shard 1 and 1 of shard 2, merged
+
+    merged, _, skipped = fit_statistics(_small_module(), paths, skip_unreadable=True, **options)
+    assert merged.count == 10 and [Path(f).name for f, _ in skipped] == ["img_001.png", "img_011.png"]
+    # the local fit that skips them embeds the same batches (shards are cut at its batch boundaries)
+    batches = iter_batches(paths, 5, on_error=lambda path, exc: None)
+    local = accumulate(_small_module(), ([im for _, im in b] for b in batches), device="cpu")
+    assert local.count == 10
+    np.testing.assert_allclose(merged.mean, local.mean, rtol=1e-9, atol=1e-9 * np.abs(local.mean).max())
+
+
+@pytest.mark.parametrize("ray", [True, False], ids=["ray", "local"])
+def test_export_skip_unreadable_records_the_skipped_files(ray_cluster, tmp_path: Path, ray: bool) -> None:
+    """padim-export: by default the fit fails naming the bad file; --skip-unreadable exports without it."""
+    data = tmp_path / "good"
+    write_images(data, 8, sizes=[(64, 64)])
+    (data / "img_006.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "m.onnx"
+    args = ["--data", str(data), "-o", str(out), "--device", "cpu", "--parity-images", "2", "-q", *SMALL_ARGS]
+    args += ["--ray", "--ray-workers", "2"] if ray else []
+    result = CliRunner().invoke(export_main, args)
+    assert result.exit_code == 1 and not out.exists(), result.output
+    what = "1 of 8 training images" if ray else "a training image"
+    assert f"Error: {what} could not be read" in result.output and "img_006.png" in result.output
+    assert "--skip-unreadable" in result.output
+
+    result = CliRunner().invoke(export_main, [*args, "--skip-unreadable"])
+    assert result.exit_code == 0, result.output
+    assert "images used   7" in result.output
+    assert "skipped       cannot decode image" in result.output and "img_006.png" in result.output
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["padim_edge.train_images"] == "7"
+    skipped = json.loads(meta["padim_edge.skipped_images"])
+    assert [s["file"] for s in skipped] == ["img_006.png"] and str(data) not in skipped[0]["reason"]
