@@ -175,6 +175,34 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
 
 
+def read_file_list(list_file: str | Path) -> list[Path]:
+    """The paths in a list file (``--files-from``): one per line, blank lines and ``#`` comments ignored.
+
+    Each line is one path (leading and trailing spaces stripped; spaces inside are kept). A relative
+    path is relative to the list file's folder, not to the working directory, so a list travels with
+    the files it names. ``-`` reads standard input (relative paths: the working directory).
+
+    Raises:
+        ImageError: The list cannot be read or names nothing.
+    """
+    if str(list_file) == "-":
+        import sys
+
+        text, base = sys.stdin.read(), Path()
+    else:
+        list_file = Path(list_file)
+        try:
+            text = list_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageError(f"cannot read the file list {list_file}: {exc}") from exc
+        base = list_file.parent
+    lines = (line.strip() for line in text.splitlines())
+    paths = [base / line for line in lines if line and not line.startswith("#")]
+    if not paths:
+        raise ImageError(f"the file list {list_file} names no path (only blank lines or # comments)")
+    return paths
+
+
 def iter_batches(
     paths: list[Path],
     batch_size: int,
