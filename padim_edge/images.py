@@ -30,7 +30,7 @@ class ImageError(ValueError):
 SHOWN_FAILURES = 10
 #: What to do about them (the CLI flag and the API argument).
 SKIP_HINT = (
-    "fix or remove them and run again, or pass --skip-unreadable (skip_unreadable=True) to fit without "
+    "Fix or remove them and run again, or pass --skip-unreadable (skip_unreadable=True) to fit without "
     "them (they are then listed in the model's metadata)"
 )
 
