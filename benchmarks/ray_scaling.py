@@ -84,7 +84,7 @@ def bench_fit(model: Any, paths: list[Path], *, repeats: int, batch_size: int, i
     for r in range(repeats):
         for workers in (1, 2):
             start = time.perf_counter()
-            partial, _ = fit_statistics(
+            partial, _, _ = fit_statistics(
                 model,
                 paths,
                 workers=workers,

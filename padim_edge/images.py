@@ -26,6 +26,40 @@ class ImageError(ValueError):
     """An image path could not be found or decoded."""
 
 
+#: Bad files named in :class:`UnreadableImagesError`'s message before "and N more".
+SHOWN_FAILURES = 10
+#: What to do about them (the CLI flag and the API argument).
+SKIP_HINT = (
+    "Fix or remove them and run again, or pass --skip-unreadable (skip_unreadable=True) to fit without "
+    "them (they are then listed in the model's metadata)"
+)
+
+
+class UnreadableImagesError(ImageError):
+    """Training images could not be decoded: every one is listed, and the fit of the others is kept.
+
+    Attributes:
+        failures: ``(file, reason)`` of each bad file, in image order.
+        total: Images the fit was given.
+        partial: What was fitted from the readable images (the distributed fit's merged partial), or
+            ``None``; a caller may install it instead of fitting again.
+        stopped: The fit stopped at the first bad file (others may follow it).
+    """
+
+    def __init__(
+        self, failures: list[tuple[str, str]], total: int, *, partial: object = None, stopped: bool = False
+    ) -> None:
+        shown = "; ".join(r if f in r else f"{f}: {r}" for f, r in failures[:SHOWN_FAILURES])
+        more = f"; and {len(failures) - SHOWN_FAILURES} more" if len(failures) > SHOWN_FAILURES else ""
+        what = (
+            "a training image could not be read (the local fit stops at the first)"
+            if stopped
+            else f"{len(failures)} of {total} training images could not be read"
+        )
+        super().__init__(f"{what}: {shown}{more}. {SKIP_HINT}")
+        self.failures, self.total, self.partial = list(failures), total, partial
+
+
 def is_image(path: Path) -> bool:
     """Whether ``path`` has one of the supported image suffixes (case-insensitive)."""
     return path.suffix.lower() in IMAGE_SUFFIXES
@@ -139,6 +173,34 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"image not found: {path}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
+
+
+def read_file_list(list_file: str | Path) -> list[Path]:
+    """The paths in a list file (``--files-from``): one per line, blank lines and ``#`` comments ignored.
+
+    Each line is one path (leading and trailing spaces stripped; spaces inside are kept). A relative
+    path is relative to the list file's folder, not to the working directory, so a list travels with
+    the files it names. ``-`` reads standard input (relative paths: the working directory).
+
+    Raises:
+        ImageError: The list cannot be read or names nothing.
+    """
+    if str(list_file) == "-":
+        import sys
+
+        text, base = sys.stdin.read(), Path()
+    else:
+        list_file = Path(list_file)
+        try:
+            text = list_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageError(f"cannot read the file list {list_file}: {exc}") from exc
+        base = list_file.parent
+    lines = (line.strip() for line in text.splitlines())
+    paths = [base / line for line in lines if line and not line.startswith("#")]
+    if not paths:
+        raise ImageError(f"the file list {list_file} names no path (only blank lines or # comments)")
+    return paths
 
 
 def iter_batches(

@@ -69,6 +69,11 @@ KEYS: dict[str, Key] = {
         Key("channel_indices", "json", "the kept channels, in embedding order"),
         Key("train_images", "int", "normal images the model was fitted on", required=True),
         Key("train_scores", "json", "scores of training images: count, p50, p99, max, map_p50"),
+        Key(
+            "skipped_images",
+            "json",
+            "training images that could not be decoded and were left out (--skip-unreadable): file, reason",
+        ),
         # PatchCore
         Key("coreset", "float", "PatchCore: fraction of the training patch features kept in the bank"),
         Key("bank_size", "int", "PatchCore: memory-bank vectors in the graph"),

@@ -106,6 +106,7 @@ def fit_categories(
     blocks: int | None = None,
     head_precision: str | None = None,
     parity_images: int = 4,
+    skip_unreadable: bool = False,
     info: ClusterInfo | None = None,
     on_result: Callable[[CategoryResult], None] | None = None,
 ) -> list[CategoryResult]:
@@ -122,6 +123,7 @@ def fit_categories(
         blocks: Column blocks of the packed Sigma^-1 (default: the exporter's).
         head_precision: The Mahalanobis head's precision (default: the exporter's, fp32).
         parity_images: Training images of the parity check (0: skip).
+        skip_unreadable: Fit each category without its undecodable images (recorded in its model).
         info: The connected cluster (default: a local instance).
         on_result: Called with each category's row as it finishes.
 
@@ -146,6 +148,7 @@ def fit_categories(
         "device": device,
         "external_data": external_data,
         "parity_images": parity_images,
+        **({"skip_unreadable": True} if skip_unreadable else {}),
         **({"blocks": blocks} if blocks is not None else {}),
         **({"head_precision": head_precision} if head_precision is not None else {}),
     }

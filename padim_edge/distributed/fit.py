@@ -28,11 +28,7 @@ from tqdm import tqdm
 
 from padim_edge.distributed.cluster import LOCAL, ClusterError, ClusterInfo, connect
 from padim_edge.distributed.methods import ShardPlan, plan_for, state_of, writable
-from padim_edge.export.fit import FitReport
-from padim_edge.images import ImageError
-
-#: Bad files listed in the error before "and N more".
-SHOWN_FAILURES = 10
+from padim_edge.export.fit import FitReport, skipped_or_raise
 
 
 def split(paths: list[Path], shards: int, *, batch_size: int = 1) -> list[list[Path]]:
@@ -131,13 +127,20 @@ def fit_statistics(
     device: str = "auto",
     info: ClusterInfo | None = None,
     progress: bool = True,
-) -> tuple[Any, str]:
-    """Fit ``model``'s method on ``paths`` across ``workers`` Ray tasks; returns (merged partial, device).
+    skip_unreadable: bool = False,
+) -> tuple[Any, str, tuple[tuple[str, str], ...]]:
+    """Fit ``model``'s method on ``paths`` across ``workers`` Ray tasks.
 
-    The model itself is not changed (see :func:`fit`).
+    A worker skips the files of its shard it cannot decode and reports them; the good images of every
+    shard are merged either way. The model itself is not changed (see :func:`fit`).
+
+    Returns:
+        (merged partial, device, ``(file, reason)`` of the skipped files in image order).
 
     Raises:
-        ImageError: Files could not be decoded (all of them are listed, from every shard).
+        UnreadableImagesError: Files could not be decoded and ``skip_unreadable`` is off: all of them
+            are listed, from every shard, and the error's ``partial`` holds the merged fit of the rest.
+        ValueError: Fewer than two readable images.
         ClusterError: A worker failed otherwise (its error), or the cluster lacks the device.
     """
     info = info or connect(LOCAL)
@@ -165,19 +168,14 @@ def fit_statistics(
                 (done,), pending = ray.wait(pending, num_returns=1)
                 bad[done] = ray.get(done)
                 bar.update(sizes[done])
-        listed = [item for ref in failures for item in bad[ref]]  # in image order, whichever shard came first
-        if listed:
-            shown = "; ".join(r if f in r else f"{f}: {r}" for f, r in listed[:SHOWN_FAILURES])
-            more = f"; and {len(listed) - SHOWN_FAILURES} more" if len(listed) > SHOWN_FAILURES else ""
-            raise ImageError(
-                f"{len(listed)} of {len(paths)} training images could not be read: {shown}{more}"
-            )
         merged = ray.get(root)
     except ray.exceptions.RayError as exc:
         raise ClusterError(f"the distributed fit failed on a worker: {_first_line(exc)}") from exc
     finally:
         del state
-    return merged, device
+    listed = [item for ref in failures for item in bad[ref]]  # in image order, whichever shard came first
+    skipped = skipped_or_raise(listed, len(paths), skip_unreadable=skip_unreadable, partial=merged)
+    return merged, device, skipped
 
 
 def fit(
@@ -190,6 +188,7 @@ def fit(
     device: str = "auto",
     info: ClusterInfo | None = None,
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> FitReport:
     """Fit ``model`` in place on a Ray cluster: the distributed twin of :func:`padim_edge.export.fit.fit`.
 
@@ -202,16 +201,19 @@ def fit(
         device: ``auto`` (CUDA when the cluster has GPUs), ``cpu`` or ``cuda``.
         info: The connected cluster (default: connect to a local instance).
         progress: Show a progress bar (advanced as shards finish).
+        skip_unreadable: Fit without the files that cannot be decoded (the report's ``skipped``)
+            instead of failing with all of them listed.
 
     Raises:
-        ValueError: Fewer than two images.
+        ValueError: Fewer than two (readable) images.
+        UnreadableImagesError: See :func:`fit_statistics`.
     """
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, got {len(paths)}")
     info = info or connect(LOCAL)
     workers = workers or default_workers(info, device, threads)
     start = time.perf_counter()
-    merged, used = fit_statistics(
+    merged, used, skipped = fit_statistics(
         model,
         paths,
         workers=workers,
@@ -220,11 +222,15 @@ def fit(
         device=device,
         info=info,
         progress=progress,
+        skip_unreadable=skip_unreadable,
     )
     plan_for(model).install(model, merged)
     shards = len(split(paths, workers, batch_size=batch_size))
     return FitReport(
-        images=merged.count, seconds=time.perf_counter() - start, device=f"{used} x {shards} Ray workers"
+        images=merged.count,
+        seconds=time.perf_counter() - start,
+        device=f"{used} x {shards} Ray workers",
+        skipped=skipped,
     )
 
 
@@ -240,11 +246,19 @@ def fitter(
         threads: Torch threads per worker.
 
     Returns:
-        ``fit(model, paths, *, batch_size, device, progress) -> FitReport``.
+        ``fit(model, paths, *, batch_size, device, progress, skip_unreadable=False) -> FitReport``.
     """
     info = cluster if isinstance(cluster, ClusterInfo) else connect(cluster)
 
-    def run(model: Any, paths: list[Path], *, batch_size: int, device: str, progress: bool) -> FitReport:
+    def run(
+        model: Any,
+        paths: list[Path],
+        *,
+        batch_size: int,
+        device: str,
+        progress: bool,
+        skip_unreadable: bool = False,
+    ) -> FitReport:
         return fit(
             model,
             paths,
@@ -254,6 +268,7 @@ def fitter(
             device=device,
             info=info,
             progress=progress,
+            skip_unreadable=skip_unreadable,
         )
 
     return run

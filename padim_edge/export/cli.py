@@ -153,6 +153,12 @@ from padim_edge.spec import BACKBONES
     help="Camera frame size for --target tensorrt, e.g. 480x640 (height x width). The model then refuses "
     "other sizes.",
 )
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Fit without the training images that cannot be decoded, list them, and record them in the "
+    "model's metadata (skipped_images). Default: the fit fails naming them (--ray: all of them).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
     "--ray",
@@ -203,6 +209,7 @@ def main(
     parity_images: int,
     target: str,
     input_size: str | None,
+    skip_unreadable: bool,
     quiet: bool,
     ray_address: str | None,
     ray_workers: int | None,
@@ -271,6 +278,7 @@ def main(
                 "blocks": blocks,
                 "head_precision": head_precision,
                 "parity_images": parity_images,
+                "skip_unreadable": skip_unreadable,
             },
             quiet=quiet,
         )
@@ -314,6 +322,7 @@ def main(
             target=target,
             input_size=size,
             fitter=fitter,
+            skip_unreadable=skip_unreadable,
         )
     except (ImageError, WeightsError, OutputError, ParityError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc

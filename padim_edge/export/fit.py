@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from padim_edge.export.padim.model import PadimModule
 from padim_edge.gaussian import GaussianStatistics
-from padim_edge.images import iter_batches
+from padim_edge.images import ImageError, UnreadableImagesError, iter_batches
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,47 @@ class FitReport:
         images: Number of images the Gaussians were fitted on.
         seconds: Wall time of the fit.
         device: Device the fit ran on.
+        skipped: ``(file, reason)`` of the unreadable images left out (``skip_unreadable``).
     """
 
     images: int
     seconds: float
     device: str
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def readable(self, paths: list[Path]) -> list[Path]:
+        """``paths`` without the skipped files."""
+        skipped = {file for file, _ in self.skipped}
+        return [p for p in paths if str(p) not in skipped]
+
+    def metadata(self) -> dict[str, object]:
+        """The ``skipped_images`` metadata key when images were skipped (file names, reasons)."""
+        if not self.skipped:
+            return {}
+        return {
+            "skipped_images": [
+                {"file": Path(file).name, "reason": reason.replace(file, Path(file).name)}
+                for file, reason in self.skipped
+            ]
+        }
+
+
+def skipped_or_raise(
+    failures: list[tuple[str, str]], total: int, *, skip_unreadable: bool, partial: object = None
+) -> tuple[tuple[str, str], ...]:
+    """The skipped files to report, or :class:`UnreadableImagesError` when they may not be skipped.
+
+    Raises:
+        UnreadableImagesError: ``failures`` without ``skip_unreadable``.
+        ValueError: Fewer than two readable images are left.
+    """
+    if failures and not skip_unreadable:
+        raise UnreadableImagesError(failures, total, partial=partial)
+    if total - len(failures) < 2:
+        raise ValueError(
+            f"need at least 2 normal images to fit, {total - len(failures)} of {total} could be read"
+        )
+    return tuple(failures)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -95,6 +131,7 @@ def fit(
     batch_size: int = 16,
     device: str = "auto",
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> FitReport:
     """Fit the per-patch Gaussians of ``model`` on normal image files, in place.
 
@@ -104,23 +141,37 @@ def fit(
         batch_size: Images per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: Show a progress bar on stderr.
+        skip_unreadable: Leave out files that cannot be decoded (listed in the report's ``skipped``)
+            instead of stopping at the first.
 
     Returns:
         A :class:`FitReport`. The model is left on the CPU, fitted.
 
     Raises:
-        ValueError: Fewer than two images.
-        padim_edge.images.ImageError: An image cannot be decoded (the message names it).
+        ValueError: Fewer than two (readable) images.
+        padim_edge.images.UnreadableImagesError: An image cannot be decoded (the message names it).
     """
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, got {len(paths)}")
     start = time.perf_counter()
-    frames = ([image for _, image in batch] for batch in iter_batches(paths, batch_size))
+    failures: list[tuple[str, str]] = []
+
+    def on_error(path: Path, exc: ImageError) -> None:
+        if not skip_unreadable:
+            raise UnreadableImagesError([(str(path), str(exc))], len(paths), stopped=True) from exc
+        failures.append((str(path), str(exc)))
+
+    batches = iter_batches(paths, batch_size, on_error=on_error)
+    frames = ([image for _, image in batch] for batch in batches)
     with tqdm(total=len(paths), desc="fit", unit="img", disable=not progress) as bar:
         statistics = accumulate(model, frames, device=device, progress=bar)
+    skipped = skipped_or_raise(failures, len(paths), skip_unreadable=skip_unreadable)
     install(model, statistics)
     return FitReport(
-        images=statistics.count, seconds=time.perf_counter() - start, device=str(resolve_device(device))
+        images=statistics.count,
+        seconds=time.perf_counter() - start,
+        device=str(resolve_device(device)),
+        skipped=skipped,
     )
 
 

@@ -67,7 +67,8 @@ class Method:
         max_dims: Largest embedding dims of a backbone.
         make: ``(network, spec, dims=, resize=, crop=, seed=, **split.build) -> module``.
         split: Checks :class:`MethodOptions` and sorts them (an option of another method: ValueError).
-        fit: ``(module, paths, *, batch_size, device, progress, **split.fit) -> FitReport``.
+        fit: ``(module, paths, *, batch_size, device, progress, skip_unreadable, **split.fit) -> FitReport``
+            (``skip_unreadable``: leave out and list files that cannot be decoded).
         fit_frames: ``(module, frames, *, batch_size, device, progress, **split.fit) -> FitReport``.
         estimated_bytes: ``(module, *, images, **split.head) -> int``: about the exported size.
         placeholder: Installs value-free head constants of the right shapes from a model's metadata
@@ -177,9 +178,16 @@ def _patchcore_split(options: MethodOptions) -> SplitOptions:
     return SplitOptions(build=build, fit=fit, head={})
 
 
-def _patchcore_fit(model: Any, paths: list[Path], **kwargs: Any) -> FitReport:
+def _patchcore_fit(
+    model: Any, paths: list[Path], *, skip_unreadable: bool = False, **kwargs: Any
+) -> FitReport:
     from padim_edge.export.patchcore.fit import fit
 
+    if skip_unreadable:
+        raise ValueError(
+            "--skip-unreadable: the local PatchCore fit stops at the first unreadable image; add --ray "
+            "(a Ray instance on this machine) to fit without them"
+        )
     return fit(model, paths, **kwargs)
 
 

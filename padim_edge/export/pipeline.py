@@ -148,13 +148,17 @@ def fit(
     progress: bool = True,
     coreset_chunk: int | None = None,
     coreset_oversample: float | None = None,
+    skip_unreadable: bool = False,
 ) -> FitReport:
     """Fit ``model`` on normal image files, in place, the way its method fits (see the methods table).
 
     ``coreset_chunk`` (0: exact greedy) and ``coreset_oversample``: PatchCore's streaming bank.
+    ``skip_unreadable``: leave out files that cannot be decoded (the report lists them).
     """
     row = method_of(model)
     fit_options = _fit_options(row, coreset_chunk, coreset_oversample)
+    if skip_unreadable:
+        fit_options["skip_unreadable"] = True
     return row.fit(model, paths, batch_size=batch_size, device=device, progress=progress, **fit_options)
 
 
@@ -287,6 +291,7 @@ def run_export(
     input_size: tuple[int, int] | None = None,
     module: tuple[AnomalyMethod, str] | None = None,
     fitter: Fitter | None = None,
+    skip_unreadable: bool = False,
 ) -> ExportRun:
     """Fit a method on the normal images in ``data`` and export the fused graph to ``output``.
 
@@ -322,6 +327,8 @@ def run_export(
         module: A built, unfitted ``(model, weights identity)`` to fit instead of building one (then
             ``backbone`` ... ``random_init`` are not used).
         fitter: The fit to run (default :func:`padim_edge.export.fit.fit`; see :data:`Fitter`).
+        skip_unreadable: Fit without the images that cannot be decoded and record them in the model's
+            ``skipped_images`` metadata (default: the fit fails naming them).
 
     Raises:
         OutputError: ``output`` cannot be written, or the disk lacks the space.
@@ -356,6 +363,7 @@ def run_export(
     needed = estimated_bytes(model, images=len(paths), blocks=blocks, head_precision=head_precision)
     check_free_space(output.parent, needed, what="the model")
     fit_options = {"coreset_chunk": coreset_chunk, "coreset_oversample": coreset_oversample}
+    fit_options["skip_unreadable"] = skip_unreadable or None
     report = (fitter or fit)(
         model,
         paths,
@@ -364,6 +372,7 @@ def run_export(
         progress=progress,
         **{k: v for k, v in fit_options.items() if v is not None},
     )
+    paths = report.readable(paths)
     picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), TRAIN_SCORE_IMAGES)).round().astype(int))
     sample = [load_image(paths[i]) for i in picks]
     result, parity = export(
@@ -375,7 +384,7 @@ def run_export(
         external_data=external_data,
         blocks=blocks,
         head_precision=head_precision,
-        extra_metadata={"train_scores": training_scores(model, sample)},
+        extra_metadata={"train_scores": training_scores(model, sample), **report.metadata()},
         input_size=input_size if target == TENSORRT_TARGET else None,
     )
     return ExportRun(model=model, weights=weights, fit=report, export=result, parity=parity)

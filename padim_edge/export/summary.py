@@ -48,6 +48,8 @@ def summary_lines(
         used = len(block_bounds(config.dims, blocks or DEFAULT_BLOCKS, align=PANEL_ALIGN[precision])) - 1
         lines.append(f"head          {precision} Sigma^-1, {used} column block(s)")
     lines.append(f"images used   {run.fit.images} from {data}")
+    for file, reason in run.fit.skipped:
+        lines.append(f"skipped       {reason if file in reason else f'{file}: {reason}'}")
     lines.append(f"fit           {run.fit.seconds:.1f} s on {run.fit.device}")
     lines.append(
         f"geometry      resize {config.resize} -> crop {config.crop}, "

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from padim_edge import atomic
 from padim_edge.devices import DEVICE_HELP, DEVICE_NAMES
 from padim_edge.extras import MissingExtraError, require
-from padim_edge.images import ImageError, expand_paths, iter_batches
+from padim_edge.images import ImageError, expand_paths, iter_batches, read_file_list
 from padim_edge.naming import image_keys, key_to_filename
 
 #: Overlay file-name suffix: ``scratch/003.png`` -> ``scratch__003_overlay.png``.
@@ -62,7 +62,7 @@ def open_model(
     "\b\nOverlay colours use one fixed scale per model: dark blue = the median training pixel, dark red =\n"
     "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.",
 )
-@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path), required=False)
 @click.argument("paths", metavar="PATH...", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--output",
@@ -99,6 +99,15 @@ def open_model(
     metavar="MIB",
     help="TensorRT EP: workspace limit in MiB (default 1024, sized for a Jetson's shared memory).",
 )
+@click.option(
+    "--files-from",
+    "files_from",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    metavar="LIST",
+    help="Also score the paths listed in LIST (a text file, '-' for stdin): one image file or folder per "
+    "line; blank lines and lines starting with # are ignored; relative paths are relative to LIST's "
+    "folder. With or without --ray.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
     "--ray",
@@ -123,7 +132,7 @@ def open_model(
 )
 @click.option("--maps", is_flag=True, help="With --ray: store every anomaly map (float16) in the shards.")
 def main(
-    model_path: Path,
+    model_path: Path | None,
     paths: tuple[Path, ...],
     output: Path | None,
     device: str,
@@ -132,6 +141,7 @@ def main(
     trt_cache: Path | None,
     trt_profile: str | None,
     trt_workspace_mib: int | None,
+    files_from: Path | None,
     quiet: bool,
     ray_address: str | None,
     ray_actors: int | None,
@@ -140,30 +150,44 @@ def main(
 ) -> None:
     """Score images with a padim-edge MODEL.
 
-    PATH is image files or folders (searched recursively). Prints one row per image with its score
-    (and its label when the model carries a threshold from `padim-calibrate`), keyed by its path
-    relative to the common folder of all inputs. An image that cannot be read is reported and
-    skipped; the others are still scored and written, and the exit code is 1.
+    PATH is image files or folders (searched recursively), given here or listed in a --files-from
+    file. Prints one row per image with its score (and its label when the model carries a threshold
+    from `padim-calibrate`), keyed by its path relative to the common folder of all inputs. An image
+    that cannot be read is reported and skipped; the others are still scored and written, and the
+    exit code is 1.
     """
-    if ray_address is not None:  # one call into padim_edge.distributed (imports Ray only now)
+    listed: tuple[Path, ...] = ()
+    if files_from is not None:
+        try:
+            listed = tuple(read_file_list(files_from))
+        except ImageError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if ray_address is not None:  # `--ray MODEL PATH...`: click gave MODEL to --ray (no Ray import yet)
         from padim_edge.distributed import commands
 
         ray_address, model_path, paths = commands.split_model_argument(ray_address, model_path, paths)
-        if paths:
-            commands.ray_predict(
-                ray_address,
-                model_path,
-                paths,
-                output=output,
-                device=device,
-                batch_size=batch_size,
-                threads=threads,
-                actors=ray_actors,
-                shard_size=shard_size,
-                maps=maps,
-                quiet=quiet,
-            )
-            return
+    if model_path is None:  # optional for click only: `--ray MODEL --files-from LIST` gives MODEL to --ray
+        raise click.MissingParameter(
+            ctx=click.get_current_context(), param_type="argument", param_hint="'MODEL'"
+        )
+    paths = (*paths, *listed)
+    if ray_address is not None and paths:  # one call into padim_edge.distributed (imports Ray only now)
+        from padim_edge.distributed.commands import ray_predict
+
+        ray_predict(
+            ray_address,
+            model_path,
+            paths,
+            output=output,
+            device=device,
+            batch_size=batch_size,
+            threads=threads,
+            actors=ray_actors,
+            shard_size=shard_size,
+            maps=maps,
+            quiet=quiet,
+        )
+        return
     if not paths:
         raise click.MissingParameter(
             ctx=click.get_current_context(), param_type="argument", param_hint="'PATH...'"

@@ -32,7 +32,7 @@ def test_patchcore_shards_merge_to_the_emulated_bank(ray_cluster, train_dir: Pat
     """3 Ray shards == each shard's reduced bank computed here, merged, one final greedy pass."""
     model = _module()
     paths = list_images(train_dir)
-    merged, _ = fit_statistics(
+    merged, _, _ = fit_statistics(
         model, paths, workers=3, batch_size=5, device="cpu", info=ray_cluster, progress=False
     )
     assert isinstance(merged, CoresetPartial) and merged.count == len(paths) == 12

@@ -89,3 +89,23 @@ def test_ray_scores_equal_local_predict_and_shards_are_idempotent(
     result = runner.invoke(predict_main, [*ray_args, "--maps", "-q"])
     assert "shards: 1 written, 3 already there" in result.output and shards[1].is_file()
     assert (remote / "scores.json").read_text() == (local / "scores.json").read_text()
+
+
+def test_ray_scores_the_files_of_a_list(ray_cluster, small_onnx: Path, tmp_path: Path) -> None:
+    """`padim-predict --ray MODEL --files-from LIST`: the listed files (relative to LIST), as locally."""
+    data = tmp_path / "archive"
+    write_images(data / "line1", 4, seed=7)
+    listing = tmp_path / "lists" / "recheck.txt"
+    listing.parent.mkdir()
+    listing.write_text("# two frames\n../archive/line1/img_001.png\n\n../archive/line1/img_003.png\n")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    runner = CliRunner()
+    args = ["--files-from", str(listing), "--batch-size", "2", "-q"]
+    result = runner.invoke(predict_main, [str(small_onnx), *args, "-o", str(local)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(predict_main, ["--ray", str(small_onnx), *args, "-o", str(remote)])
+    assert result.exit_code == 0, result.output
+    assert "scored 2 of 2 images" in result.output
+    scores = json.loads((remote / "scores.json").read_text())
+    assert sorted(scores) == ["img_001.png", "img_003.png"]
+    assert (remote / "scores.json").read_text() == (local / "scores.json").read_text()

@@ -118,3 +118,35 @@ def test_help_names_overlays_as_they_are_written(small_onnx: Path, tmp_path: Pat
     assert CliRunner().invoke(predict_main, [str(small_onnx), str(data), "-o", str(out), "-q"]).exit_code == 0
     overlays = sorted(p.name for p in out.glob("*_overlay.png"))
     assert overlays == ["good__img_000_overlay.png", "scratch__img_000_overlay.png"]
+
+
+def test_files_from_lists_paths_relative_to_the_list(small_onnx: Path, tmp_path: Path, monkeypatch) -> None:
+    """--files-from: one path per line, blank lines and # comments skipped, relative to the list's folder."""
+    data = tmp_path / "data"
+    write_images(data / "line1", 3, seed=5)
+    write_images(data / "line2", 2, seed=6)
+    listing = data / "todo.txt"
+    absolute = data / "line2" / "img_001.png"
+    listing.write_text(f"# frames to re-check\n\nline1/img_000.png\n  line1/img_002.png  \n{absolute}\n")
+    monkeypatch.chdir(tmp_path)  # not the list's folder: relative lines still resolve against it
+    runner = CliRunner()
+    out = tmp_path / "listed"
+    result = runner.invoke(
+        predict_main, [str(small_onnx), "--files-from", str(listing), "-o", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    listed = json.loads((out / "scores.json").read_text())
+    assert sorted(listed) == ["line1/img_000.png", "line1/img_002.png", "line2/img_001.png"]
+    out_all = tmp_path / "all"
+    assert runner.invoke(predict_main, [str(small_onnx), str(data), "-o", str(out_all), "-q"]).exit_code == 0
+    every = json.loads((out_all / "scores.json").read_text())
+    assert {key: every[key] for key in listed} == listed
+
+    # command-line paths and the list together; an empty list and a missing one are one-line errors
+    both = runner.invoke(predict_main, [str(small_onnx), str(data / "line2"), "--files-from", str(listing)])
+    assert both.exit_code == 0 and both.output.count("img_001.png") == 2, both.output
+    (data / "empty.txt").write_text("# nothing yet\n\n")
+    result = runner.invoke(predict_main, [str(small_onnx), "--files-from", str(data / "empty.txt")])
+    assert result.exit_code == 1 and "names no path (only blank lines or # comments)" in result.output
+    result = runner.invoke(predict_main, [str(small_onnx), "--files-from", str(data / "missing.txt")])
+    assert result.exit_code == 1 and "cannot read the file list" in result.output
