@@ -372,6 +372,11 @@ def main(
     for f in run.export.files:
         click.echo(f"wrote         {f} ({_size(f.stat().st_size)})")
     click.echo("\n".join(tensorrt_lines(run.export.files[0], size)))
+    from padim_edge.export.head_fidelity import echo_report
+
+    echo_report(
+        run, output, data, head_precision=head_precision, blocks=blocks, input_size=size, progress=not quiet
+    )
     if run.parity is not None:
         p = run.parity
         frames = " (resized to the input size)" if size is not None else ""
