@@ -203,9 +203,10 @@ class ModelInfo:
 
         Keys (see :mod:`padim_edge.calibration.fidelity`): ``reference``, ``source``, ``frames``,
         ``device``, ``synthetic_image_auroc`` / ``synthetic_pixel_auroc`` (``[reference, variant]`` on
-        held-out frames with pasted defects, or ``None``), ``spearman``, ``map_error_median``, ``map_error_worst``, ``score_ratio_median``,
-        ``image_auroc`` / ``pixel_auroc`` (``[reference, variant]`` or ``None``), ``min_spearman``,
-        ``max_map_error``, the ``max_*_drop`` limits, ``low`` and ``error`` (why the variant could not be measured, else ``None``).
+        held-out frames with pasted defects, or ``None``), ``spearman``, ``map_error_median``,
+        ``map_error_worst``, ``score_ratio_median``, ``image_auroc`` / ``pixel_auroc`` (``[reference,
+        variant]`` or ``None``), ``min_spearman``, ``max_map_error``, the ``max_*_drop`` limits, ``low``
+        and ``error`` (why the variant could not be measured, else ``None``).
         """
         value = self.get("fidelity")
         return value if isinstance(value, dict) else None

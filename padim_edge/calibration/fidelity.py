@@ -116,6 +116,31 @@ class Fidelity:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Fidelity:
+        """The report back from its :meth:`record` (e.g. to judge stored figures against today's limits)."""
+
+        def pair(key: str) -> Pair | None:
+            values = record.get(key)
+            return None if not values or None in values else (float(values[0]), float(values[1]))
+
+        return cls(
+            reference=record.get("reference", ""),
+            source=record.get("source", ""),
+            frames=int(record.get("frames", 0)),
+            device=record.get("device", ""),
+            spearman=record.get("spearman"),
+            map_error_median=record.get("map_error_median"),
+            map_error_worst=record.get("map_error_worst"),
+            score_ratio_median=record.get("score_ratio_median"),
+            synthetic_image_auroc=pair("synthetic_image_auroc"),
+            synthetic_pixel_auroc=pair("synthetic_pixel_auroc"),
+            image_auroc=pair("image_auroc"),
+            pixel_auroc=pair("pixel_auroc"),
+            nonfinite_frames=int(record.get("nonfinite_frames", 0)),
+            error=record.get("error"),
+        )
+
     @property
     def problems(self) -> list[str]:
         """The figures past their limits, one phrase each (empty: not low)."""

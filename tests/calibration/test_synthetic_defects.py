@@ -78,12 +78,12 @@ def load_like(frame: np.ndarray) -> np.ndarray:
 def test_new_flags_fire_and_good_passes() -> None:
     good = fidelity.Fidelity(
         "m.onnx (fp32)", fidelity.SOURCE_VALIDATE, 10, spearman=0.999, map_error_median=0.01,
-        synthetic_image_auroc=(0.90, 0.895), synthetic_pixel_auroc=(0.95, 0.949),
+        synthetic_image_auroc=(0.90, 0.897), synthetic_pixel_auroc=(0.95, 0.949),
         image_auroc=(0.9, 0.9), pixel_auroc=(0.95, 0.945),
     )  # fmt: skip
     assert good.low is False and not good.problems
     record = good.record()
-    assert record["synthetic_image_auroc"] == [0.9, 0.895] and record["synthetic_pixel_auroc"] == [
+    assert record["synthetic_image_auroc"] == [0.9, 0.897] and record["synthetic_pixel_auroc"] == [
         0.95,
         0.949,
     ]
@@ -98,10 +98,13 @@ def test_new_flags_fire_and_good_passes() -> None:
         assert bad.low, name
         assert len(bad.problems) == 1 and bad.problems[0].startswith(phrase), bad.problems
         assert "LOW FIDELITY" in bad.warnings("int8-qoperator")[-1]
+    # the stored record judged again gives the same report
+    assert fidelity.Fidelity.from_record(record).record() == record
+    assert fidelity.Fidelity.from_record(bad.record()).low is True
     # a gain is not a loss
     assert dataclasses.replace(good, synthetic_image_auroc=(0.8, 0.9)).low is False
     line = fidelity_summary(record)
-    assert line.startswith("synthetic-defect image AUROC 0.9000 -> 0.8950, synthetic-defect pixel AUROC")
+    assert line.startswith("synthetic-defect image AUROC 0.9000 -> 0.8970, synthetic-defect pixel AUROC")
 
 
 def test_identical_model_loses_nothing_on_synthetic(r18_model: Path, synthetic: dict[str, Path]) -> None:
