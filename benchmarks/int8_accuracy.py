@@ -69,7 +69,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_eval import run_accuracy
+from int8_eval import relimit, run_accuracy
 from int8_latency import run_latency
 from int8_predictors import fidelity_correlation, fidelity_rows, flag_agreement
 from int8_report import accuracy_goals, latency_goals, render
@@ -102,6 +102,10 @@ from padim_edge.atomic import write_json, write_text
     "--wait-idle", type=float, default=20.0, show_default=True,
     help="Before each latency round, wait up to this many seconds for other processes to leave the CPU.",
 )  # fmt: skip
+@click.option(
+    "--render-only", is_flag=True,
+    help="Measure nothing: judge the stored fidelity figures against today's limits and rewrite the report.",
+)  # fmt: skip
 @click.option("--quick", is_flag=True, help="Smoke run: 30 train, 40 test, 20 calibration images, 1 round.")
 def main(
     parts: str,
@@ -113,6 +117,7 @@ def main(
     calibration_images: int,
     rounds: int,
     wait_idle: float,
+    render_only: bool,
     quick: bool,
 ) -> None:
     """Measure INT8 (plain / default / float convs) and FP16 accuracy on three sets, and INT8 latency."""
@@ -134,6 +139,11 @@ def main(
     output.mkdir(parents=True, exist_ok=True)
     path = output / "int8_accuracy.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
+    if render_only:
+        chosen = []
+        for section in (result.get("accuracy") or {}).get("sets", {}).values():
+            for row in section.get("rows", {}).values():
+                relimit(row)
     temporary = workdir is None
     work = Path(tempfile.mkdtemp(prefix="padim-int8-bench-")) if temporary else workdir
     work.mkdir(parents=True, exist_ok=True)

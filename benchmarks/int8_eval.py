@@ -78,6 +78,15 @@ def refresh_fidelity(fp32: Path, variant: Path, root: Path) -> dict[str, Any] | 
     return None if report is None else report.record()
 
 
+def relimit(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its stored fidelity figures judged against today's limits (``low`` and the limits)."""
+    from padim_edge.calibration.fidelity import Fidelity
+
+    if row.get("fidelity"):
+        row["fidelity"] = Fidelity.from_record(row["fidelity"]).record()
+    return row
+
+
 def make_variant(
     fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, *,
     root: Path, fit_dir: Path, calibration_images: int,
@@ -94,7 +103,7 @@ def make_variant(
             record["fidelity"] = refresh_fidelity(fp32, out, root)
             record["fidelity_refreshed"] = True
             write_json(record_path, record)
-        return {**record, "reused": True}
+        return relimit({**record, "reused": True})
     options: dict[str, Any] = {}
     if variant != "fp16":
         options = {"refit": refit, "float_convs": float_convs}
