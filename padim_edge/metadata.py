@@ -207,9 +207,11 @@ class ModelInfo:
         """``padim-calibrate``'s fidelity report (this variant vs the model it was made from), or ``None``.
 
         Keys (see :mod:`padim_edge.calibration.fidelity`): ``reference``, ``source``, ``frames``,
-        ``device``, ``spearman``, ``map_error_median``, ``map_error_worst``, ``score_ratio_median``,
-        ``image_auroc`` / ``pixel_auroc`` (``[reference, variant]`` or ``None``), ``min_spearman``,
-        ``max_map_error``, ``low`` and ``error`` (why the variant could not be measured, else ``None``).
+        ``device``, ``synthetic_image_auroc`` / ``synthetic_pixel_auroc`` (``[reference, variant]`` on
+        held-out frames with pasted defects, or ``None``), ``spearman``, ``map_error_median``,
+        ``map_error_worst``, ``score_ratio_median``, ``image_auroc`` / ``pixel_auroc`` (``[reference,
+        variant]`` or ``None``), ``min_spearman``, ``max_map_error``, the ``max_*_drop`` limits, ``low``
+        and ``error`` (why the variant could not be measured, else ``None``).
         """
         value = self.get("fidelity")
         return value if isinstance(value, dict) else None
@@ -232,14 +234,21 @@ def _figure(value: Any, digits: int = 3) -> str:
 def fidelity_summary(record: dict[str, Any]) -> str:
     """One line for a fidelity report (:attr:`ModelInfo.fidelity`), ``LOW FIDELITY: ...`` when it is low.
 
-    Example: ``Spearman 0.9980, map error median 0.012 (worst 0.031), score ratio 1.004 (vs r18.onnx
+    Example: ``synthetic-defect image AUROC 0.9412 -> 0.9388, synthetic-defect pixel AUROC 0.9650 ->
+    0.9641, Spearman 0.9980, map error median 0.012 (worst 0.031), score ratio 1.004 (vs r18.onnx
     (fp32 backbone / fp32 head), 45 frames: held-out split of --data)``.
     """
     reference, source = record.get("reference", "?"), record.get("source", "?")
     where = f"vs {reference}, {record.get('frames', 0)} frames: {source}"
     if record.get("error"):
         return f"NOT MEASURED: {record['error']} ({where})"
-    text = (
+    text = ""
+    for name in ("synthetic_image_auroc", "synthetic_pixel_auroc"):
+        pair = record.get(name)
+        if pair:
+            kind = name.split("_")[1]
+            text += f"synthetic-defect {kind} AUROC {_figure(pair[0], 4)} -> {_figure(pair[1], 4)}, "
+    text += (
         f"Spearman {_figure(record.get('spearman'), 4)}, map error median "
         f"{_figure(record.get('map_error_median'))} (worst {_figure(record.get('map_error_worst'))}), score "
         f"ratio {_figure(record.get('score_ratio_median'))}"

@@ -330,6 +330,11 @@ def main(
         raise click.ClickException(str(write_failure(output, exc))) from exc
     for line in summary_lines(run, data, size, blocks=blocks, head_precision=head_precision):
         click.echo(line)
+    from padim_edge.export.head_fidelity import echo_report
+
+    echo_report(
+        run, output, data, head_precision=head_precision, blocks=blocks, input_size=size, progress=not quiet
+    )
 
 
 def _check_flags(

@@ -203,7 +203,8 @@ def test_head_variant_report_in_metadata_and_predict(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "fidelity      Spearman" in result.output and "20 frames: --data)" in result.output
+    assert "fidelity      synthetic-defect image AUROC" in result.output
+    assert "20 frames: --data)" in result.output
     record = json.loads(props_of(out)["padim_edge.fidelity"])
     assert record["reference"] == "r18.onnx (fp32 backbone / fp32 head)"
     assert record["source"] == fidelity.SOURCE_DATA and record["frames"] == 20

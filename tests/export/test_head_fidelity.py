@@ -1,0 +1,33 @@
+"""padim-export --head-precision fp16|int8: the fidelity report against the fp32 head of the same fit."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+from click.testing import CliRunner
+
+from padim_edge.export.cli import main
+from padim_edge.runtime import PadimModel
+
+
+def test_reduced_head_export_carries_a_fidelity_report(train_dir, tmp_path) -> None:
+    args = ["--data", str(train_dir), "--dims", "16", "--resize", "72", "--crop", "64", "--random-init"]
+    out = tmp_path / "int8-head.onnx"
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--head-precision", "int8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "fidelity      synthetic-defect image AUROC" in result.output
+    assert "vs fp32 head of the same fit, 12 frames: --data)" in result.output
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    record = json.loads(props["padim_edge.fidelity"])
+    assert record["reference"] == "fp32 head of the same fit" and record["frames"] == 12
+    image, pixel = record["synthetic_image_auroc"], record["synthetic_pixel_auroc"]
+    assert image is not None and pixel is not None and abs(image[0] - image[1]) < 0.05
+    model = PadimModel(out, device="cpu")
+    assert model.info.fidelity == record and model.info.head_precision == "int8"
+    # the rewrite kept the model whole: it still scores like the fp32 head
+    assert record["spearman"] > 0.9 and record["map_error_median"] < 0.05
+    plain = tmp_path / "fp32.onnx"
+    result = CliRunner().invoke(main, [*args, "-o", str(plain), "--quiet"])
+    assert result.exit_code == 0 and "fidelity" not in result.output
+    assert PadimModel(plain, device="cpu").info.fidelity is None
