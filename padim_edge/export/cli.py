@@ -138,7 +138,8 @@ def _size(n: int) -> str:
     type=click.Choice(HEAD_PRECISIONS),
     help="PaDiM: Sigma^-1 and the head's MatMul (default fp32). "
     + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items())
-    + ".",
+    + ". PatchCore: the memory bank and its nearest-neighbour MatMul, in the same precisions for the same "
+    "EPs (fp16 / int8: scaled per bank vector; see docs/patchcore.md for the error bound).",
 )
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
@@ -356,7 +357,7 @@ def main(
         how = ", ".join(f"{k} {v}" for k, v in selection.items() if k != "train_vectors")
         click.echo(
             f"memory bank   {facts['bank_size']} of {selection.get('train_vectors')} patch vectors "
-            f"(coreset {facts['coreset']}, {how})"
+            f"(coreset {facts['coreset']}, {how}), {head_precision or 'fp32'}"
         )
     click.echo(f"weights       {run.weights}")
     if "channel_indices" in facts:  # PaDiM's Mahalanobis head
