@@ -76,6 +76,8 @@ class Method:
         load_state: Installs a saved ``state_dict`` (a fitted module's) into a fresh module.
             Both make eager twins for latency comparisons: PatchCore's then scores in float32, as the
             graph does, not in its float64 reference arithmetic.
+        parity_allowance: ``(module, **split.head) -> float``: an absolute error the head's constants
+            carry by construction, added to the export's parity tolerance (PatchCore's compact banks).
     """
 
     name: str
@@ -89,6 +91,7 @@ class Method:
     estimated_bytes: Callable[..., int]
     placeholder: Callable[[Any, dict[str, Any]], None]
     load_state: Callable[[Any, dict[str, torch.Tensor]], None]
+    parity_allowance: Callable[..., float] = lambda model, **head: 0.0
 
 
 def _backbone_bytes(model: nn.Module) -> int:
@@ -203,6 +206,14 @@ def _patchcore_bytes(model: Any, *, images: int, precision: str = "fp32") -> int
     return int(_backbone_bytes(model) + rows * per_row)
 
 
+def _patchcore_parity_allowance(model: Any, *, precision: str = "fp32") -> float:
+    """Twice the compact bank's largest storage error ``e`` (distances move by up to ``e``, the
+    re-weighted score by up to ``e + s* e / 2``; see :mod:`padim_edge.export.patchcore.compact_bank`)."""
+    from padim_edge.export.patchcore.compact_bank import storage_error
+
+    return 2.0 * float(storage_error(model.scorer.bank.cpu().numpy(), precision).max())
+
+
 def _patchcore_placeholder(model: Any, info: dict[str, Any]) -> None:
     rows = int(info.get("bank_size") or 1)
     bank = np.random.default_rng(0).standard_normal((rows, model.config.dims)).astype(np.float32)
@@ -251,6 +262,7 @@ METHODS: dict[str, Method] = {
             estimated_bytes=_patchcore_bytes,
             placeholder=_patchcore_placeholder,
             load_state=_patchcore_load_state,
+            parity_allowance=_patchcore_parity_allowance,
         ),
     )
 }

@@ -83,6 +83,7 @@ class Parity:
     max_abs_map: float
     max_score: float
     rtol: float = PARITY_RTOL
+    atol: float = PARITY_ATOL
 
     @property
     def max_abs(self) -> float:
@@ -91,8 +92,8 @@ class Parity:
 
     @property
     def tolerance(self) -> float:
-        """The largest difference accepted: ``rtol * max score + PARITY_ATOL``."""
-        return self.rtol * abs(self.max_score) + PARITY_ATOL
+        """The largest difference accepted: ``rtol * max score + atol``."""
+        return self.rtol * abs(self.max_score) + self.atol
 
     @property
     def relative(self) -> float:
@@ -258,7 +259,12 @@ def training_scores(model: AnomalyMethod, images: list[np.ndarray]) -> dict[str,
 
 
 def check_parity(
-    model: AnomalyMethod, onnx_path: Path, images: list[np.ndarray], *, head_precision: str = "fp32"
+    model: AnomalyMethod,
+    onnx_path: Path,
+    images: list[np.ndarray],
+    *,
+    head_precision: str = "fp32",
+    atol: float = PARITY_ATOL,
 ) -> Parity:
     """Score ``images`` with the PyTorch module and with the exported file through the runtime.
 
@@ -277,6 +283,7 @@ def check_parity(
         max_abs_map=float(np.abs(onnx_maps - torch_maps).max()),
         max_score=float(torch_scores.max()),
         rtol=PARITY_RTOL_BY_PRECISION[head_precision],
+        atol=atol,
     )
 
 
@@ -312,7 +319,8 @@ def export(
 
     def verify(staged: Path) -> None:
         precision = head_options.get("precision", "fp32")
-        parity = check_parity(model, staged, parity_images or [], head_precision=precision)
+        atol = PARITY_ATOL + method_of(model).parity_allowance(model, **head_options)
+        parity = check_parity(model, staged, parity_images or [], head_precision=precision, atol=atol)
         results.append(parity)
         if not parity.ok:
             raise ParityError(parity)
