@@ -172,3 +172,20 @@ def test_cli_export_head_precision_for_patchcore(demo, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "patch vectors (coreset 0.1, mode streaming" in result.output and "), int8" in result.output
     assert props(out)["padim_edge.head_precision"] == "int8" and _bank_type(out) == onnx.TensorProto.INT8
+
+
+def test_padim_bench_times_each_bank_precision(tmp_path: Path) -> None:
+    from padim_edge.bench.runner import BenchConfig, run_benchmark
+    from padim_edge.bench.timing import TimingPolicy
+
+    config = BenchConfig(
+        backbones=["r18"], method="patchcore", coreset=0.5, dims=16, resize=72, crop=64, batch_sizes=[1],
+        threads=["1"], devices=["cpu"], fit_frames=2, backbone=False, eager=False, isolate=False,
+        head_precisions=["fp32", "int8"], workdir=tmp_path, progress=False,
+        policy=TimingPolicy(warmup=1, min_reps=2, min_seconds=0.0, max_seconds=1.0, floor_reps=1),
+    )  # fmt: skip
+    rows = run_benchmark(config).rows
+    assert {(r["model"], r["head_precision"]) for r in rows} == {
+        ("PatchCore-R18-d16-c0.5-m64", "fp32"),
+        ("PatchCore-R18-d16-c0.5-m64 int8-head", "int8"),
+    }
