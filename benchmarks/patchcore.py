@@ -32,6 +32,8 @@ from typing import Any
 
 import click
 
+from padim_edge import atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared"
@@ -65,6 +67,14 @@ def _load(path: Path) -> dict[str, Any]:
 @click.option(
     "--quick", is_flag=True, help="Small settings everywhere (smoke run; numbers not for the README)."
 )
+@click.option(
+    "--bank-precision",
+    "bank_precisions",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    multiple=True,
+    help="Latency part: PatchCore rows per bank precision (repeatable; default fp32). Accuracy of each "
+    "bank precision: benchmarks/patchcore_bank.py.",
+)
 @click.option("--render-only", is_flag=True, help="Only re-render the markdown and plot from the JSON.")
 def main(
     parts: str,
@@ -74,6 +84,7 @@ def main(
     fit_frames: int,
     baseline: bool,
     quick: bool,
+    bank_precisions: tuple[str, ...],
     render_only: bool,
 ) -> None:
     """Run the PatchCore benchmark parts and write patchcore.{json,md,png}."""
@@ -97,28 +108,38 @@ def main(
             start = time.perf_counter()
             print(f"== {part}", file=sys.stderr, flush=True)
             section = run_part(
-                part, models, rounds=rounds, fit_frames=fit_frames, baseline=baseline, quick=quick
-            )
+                part, models, rounds=rounds, fit_frames=fit_frames, baseline=baseline, quick=quick,
+                bank_precisions=bank_precisions or ("fp32",),
+            )  # fmt: skip
             section["seconds"] = time.perf_counter() - start
             section["command"] = command
             section["quick"] = quick
             section["machine"] = machine_info()
             section["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             result[part] = section
-            path.write_text(json.dumps(result, indent=2, default=float))
+            atomic.write_text(path, json.dumps(result, indent=2, default=float))
     finally:
         if temporary:
             shutil.rmtree(models, ignore_errors=True)
     result["goals"] = GOALS
-    path.write_text(json.dumps(result, indent=2, default=float))
-    (output / "patchcore.md").write_text(render(result))
+    atomic.write_text(path, json.dumps(result, indent=2, default=float))
+    atomic.write_text(output / "patchcore.md", render(result))
     png = plot(result, output / "patchcore.png")
     for written in (path, output / "patchcore.md", png):
         if written is not None:
             print(written)
 
 
-def run_part(part: str, workdir: Path, *, rounds: int, fit_frames: int, baseline: bool, quick: bool) -> dict:
+def run_part(
+    part: str,
+    workdir: Path,
+    *,
+    rounds: int,
+    fit_frames: int,
+    baseline: bool,
+    quick: bool,
+    bank_precisions: tuple[str, ...] = ("fp32",),
+) -> dict:
     """One part's JSON section."""
     if part == "accuracy":
         from patchcore_accuracy import run_accuracy
@@ -130,8 +151,15 @@ def run_part(part: str, workdir: Path, *, rounds: int, fit_frames: int, baseline
         from patchcore_latency import run_latency
 
         if quick:
-            return run_latency(workdir, backbones=("r18",), fit_frames=24, rounds=1, wait_idle=0.0)
-        return run_latency(workdir, fit_frames=fit_frames, rounds=rounds)
+            return run_latency(
+                workdir,
+                backbones=("r18",),
+                fit_frames=24,
+                rounds=1,
+                wait_idle=0.0,
+                bank_precisions=bank_precisions,
+            )
+        return run_latency(workdir, fit_frames=fit_frames, rounds=rounds, bank_precisions=bank_precisions)
     if part == "curve":
         from patchcore_latency import run_curve
 

@@ -11,6 +11,15 @@
   threads stretch by whatever the other jobs take (and intra-op threads spin while descheduled); the
   CPU time a single-threaded call consumes is the work the model needs, close to its quiet 1-thread
   wall time.
+
+Bank precision (``--head-precision`` for PatchCore) is a row option: ``bank_precisions`` adds, beside
+each fp32 PatchCore model, its fp16 / int8 bank variant (rewritten from the float32 export by the
+calibrate head job, labelled ``PatchCore-R18-d256-c0.01-m1882 int8-head``). Run on its own::
+
+    python benchmarks/patchcore_latency.py --bank-precision fp32 --bank-precision int8    # R18 + WR50
+    python benchmarks/patchcore_latency.py --backbones r18 --coresets 0.01 --batch-sizes 1 \
+        --bank-precision fp32 --bank-precision int8 --rounds 1 --fit-frames 4 --reps 2 --no-padim \
+        --wait-idle 0 -o /tmp/smoke.json                                               # smoke run
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
+from padim_edge import atomic
 from padim_edge.bench.runner import BenchConfig, BenchResult, run_benchmark
 from padim_edge.bench.timing import TimingPolicy
 
@@ -93,8 +104,13 @@ def run_latency(
     padim: bool = True,
     wait_idle: float = 20.0,
     progress: bool = True,
+    bank_precisions: tuple[str, ...] = ("fp32",),
+    cpu_calls: int = 6,
 ) -> dict[str, Any]:
-    """PatchCore vs PaDiM latency rows (see the module docstring); returns the JSON section."""
+    """PatchCore vs PaDiM latency rows (see the module docstring); returns the JSON section.
+
+    ``bank_precisions``: PatchCore rows per bank precision (``fp32``, ``fp16``, ``int8``).
+    """
     policy = policy or TimingPolicy(warmup=2, min_reps=20, min_seconds=1.0, max_seconds=6.0, floor_reps=5)
     common = {
         "batch_sizes": list(batch_sizes),
@@ -114,14 +130,20 @@ def run_latency(
         for coreset in coresets:
             configs.append(
                 BenchConfig(
-                    backbones=[backbone], method="patchcore", coreset=coreset, fit_frames=fit_frames, **common
+                    backbones=[backbone],
+                    method="patchcore",
+                    coreset=coreset,
+                    fit_frames=fit_frames,
+                    head_precisions=list(bank_precisions),
+                    **common,
                 )
             )
     results, notes = _rounds(configs, rounds)
     fused = {r["model"]: Path(r["path"]) for r in _fused_paths(results[-1])}
     return {
-        "cpu_time": cpu_time(fused, batch_sizes=batch_sizes, rounds=rounds),
+        "cpu_time": cpu_time(fused, batch_sizes=batch_sizes, rounds=rounds, calls=cpu_calls),
         "fit_frames_patchcore": fit_frames,
+        "bank_precisions": list(bank_precisions),
         "fit_frames_padim": 8,
         "threads": threads,
         "policy": policy.to_dict(),
@@ -250,3 +272,91 @@ def cpu_time(
             }
         )
     return out
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--backbones", default="r18,wr50", show_default=True, help="Comma-separated backbones.")
+@click.option("--coresets", default="0.01,0.1", show_default=True, help="Comma-separated coreset fractions.")
+@click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option(
+    "--bank-precision",
+    "bank_precisions",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    multiple=True,
+    help="PatchCore bank precision rows (repeatable; default fp32 only). E.g. --bank-precision fp32 "
+    "--bank-precision int8 times each PatchCore model with its float32 and its int8 bank side by side.",
+)
+@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds.")
+@click.option("--fit-frames", type=int, default=240, show_default=True, help="Synthetic frames per bank.")
+@click.option("--threads", default="2", show_default=True, help="onnxruntime intra-op threads.")
+@click.option(
+    "--reps", type=int, help="Timed calls per point (default: the policy's 20+; 2 for a smoke run)."
+)
+@click.option("--no-padim", is_flag=True, help="Skip the PaDiM rows.")
+@click.option(
+    "--wait-idle", type=float, default=20.0, show_default=True, help="Seconds to wait for a quiet CPU."
+)
+@click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep / reuse the models here."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(__file__).resolve().parent / "results" / "patchcore_latency.json",
+    show_default=True,
+)
+def main(
+    backbones: str,
+    coresets: str,
+    batch_sizes: str,
+    bank_precisions: tuple[str, ...],
+    rounds: int,
+    fit_frames: int,
+    threads: str,
+    reps: int | None,
+    no_padim: bool,
+    wait_idle: float,
+    workdir: Path | None,
+    output: Path,
+) -> None:
+    """PatchCore latency rows beside PaDiM's (the latency part of benchmarks/patchcore.py), as JSON.
+
+    \b
+    Bank precisions as rows (each PatchCore model timed with each bank):
+      python benchmarks/patchcore_latency.py --bank-precision fp32 --bank-precision fp16 \\
+          --bank-precision int8
+    Smoke run (tiny reps, not for numbers):
+      python benchmarks/patchcore_latency.py --backbones r18 --coresets 0.01 --batch-sizes 1 \\
+          --bank-precision fp32 --bank-precision int8 --rounds 1 --fit-frames 4 --reps 2 \\
+          --no-padim --wait-idle 0 -o /tmp/smoke.json
+    """
+    import tempfile
+
+    policy = None
+    if reps is not None:
+        policy = TimingPolicy(warmup=1, min_reps=reps, min_seconds=0.0, max_seconds=60.0, floor_reps=reps)
+    with tempfile.TemporaryDirectory(prefix="patchcore-latency-") as scratch:
+        section = run_latency(
+            workdir or Path(scratch),
+            backbones=tuple(b for b in backbones.split(",") if b),
+            coresets=_floats(coresets),
+            batch_sizes=tuple(int(b) for b in batch_sizes.split(",") if b),
+            fit_frames=fit_frames,
+            threads=threads,
+            rounds=rounds,
+            policy=policy,
+            padim=not no_padim,
+            wait_idle=wait_idle,
+            bank_precisions=tuple(bank_precisions) or ("fp32",),
+            cpu_calls=reps or 6,
+        )
+    print(atomic.write_json(output, section, indent=1))
+
+
+if __name__ == "__main__":
+    main()

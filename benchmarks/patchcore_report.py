@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from padim_edge import atomic
 
 PAPER_PADIM = "PaDiM (README / issue): image AUROC 0.886, pixel AUROC 0.754, PRO 0.748"
 
@@ -381,6 +384,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic.write_bytes(path, buffer.getvalue())

@@ -185,10 +185,9 @@ def parse_frame(text: str) -> tuple[int, int]:
     "head_precisions",
     type=click.Choice(HEAD_PRECISIONS),
     multiple=True,
-    help="Head precisions of the built models (repeatable; default fp32). Others than fp32 are rewritten "
-    "from the float32 export, torch-free, and labelled e.g. 'R18-Rd100 int8-head'. --model files are "
-    "labelled "
-    "from their metadata either way.",
+    help="Head precisions of the built models (repeatable; default fp32): PaDiM's Sigma^-1, PatchCore's "
+    "memory bank. Others than fp32 are rewritten from the float32 export, torch-free, and labelled e.g. "
+    "'R18-Rd100 int8-head'. --model files are labelled from their metadata either way.",
 )
 @click.option("--no-eager", is_flag=True, help="Skip the PyTorch eager rows.")
 @click.option("--no-backbone", is_flag=True, help="Skip the truncated-backbone-alone rows.")
@@ -303,8 +302,6 @@ def main(
         raise click.BadParameter(str(exc)) from None
     if coreset is not None and method != "patchcore":
         raise click.UsageError("--coreset applies to --method patchcore only")
-    if method != "padim" and set(head_precisions) - {"fp32"}:
-        raise click.UsageError("--head-precision applies to --method padim only (PaDiM's Mahalanobis head)")
     config = BenchConfig(
         backbones=list(backbones) if backbones or models else ["r18"],
         models=list(models),

@@ -7,8 +7,9 @@
 * ``int8-qdq`` -> ``<stem>-int8-qdq.onnx``: backbone Q/DQ pairs, symmetric int8 (what TensorRT takes).
 * ``fp16`` -> ``<stem>-fp16.onnx``: backbone weights and activations float16 (CUDA / TensorRT EPs).
 * ``head-fp32`` / ``head-fp16`` / ``head-int8`` -> ``<stem>-head-<precision>.onnx``: the Mahalanobis
-  head's Sigma^-1 and MatMul rebuilt in that precision from the model's own constants, on any backbone
-  precision (:mod:`padim_edge.calibration.head`).
+  head's Sigma^-1 and MatMul (PaDiM), or the memory bank and its nearest-neighbour MatMul (PatchCore),
+  rebuilt in that precision from the model's own constants, on any backbone precision
+  (:mod:`padim_edge.calibration.head`).
 
 The INT8 rows refit the head's Gaussians on the quantised backbone's own embeddings
 (:mod:`padim_edge.calibration.refit`; ``refit``, on by default); ``float_convs`` keeps the backbone's
@@ -251,10 +252,12 @@ def _build_head(precision: str) -> Callable[[onnx.ModelProto, BuildRequest], Bui
 
 
 _HEAD_DESCRIPTIONS = {
-    "fp32": "Mahalanobis head with float32 Sigma^-1 (any EP), rebuilt from the model's own constants",
-    "fp16": "Mahalanobis head with float16 Sigma^-1 and MatMul, per-row/column scaled: CUDA / TensorRT EPs",
-    "int8": "Mahalanobis head with int8 Sigma^-1 (MatMulInteger, a quarter of the bytes): the CPU EP "
-    "(not TensorRT; CUDA runs that node on the CPU)",
+    "fp32": "Mahalanobis head with float32 Sigma^-1 / PatchCore float32 bank (any EP), rebuilt from the "
+    "model's own constants",
+    "fp16": "Mahalanobis head with float16 Sigma^-1 and MatMul, per-row/column scaled / PatchCore float16 "
+    "bank and MatMul, per-vector scaled: CUDA / TensorRT EPs",
+    "int8": "Mahalanobis head with int8 Sigma^-1 / PatchCore int8 bank (MatMulInteger, a quarter of the "
+    "bytes): the CPU EP (not TensorRT; CUDA runs that node on the CPU)",
 }
 
 VARIANTS: dict[str, Variant] = {

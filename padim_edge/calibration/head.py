@@ -1,9 +1,11 @@
-"""The head variants: rewrite a model's Mahalanobis head to another precision (numpy + onnx, no torch).
+"""The head variants: rewrite a model's head to another precision (numpy + onnx, no torch).
 
-The head's mean and packed Sigma^-1 panels are read from the model's own constants and the head nodes
-rebuilt (:func:`padim_edge.export.padim.head_io.rewrite_head_precision`); everything else, whatever the
-backbone's precision, stays as it is. Going down (fp32 -> fp16 -> int8) gives the same constants as an
-export at that precision; going up from a compact head cannot bring back the fitted float32 values.
+PaDiM: the head's mean and packed Sigma^-1 panels are read from the model's own constants and the head
+nodes rebuilt (:func:`padim_edge.export.padim.head_io.rewrite_head_precision`). PatchCore: its memory
+bank and neighbour table, the same way (:func:`padim_edge.export.patchcore.head_io.rewrite_bank_precision`).
+Everything else, whatever the backbone's precision, stays as it is. Going down (fp32 -> fp16 -> int8)
+gives the same constants as an export at that precision; going up from a compact head cannot bring back
+the fitted float32 values.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from padim_edge.calibration.errors import CalibrationError
 from padim_edge.export.padim.compact_head import COLUMN_SCALE
 from padim_edge.export.padim.graph_head import BYTES_PER_ENTRY
 from padim_edge.export.padim.head_io import HeadError, head_layout, rewrite_head_precision
+from padim_edge.export.patchcore import head_io as patchcore_head
 from padim_edge.onnx_files import tensor_bytes
 
 #: What each head precision means for where the model runs (summary warnings).
@@ -41,8 +44,11 @@ def rewrite(
         Summary lines and warnings.
 
     Raises:
-        CalibrationError: No PaDiM head, or the head is already in ``precision``.
+        CalibrationError: No PaDiM or PatchCore head, the head is already in ``precision``, or ``blocks``
+            for a PatchCore model.
     """
+    if patchcore_head.is_patchcore_head(proto):
+        return _rewrite_bank(proto, precision, blocks=blocks)
     try:
         layout = head_layout(proto)
         before = head_bytes(proto)
@@ -63,4 +69,31 @@ def rewrite(
         )
     if precision in EP_NOTES:
         warnings.append(EP_NOTES[precision])
+    return details, warnings
+
+
+def _rewrite_bank(
+    proto: onnx.ModelProto, precision: str, *, blocks: int | None
+) -> tuple[list[str], list[str]]:
+    """PatchCore: the memory bank and its nearest-neighbour MatMul rebuilt in ``precision``."""
+    if blocks is not None:
+        raise CalibrationError("--head-blocks applies to PaDiM's Sigma^-1 only, not to a PatchCore bank")
+    try:
+        before = patchcore_head.bank_bytes(proto)
+        layout = patchcore_head.rewrite_bank_precision(proto, precision)
+        after = patchcore_head.bank_bytes(proto)
+    except (HeadError, ValueError) as exc:
+        raise CalibrationError(f"cannot rewrite the head: {exc}") from exc
+    details = [
+        f"head          {layout.precision} -> {precision} memory bank ({layout.rows} x {layout.dims}, "
+        f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB)"
+    ]
+    warnings = []
+    if BYTES_PER_ENTRY[precision] > BYTES_PER_ENTRY[layout.precision]:
+        warnings.append(
+            f"the {precision} bank was rebuilt from the {layout.precision} bank: it keeps its rounding; "
+            "export (or calibrate) from the float32 model to get the fitted values back"
+        )
+    if precision in EP_NOTES:
+        warnings.append(EP_NOTES[precision].replace("head", "bank").replace("panels", "bank"))
     return details, warnings

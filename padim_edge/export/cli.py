@@ -133,7 +133,8 @@ from padim_edge.spec import BACKBONES
     type=click.Choice(HEAD_PRECISIONS),
     help="PaDiM: Sigma^-1 and the head's MatMul (default fp32). "
     + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items())
-    + ".",
+    + ". PatchCore: the memory bank and its nearest-neighbour MatMul, in the same precisions for the same "
+    "EPs (fp16 / int8: scaled per bank vector; see docs/patchcore.md for the error bound).",
 )
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."

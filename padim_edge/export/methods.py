@@ -30,7 +30,8 @@ class MethodOptions:
 
     Attributes:
         blocks: PaDiM: column blocks of the packed Sigma^-1 (a head option).
-        head_precision: PaDiM: ``fp32``, ``fp16`` or ``int8`` Sigma^-1 and head MatMul (a head option).
+        head_precision: ``fp32``, ``fp16`` or ``int8`` (a head option): PaDiM's Sigma^-1 and head MatMul,
+            PatchCore's memory bank and its nearest-neighbour MatMul.
         coreset: PatchCore: fraction of the training patch features kept in the bank.
         coreset_chunk: PatchCore: vectors per streaming chunk; 0 = exact greedy over all vectors.
         coreset_oversample: PatchCore: per-chunk coresets keep this many times the final fraction.
@@ -77,6 +78,8 @@ class Method:
             Both make eager twins for latency comparisons: PatchCore's then scores in float32, as the
             graph does, not in its float64 reference arithmetic.
         defaults: The build options the module gets when none are given (PatchCore: its coreset).
+        parity_allowance: ``(module, **split.head) -> float``: an absolute error the head's constants
+            carry by construction, added to the export's parity tolerance (PatchCore's compact banks).
     """
 
     name: str
@@ -91,6 +94,7 @@ class Method:
     placeholder: Callable[[Any, dict[str, Any]], None]
     load_state: Callable[[Any, dict[str, torch.Tensor]], None]
     defaults: MethodOptions = MethodOptions()
+    parity_allowance: Callable[..., float] = lambda model, **head: 0.0
 
 
 def _backbone_bytes(model: nn.Module) -> int:
@@ -168,14 +172,19 @@ def _patchcore_make(network: nn.Module, spec: BackboneSpec, **config: Any) -> An
 
 
 def _patchcore_split(options: MethodOptions) -> SplitOptions:
-    given = _refuse("patchcore", options, ("coreset", "coreset_chunk", "coreset_oversample"))
+    from padim_edge.export.padim.graph_head import check_precision
+
+    given = _refuse(
+        "patchcore", options, ("coreset", "coreset_chunk", "coreset_oversample", "head_precision")
+    )
     fit: dict[str, Any] = {}
     if "coreset_chunk" in given:
         fit["chunk_vectors"] = given["coreset_chunk"] or None  # 0: exact greedy over every vector
     if "coreset_oversample" in given:
         fit["oversample"] = given["coreset_oversample"]
     build = {"coreset": given["coreset"]} if "coreset" in given else {}
-    return SplitOptions(build=build, fit=fit, head={})
+    head = {"precision": check_precision(given["head_precision"])} if "head_precision" in given else {}
+    return SplitOptions(build=build, fit=fit, head=head)
 
 
 def _patchcore_fit(
@@ -197,12 +206,22 @@ def _patchcore_fit_frames(model: Any, frames: np.ndarray | Sequence[np.ndarray],
     return fit_frames(model, frames, **kwargs)
 
 
-def _patchcore_bytes(model: Any, *, images: int) -> int:
+def _patchcore_bytes(model: Any, *, images: int, precision: str = "fp32") -> int:
+    from padim_edge.export.padim.settings import BYTES_PER_ENTRY
     from padim_edge.export.patchcore.coreset import coreset_size
 
     config = model.config
     rows = coreset_size(max(1, images * model.patches), config.coreset)
-    return int(_backbone_bytes(model) + rows * (config.dims * 4 + 4 + config.neighbours * 8))
+    per_row = config.dims * BYTES_PER_ENTRY[precision] + 4 + config.neighbours * 8 + (precision != "fp32") * 8
+    return int(_backbone_bytes(model) + rows * per_row)
+
+
+def _patchcore_parity_allowance(model: Any, *, precision: str = "fp32") -> float:
+    """Twice the compact bank's largest storage error ``e`` (distances move by up to ``e``, the
+    re-weighted score by up to ``e + s* e / 2``; see :mod:`padim_edge.export.patchcore.compact_bank`)."""
+    from padim_edge.export.patchcore.compact_bank import storage_error
+
+    return 2.0 * float(storage_error(model.scorer.bank.cpu().numpy(), precision).max())
 
 
 def _patchcore_placeholder(model: Any, info: dict[str, Any]) -> None:
@@ -254,6 +273,7 @@ METHODS: dict[str, Method] = {
             placeholder=_patchcore_placeholder,
             load_state=_patchcore_load_state,
             defaults=MethodOptions(coreset=patchcore_settings.DEFAULT_CORESET),
+            parity_allowance=_patchcore_parity_allowance,
         ),
     )
 }

@@ -53,6 +53,7 @@ class Parity:
     max_abs_map: float
     max_score: float
     rtol: float = PARITY_RTOL
+    atol: float = PARITY_ATOL
 
     @property
     def max_abs(self) -> float:
@@ -61,8 +62,8 @@ class Parity:
 
     @property
     def tolerance(self) -> float:
-        """The largest difference accepted: ``rtol * max score + PARITY_ATOL``."""
-        return self.rtol * abs(self.max_score) + PARITY_ATOL
+        """The largest difference accepted: ``rtol * max score + atol``."""
+        return self.rtol * abs(self.max_score) + self.atol
 
     @property
     def relative(self) -> float:
@@ -87,7 +88,12 @@ class ParityError(RuntimeError):
 
 
 def check_parity(
-    model: AnomalyMethod, onnx_path: Path, images: list[np.ndarray], *, head_precision: str = "fp32"
+    model: AnomalyMethod,
+    onnx_path: Path,
+    images: list[np.ndarray],
+    *,
+    head_precision: str = "fp32",
+    atol: float = PARITY_ATOL,
 ) -> Parity:
     """Score ``images`` with the PyTorch module and with the exported file through the runtime.
 
@@ -106,4 +112,5 @@ def check_parity(
         max_abs_map=float(np.abs(onnx_maps - torch_maps).max()),
         max_score=float(torch_scores.max()),
         rtol=PARITY_RTOL_BY_PRECISION[head_precision],
+        atol=atol,
     )

@@ -34,7 +34,7 @@ from padim_edge.export.exporter import (
 from padim_edge.export.fit import FitReport
 from padim_edge.export.method import AnomalyMethod
 from padim_edge.export.methods import Method, MethodOptions, get_method, method_of
-from padim_edge.export.parity import Parity, ParityError, check_parity
+from padim_edge.export.parity import PARITY_ATOL, Parity, ParityError, check_parity
 from padim_edge.images import list_images, load_image, resize_frame
 
 __all__ = [
@@ -232,7 +232,8 @@ def export(
 
     def verify(staged: Path) -> None:
         precision = head_options.get("precision", "fp32")
-        parity = check_parity(model, staged, parity_images or [], head_precision=precision)
+        atol = PARITY_ATOL + method_of(model).parity_allowance(model, **head_options)
+        parity = check_parity(model, staged, parity_images or [], head_precision=precision, atol=atol)
         results.append(parity)
         if not parity.ok:
             raise ParityError(parity)

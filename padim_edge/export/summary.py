@@ -40,7 +40,7 @@ def summary_lines(
         how = ", ".join(f"{k} {v}" for k, v in selection.items() if k != "train_vectors")
         lines.append(
             f"memory bank   {facts['bank_size']} of {selection.get('train_vectors')} patch vectors "
-            f"(coreset {facts['coreset']}, {how})"
+            f"(coreset {facts['coreset']}, {how}), {head_precision or 'fp32'}"
         )
     lines.append(f"weights       {run.weights}")
     if "channel_indices" in facts:  # PaDiM's Mahalanobis head

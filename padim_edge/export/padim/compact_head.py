@@ -127,10 +127,14 @@ def _row_scale_nodes(delta: str, precision: str) -> tuple[list[NodeProto], list[
     return nodes, inits, n("row_step")
 
 
-def _activation_nodes(
+def activation_nodes(
     delta: str, precision: str, activation: str
 ) -> tuple[list[NodeProto], list[TensorProto], str, str, str]:
-    """Nodes giving ``(a, step, zero point)`` names: the MatMul's left operand and its scale."""
+    """Nodes giving ``(a, step, zero point)`` names: the MatMul's left operand and its scale.
+
+    ``delta`` is any float32 tensor of rank 3 or more, scaled per row of its last axis (PatchCore's
+    compact bank scales its ``[N, P, D]`` query patches with the same nodes).
+    """
     n = _name
     if precision == "int8" and activation == "tensor":
         node = helper.make_node(
@@ -176,7 +180,7 @@ def scaled_squared(
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     n = _name
     levels = TENSOR_MODE_WEIGHT_LEVELS if activation == "tensor" else WEIGHT_LEVELS
-    nodes, inits, a, step, zero_point = _activation_nodes(delta, precision, activation)
+    nodes, inits, a, step, zero_point = activation_nodes(delta, precision, activation)
     suffix = PANEL_SUFFIX[precision]
     partials: list[str] = []
     scales: list[np.ndarray] = []

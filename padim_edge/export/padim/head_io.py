@@ -154,10 +154,15 @@ def _take_panels(proto: onnx.ModelProto, layout: HeadLayout) -> Iterator[np.ndar
         lo += width
 
 
-def _splice(proto: onnx.ModelProto, layout: HeadLayout, nodes: list[onnx.NodeProto], inits: list) -> None:
-    """Replace the head's nodes by ``nodes`` (at the old head's place) and drop constants nothing reads."""
+def splice_head(
+    proto: onnx.ModelProto, old_nodes: list[str], nodes: list[onnx.NodeProto], inits: list
+) -> None:
+    """Replace the head's nodes ``old_nodes`` by ``nodes`` at their place; drop constants nothing reads.
+
+    Shared with PatchCore's bank rewrite (:mod:`padim_edge.export.patchcore.head_io`).
+    """
     graph = proto.graph
-    old = set(layout.nodes)
+    old = set(old_nodes)
     position = next(i for i, n in enumerate(graph.node) if n.name in old)
     kept = [n for n in graph.node if n.name not in old]
     before = sum(1 for n in graph.node[:position] if n.name not in old)
@@ -207,7 +212,7 @@ def rewrite_head_precision(
     if wanted != bounds:
         panels = repack_panels(list(panels), wanted)
     nodes, inits, _ = head_nodes(layout.embedding, mean, panels, grid=layout.grid, precision=precision)
-    _splice(proto, layout, nodes, inits)
+    splice_head(proto, layout.nodes, nodes, inits)
     return layout
 
 
@@ -248,5 +253,5 @@ def replace_head(
     align = PANEL_ALIGN[precision]
     panels = iter_packed_blocks(inv_covariance, blocks or len(layout.panels), align=align)
     nodes, inits, _ = head_nodes(layout.embedding, mean, panels, grid=layout.grid, precision=precision)
-    _splice(proto, layout, nodes, inits)
+    splice_head(proto, layout.nodes, nodes, inits)
     return layout

@@ -11,6 +11,8 @@ contract, so the exporter, the runtime, evaluation, calibration and benchmarks t
 * :mod:`.nearest`: the reference scorer (exact nearest neighbour, re-weighted image score) and the
   ``N_b`` neighbour table computed at fit time.
 * :mod:`.graph_head`: the same scores built directly in ONNX against the baked bank (no torch).
+* :mod:`.compact_bank`: the fp16 / int8 bank (``--head-precision``): storage, ranking nodes, error bound.
+* :mod:`.head_io`: read a graph's bank back and rebuild its head in another precision (calibrate).
 * :mod:`.fit`: stream images into the bank and install it in the module.
 
 Kept thin: importing :mod:`.graph_head` or :mod:`.settings` must not import torch.

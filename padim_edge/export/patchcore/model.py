@@ -12,6 +12,7 @@ from torch import nn
 from padim_edge.export.anomaly_map import SIGMA, AnomalyMapGenerator
 from padim_edge.export.features import FeatureExtractor
 from padim_edge.export.method import FrameEmbedding, HeadGraph
+from padim_edge.export.padim.settings import DEFAULT_PRECISION
 from padim_edge.export.patchcore import settings
 from padim_edge.export.patchcore.aggregation import PatchAggregator
 from padim_edge.export.patchcore.graph_head import nearest_neighbour_nodes
@@ -111,14 +112,22 @@ class PatchCoreModule(FrameEmbedding, nn.Module):
         """Whether :meth:`set_bank` installed a memory bank."""
         return self.scorer is not None
 
-    def head_graph(self, embedding: str) -> HeadGraph:
-        """The nearest-neighbour head in ONNX against the bank (see :mod:`.graph_head`)."""
+    def head_graph(self, embedding: str, *, precision: str = DEFAULT_PRECISION) -> HeadGraph:
+        """The nearest-neighbour head in ONNX against the bank (see :mod:`.graph_head`).
+
+        ``precision``: the bank's storage and ranking MatMul, ``fp32``, ``fp16`` or ``int8`` (recorded as
+        the model's ``head_precision``; see :mod:`.compact_bank`).
+        """
         if self.scorer is None:
             raise RuntimeError("fit the model before exporting it")
         nodes, inits, distance, score = nearest_neighbour_nodes(
-            embedding, self.scorer.bank.cpu().numpy(), self.scorer.table.cpu().numpy(), grid=self.grid
+            embedding,
+            self.scorer.bank.cpu().numpy(),
+            self.scorer.table.cpu().numpy(),
+            grid=self.grid,
+            precision=precision,
         )
-        return HeadGraph(nodes, inits, distance, score=score)
+        return HeadGraph(nodes, inits, distance, score=score, metadata={"head_precision": precision})
 
     def metadata(self) -> dict[str, object]:
         """PatchCore's metadata keys: taps, channels, coreset fraction, bank size, neighbours, selection."""
