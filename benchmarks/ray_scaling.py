@@ -222,11 +222,15 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"**Machine:** {machine_line(result['machine'])}.",
         "",
-        f"**Noise:** this machine is shared with other engineers' jobs (load average "
-        f"{result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} after, on "
-        f"{result['machine']['usable_cpus']} CPUs): numbers are medians of {result['repeats']} interleaved "
-        "runs with their min-max, and are for the shape of the scaling, not absolute speed. Re-run on a "
-        "quiet machine for final figures.",
+        f"**Load:** load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} "
+        f"after, on {result['machine']['usable_cpus']} CPUs; numbers are medians of {result['repeats']} "
+        "interleaved runs with their min-max"
+        + (
+            ". The machine was busy with other jobs: read the shape of the scaling, not absolute speed, "
+            "and re-run on a quiet machine for final figures."
+            if max(result["load_before"][0], result["load_after"][0]) > 1.0
+            else " (a quiet machine)."
+        ),
         "",
         *(
             [
