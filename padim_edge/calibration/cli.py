@@ -221,11 +221,15 @@ _VARIANT_TABLE = "\n".join(
     "--validate",
     type=click.Path(path_type=Path),
     help="Folder of held-out defect-free images for the fidelity report of --int8/--fp16/--head-precision "
-    "(the variant's scores and maps vs the input model's: Spearman rank correlation, map error, score ratio; "
-    "stored in the model's metadata). Default: the good test images of --labeled, else a part of --data "
-    f"that INT8 does not calibrate on (FP16 / head: --data). At most {settings.MAX_FRAMES} images, spread "
-    f"evenly; fewer than {settings.MIN_FRAMES}: no report. Spearman below {settings.MIN_SPEARMAN} or a "
-    f"median map error above {settings.MAX_MAP_ERROR} prints LOW FIDELITY.",
+    "(the variant vs the input model, stored in the model's metadata: first the image and pixel AUROC of "
+    "these frames with and without a pasted synthetic defect, no labels needed; then Spearman rank "
+    "correlation of the scores, map error, score ratio). Default: the good test images of --labeled, else "
+    f"a part of --data that INT8 does not calibrate on (FP16 / head: --data). At most {settings.MAX_FRAMES} "
+    f"images, spread evenly; fewer than {settings.MIN_FRAMES}: no report. LOW FIDELITY when the synthetic "
+    f"image / pixel AUROC drops by more than {settings.MAX_SYNTHETIC_AUROC_DROP} / "
+    f"{settings.MAX_SYNTHETIC_PIXEL_AUROC_DROP}, Spearman is below {settings.MIN_SPEARMAN}, the median map "
+    f"error is above {settings.MAX_MAP_ERROR}, or (--labeled) the image / pixel AUROC drops by more than "
+    f"{settings.MAX_AUROC_DROP} / {settings.MAX_PIXEL_AUROC_DROP}.",
 )
 @click.option(
     "--threads",
