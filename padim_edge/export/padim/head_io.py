@@ -69,6 +69,30 @@ def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in graph.initializer}
 
 
+def head_node_names(
+    producer: dict[str, onnx.NodeProto], outputs: list[str], embedding: str, prefix: str
+) -> list[str]:
+    """The nodes of a head: walk back from ``outputs`` to ``embedding`` through ``prefix`` nodes only.
+
+    Args:
+        producer: Tensor name -> the node that produces it.
+        outputs: The head's output tensors (where the walk starts).
+        embedding: The head's input tensor (where it stops).
+        prefix: Name prefix of the head's nodes.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen or not node.name.startswith(prefix):
+            continue
+        seen.add(node.name)
+        names.append(node.name)
+        stack += [i for i in node.input if i and i != embedding]
+    return names
+
+
 def head_layout(proto: onnx.ModelProto) -> HeadLayout:
     """Find the Mahalanobis head of a padim-edge graph.
 
@@ -85,16 +109,7 @@ def head_layout(proto: onnx.ModelProto) -> HeadLayout:
         )
     flatten = next(n for n in graph.node if n.name == FLATTEN)
     embedding = flatten.input[0]
-    names: list[str] = []
-    seen: set[str] = set()
-    stack = [DISTANCE]
-    while stack:  # walk back from the distance to the embedding through head nodes only
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen or not node.name.startswith(HEAD_PREFIX):
-            continue
-        seen.add(node.name)
-        names.append(node.name)
-        stack += [i for i in node.input if i and i != embedding]
+    names = head_node_names(producer, [DISTANCE], embedding, HEAD_PREFIX)
     inits = _initializers(graph)
     found = sorted(
         ((int(m.group(1)), m.group(2) or "", name) for name in inits if (m := _PANEL.match(name))),

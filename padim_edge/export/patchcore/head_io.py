@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from padim_edge.export.padim.head_io import HeadError, splice_head
+from padim_edge.export.padim.head_io import HeadError, head_node_names, splice_head
 from padim_edge.export.patchcore import compact_bank
 from padim_edge.export.patchcore.graph_head import HEAD_PREFIX, nearest_neighbour_nodes
 
@@ -73,16 +73,7 @@ def bank_layout(proto: onnx.ModelProto) -> BankLayout:
     bank = inits[FP32_BANK if precision == "fp32" else compact_bank.BANK[precision]]
     rows, dims = (bank.dims[0], bank.dims[1]) if precision == "fp32" else (bank.dims[1], bank.dims[0])
     embedding = flatten.input[0]
-    names: list[str] = []
-    seen: set[str] = set()
-    stack = [DISTANCE, SCORE]
-    while stack:  # walk back to the embedding through head nodes only
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen or not node.name.startswith(HEAD_PREFIX):
-            continue
-        seen.add(node.name)
-        names.append(node.name)
-        stack += [i for i in node.input if i and i != embedding]
+    names = head_node_names(producer, [DISTANCE, SCORE], embedding, HEAD_PREFIX)
     grid = int(numpy_helper.to_array(inits[GRID_SHAPE])[-1])
     return BankLayout(embedding, grid, precision, int(rows), int(dims), names)
 
