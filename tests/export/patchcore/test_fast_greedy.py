@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from padim_edge.export.patchcore import fast_greedy
+from padim_edge.export.patchcore import fast_greedy, lazy_greedy
 from padim_edge.export.patchcore.coreset import brute_force_on_projected, first_index, project_features
 
 
@@ -46,12 +46,12 @@ def _lattice(n: int, dim: int, seed: int) -> np.ndarray:
 @pytest.fixture
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny GEMM tiles, merge and parallel thresholds, so small inputs use every code path."""
-    monkeypatch.setattr(fast_greedy, "_TILE_ELEMENTS", 64)
-    monkeypatch.setattr(fast_greedy, "_TILE_ROWS", 4)
-    monkeypatch.setattr(fast_greedy, "_TILE_COLS", 3)
-    monkeypatch.setattr(fast_greedy, "_PARALLEL_PAIRS", 16)
-    monkeypatch.setattr(fast_greedy, "_MERGE_PAIRS", 4)
-    monkeypatch.setattr(fast_greedy, "_EXACT_CHUNK_ROWS", 7)
+    monkeypatch.setattr(lazy_greedy, "_TILE_ELEMENTS", 64)
+    monkeypatch.setattr(lazy_greedy, "_TILE_ROWS", 4)
+    monkeypatch.setattr(lazy_greedy, "_TILE_COLS", 3)
+    monkeypatch.setattr(lazy_greedy, "_PARALLEL_PAIRS", 16)
+    monkeypatch.setattr(lazy_greedy, "_MERGE_PAIRS", 4)
+    monkeypatch.setattr(lazy_greedy, "_EXACT_CHUNK_ROWS", 7)
 
 
 def _assert_same(z: np.ndarray, count: int, first: int, settings: list[dict[str, int]]) -> None:
