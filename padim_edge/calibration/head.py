@@ -21,11 +21,11 @@ from padim_edge.onnx_files import tensor_bytes
 
 #: What each head precision means for where the model runs (summary warnings).
 EP_NOTES = {
-    "int8": "the int8 head uses MatMulInteger, which TensorRT does not import and the CUDA EP has for int8 x "
-    "int8 only (the head feeds it uint8): run this model on the CPU EP; on a GPU that node would run on the "
-    "CPU (use --head-precision fp16 there)",
-    "fp16": "the x86 CPU EP converts float16 panels back to float32 when the session loads (float32 speed, "
-    "and more memory than the file): the fp16 head is for the CUDA / TensorRT EPs",
+    "int8": "the int8 {what} uses MatMulInteger, which TensorRT does not import and the CUDA EP has for int8 "
+    "x int8 only (the {what} feeds it uint8): run this model on the CPU EP; on a GPU that node would run on "
+    "the CPU (use --head-precision fp16 there)",
+    "fp16": "the x86 CPU EP converts float16 constants back to float32 when the session loads (float32 "
+    "speed, and more memory than the file): the fp16 {what} is for the CUDA / TensorRT EPs",
 }
 
 
@@ -61,15 +61,7 @@ def rewrite(
         f"head          {layout.precision} -> {precision} Sigma^-1 ({len(layout.panels)} -> {blocks} column "
         f"blocks, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB)"
     ]
-    warnings = []
-    if BYTES_PER_ENTRY[precision] > BYTES_PER_ENTRY[layout.precision]:
-        warnings.append(
-            f"the {precision} head was rebuilt from the {layout.precision} head's constants: it keeps their "
-            "rounding; export (or calibrate) from the float32 model to get the fitted values back"
-        )
-    if precision in EP_NOTES:
-        warnings.append(EP_NOTES[precision])
-    return details, warnings
+    return details, _warnings(layout.precision, precision, what="head")
 
 
 def _rewrite_bank(
@@ -88,12 +80,17 @@ def _rewrite_bank(
         f"head          {layout.precision} -> {precision} memory bank ({layout.rows} x {layout.dims}, "
         f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB)"
     ]
+    return details, _warnings(layout.precision, precision, what="bank")
+
+
+def _warnings(before: str, precision: str, *, what: str) -> list[str]:
+    """What to tell the user about a rewrite from ``before`` to ``precision`` (``what``: head or bank)."""
     warnings = []
-    if BYTES_PER_ENTRY[precision] > BYTES_PER_ENTRY[layout.precision]:
+    if BYTES_PER_ENTRY[precision] > BYTES_PER_ENTRY[before]:
         warnings.append(
-            f"the {precision} bank was rebuilt from the {layout.precision} bank: it keeps its rounding; "
-            "export (or calibrate) from the float32 model to get the fitted values back"
+            f"the {precision} {what} was rebuilt from the {before} {what}'s constants: it keeps their "
+            "rounding; export (or calibrate) from the float32 model to get the fitted values back"
         )
     if precision in EP_NOTES:
-        warnings.append(EP_NOTES[precision].replace("head", "bank").replace("panels", "bank"))
-    return details, warnings
+        warnings.append(EP_NOTES[precision].format(what=what))
+    return warnings
