@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from padim_edge import atomic
+from padim_edge.export.padim.settings import HEAD_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -70,7 +71,7 @@ def _load(path: Path) -> dict[str, Any]:
 @click.option(
     "--bank-precision",
     "bank_precisions",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(HEAD_PRECISIONS),
     multiple=True,
     help="Latency part: PatchCore rows per bank precision (repeatable; default fp32). Accuracy of each "
     "bank precision: benchmarks/patchcore_bank.py.",

@@ -33,6 +33,7 @@ import onnxruntime as ort
 import torch
 
 from padim_edge import atomic
+from padim_edge.export.padim.settings import HEAD_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -40,7 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 SHARED = Path(os.environ.get("PADIM_EDGE_SHARED") or ROOT.parent / "shared")
 TILES = SHARED / "data" / "magnetic_tile"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = HEAD_PRECISIONS
 #: The PaDiM compact head's goals (issue 9), applied to the bank precision.
 GOALS = {"auroc": 0.005, "pro": 0.01, "spearman": 0.999}
 

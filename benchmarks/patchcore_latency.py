@@ -37,6 +37,7 @@ import numpy as np
 from padim_edge import atomic
 from padim_edge.bench.runner import BenchConfig, BenchResult, run_benchmark
 from padim_edge.bench.timing import TimingPolicy
+from padim_edge.export.padim.settings import HEAD_PRECISIONS
 
 
 def _summarise(rounds: list[BenchResult]) -> list[dict[str, Any]]:
@@ -285,7 +286,7 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option(
     "--bank-precision",
     "bank_precisions",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(HEAD_PRECISIONS),
     multiple=True,
     help="PatchCore bank precision rows (repeatable; default fp32 only). E.g. --bank-precision fp32 "
     "--bank-precision int8 times each PatchCore model with its float32 and its int8 bank side by side.",
