@@ -193,3 +193,17 @@ def save_model(
     if not external:
         data_file(path).unlink(missing_ok=True)  # a stale data file of an earlier export
     return files[::-1]  # the model first
+
+
+def update_props(path: str | Path, updates: dict[str, str | None]) -> Path:
+    """Rewrite only the ``.onnx`` of a saved model with its metadata ``updates`` applied, atomically.
+
+    The constants are not read: an external-data file stays as it is (and its recorded size and hash
+    stay valid), so adding a report to a 2 GB model costs a small write, not a copy of the model.
+    """
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    set_props(proto, updates)
+    with Stage(path.parent) as stage:
+        onnx.save_model(proto, str(stage.path(path.name)))
+        return stage.commit([path.name])[0]

@@ -15,19 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import onnx
-
 if TYPE_CHECKING:
     from padim_edge.calibration.fidelity import Fidelity
     from padim_edge.export.pipeline import ExportRun
 
-#: Head precisions that get a report (fp32 is the reference itself).
+#: Head precisions that get a report: PaDiM's Sigma^-1 or PatchCore's bank in fp16 / int8.
 REDUCED = ("fp16", "int8")
-
-
-def applies(run: ExportRun, head_precision: str | None) -> bool:
-    """Whether the export gets a report: a PaDiM model with a reduced-precision head."""
-    return head_precision in REDUCED and "channel_indices" in run.model.metadata()
 
 
 def measure_head(
@@ -52,15 +45,15 @@ def measure_head(
         progress: Show progress bars.
 
     Returns:
-        ``(report, warnings)``; ``(None, [])`` when the export has no reduced-precision PaDiM head.
+        ``(report, warnings)``; ``(None, [])`` when the export has no reduced-precision head.
     """
-    if not applies(run, head_precision):
+    if head_precision not in REDUCED:  # fp32 is the reference itself
         return None, []
     from padim_edge import metadata
     from padim_edge.calibration import fidelity
     from padim_edge.calibration.scoring import normal_images
     from padim_edge.export.pipeline import export
-    from padim_edge.onnx_files import data_file, save_model, set_props
+    from padim_edge.onnx_files import update_props
 
     plan = fidelity.plan_frames(
         measure=True, calibrates=False, data_paths=normal_images(data), calibration_count=2
@@ -87,9 +80,7 @@ def measure_head(
     variant = f"{head_precision} head"
     if report is None:
         return None, [fidelity.no_report_warning(plan, variant)]
-    proto = onnx.load(str(output))
-    set_props(proto, metadata.encode_updates({"fidelity": report.record()}))
-    save_model(proto, output, external_data="always" if data_file(output).is_file() else "never")
+    update_props(output, metadata.encode_updates({"fidelity": report.record()}))
     return report, report.warnings(variant)
 
 

@@ -132,3 +132,18 @@ def test_auto_writes_external_data_past_the_memory_threshold(
     assert _weight(tmp_path / "auto.onnx") == 3.0
     inline = onnx_files.save_model(model, tmp_path / "never.onnx", external_data="never")
     assert [f.name for f in inline] == ["never.onnx"]
+
+
+def test_update_props_rewrites_the_model_alone(tmp_path: Path) -> None:
+    """A metadata update leaves the external-data file as it was (not rewritten), and the model loads."""
+    path = tmp_path / "m.onnx"
+    onnx_files.save_model(_model(3.0), path, external_data="always")
+    data = onnx_files.data_file(path)
+    before, mtime = data.read_bytes(), data.stat().st_mtime_ns
+    onnx_files.update_props(path, {"padim_edge.note": "updated"})
+    assert data.read_bytes() == before and data.stat().st_mtime_ns == mtime
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["padim_edge.note"] == "updated"
+    assert props[metadata.prop("external_data")]  # the integrity record is kept
+    assert _weight(path) == 3.0
+    assert _leftovers(tmp_path) == []

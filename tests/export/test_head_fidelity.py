@@ -31,3 +31,18 @@ def test_reduced_head_export_carries_a_fidelity_report(train_dir, tmp_path) -> N
     result = CliRunner().invoke(main, [*args, "-o", str(plain), "--quiet"])
     assert result.exit_code == 0 and "fidelity" not in result.output
     assert PadimModel(plain, device="cpu").info.fidelity is None
+
+
+def test_patchcore_int8_bank_export_carries_a_fidelity_report(train_dir, tmp_path) -> None:
+    """The PatchCore bank in int8 gets the same report as PaDiM's int8 Sigma^-1."""
+    out = tmp_path / "pc-int8.onnx"
+    args = ["--method", "patchcore", "--data", str(train_dir), "--dims", "16"]
+    args += ["--resize", "72", "--crop", "64"]
+    result = CliRunner().invoke(
+        main, [*args, "--random-init", "-o", str(out), "--head-precision", "int8", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "vs fp32 head of the same fit" in result.output
+    info = PadimModel(out, device="cpu").info
+    assert info.head_precision == "int8" and info.fidelity["reference"] == "fp32 head of the same fit"
+    assert info.fidelity["spearman"] > 0.9
