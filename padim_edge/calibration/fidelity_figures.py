@@ -47,6 +47,9 @@ def spearman(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with average-tie ranks; ``roc_auc_score``'s value).
 
+    numpy only, beside :mod:`padim_edge.evaluation.metrics` (scikit-learn): the synthetic-defect check
+    runs in every ``padim-calibrate`` variant, which must not need the ``eval`` extra.
+
     Args:
         scores: Higher means more anomalous (any shape; flattened).
         labels: True for the positives (same number of values as ``scores``).
