@@ -204,7 +204,8 @@ def render(result: dict[str, Any]) -> str:
     from padim_edge.bench.report import machine_line
 
     lines = [
-        "# PatchCore bank precision: accuracy on the magnetic tile (MobileNetV2 ImageNet weights)",
+        f"# PatchCore bank precision: accuracy on {result.get('data', 'magnetic_tile')} "
+        "(MobileNetV2 ImageNet weights)",
         "",
         f"**Command:** `{result['command']}` (finished {result['finished']}, {result['seconds']:.0f} s).",
         f"**Machine:** {machine_line(result['machine'])}.",
@@ -264,16 +265,26 @@ def render(result: dict[str, Any]) -> str:
 @click.option(
     "--distance-images", type=int, default=12, show_default=True, help="Test images for the distance errors."
 )
-def main(output: Path, coresets: str, train_limit: int | None, distance_images: int) -> None:
-    """Measure each bank precision's accuracy and write patchcore_bank.{json,md}."""
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=TILES,
+    show_default=True,
+    help="MVTec-layout set (a second set, e.g. python -m padim_edge.demo.dark_texture DIR).",
+)
+@click.option("--name", default="patchcore_bank", show_default=True, help="File stem of the outputs.")
+def main(
+    output: Path, coresets: str, train_limit: int | None, distance_images: int, data: Path, name: str
+) -> None:
+    """Measure each bank precision's accuracy and write <name>.{json,md}."""
     from padim_edge.bench.system import machine_info
 
-    if not (TILES.is_dir() and WEIGHTS.is_file()):
-        raise click.ClickException(f"needs {TILES} and {WEIGHTS}")
+    if not (data.is_dir() and WEIGHTS.is_file()):
+        raise click.ClickException(f"needs {data} and {WEIGHTS}")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="patchcore-bank-") as workdir:
         result = run_bank(
-            TILES,
+            data,
             WEIGHTS,
             Path(workdir),
             coresets=tuple(float(c) for c in coresets.split(",")),
@@ -286,10 +297,11 @@ def main(output: Path, coresets: str, train_limit: int | None, distance_images: 
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         machine=machine_info(),
         goals=GOALS,
+        data=data.name,
     )
     output.mkdir(parents=True, exist_ok=True)
-    print(atomic.write_json(output / "patchcore_bank.json", result, indent=1))
-    print(atomic.write_text(output / "patchcore_bank.md", render(result)))
+    print(atomic.write_json(output / f"{name}.json", result, indent=1))
+    print(atomic.write_text(output / f"{name}.md", render(result)))
 
 
 if __name__ == "__main__":

@@ -134,7 +134,9 @@ from padim_edge.spec import BACKBONES
     help="PaDiM: Sigma^-1 and the head's MatMul (default fp32). "
     + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items())
     + ". PatchCore: the memory bank and its nearest-neighbour MatMul, in the same precisions for the same "
-    "EPs (fp16 / int8: scaled per bank vector; see docs/patchcore.md for the error bound).",
+    "EPs (fp16 / int8: scaled per bank vector; see docs/patchcore.md for the error bound). fp16 / int8 "
+    "also store a fidelity report against the fp32 head of the same fit, scored on the training images "
+    "(it exports that fp32 model to a temporary folder first: its size must fit there too).",
 )
 @click.option(
     "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
