@@ -48,6 +48,12 @@ VARIANTS_BY_TARGET = {
     "default": ("fp32-threshold", "int8-qdq", "fp16", "int8-qoperator"),
     "tensorrt": ("fp32-threshold", "int8-qdq", "fp16"),
 }
+#: Compact-head variants (PaDiM's Sigma^-1, PatchCore's bank): the int8 head is CPU-only as well.
+HEAD_VARIANTS_BY_TARGET = {
+    "default": ("head-fp16", "head-int8"),
+    "tensorrt": ("head-fp16",),
+    "patchcore": ("head-fp16", "head-int8", "int8-qoperator"),
+}
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,13 @@ def build_variants(work: Path) -> dict[str, dict[str, str]]:
     frames_any, frames_fixed = work / "frames-any.npy", work / "frames-fixed.npy"
     np.save(frames_any, rng.integers(0, 256, (6, 80, 96, 3), dtype=np.uint8))
     np.save(frames_fixed, rng.integers(0, 256, (6, *TRT_SIZE, 3), dtype=np.uint8))
-    base = {"default": work / "model.onnx", "tensorrt": work / "model-trt.onnx"}
+    base = {
+        "default": work / "model.onnx",
+        "tensorrt": work / "model-trt.onnx",
+        "patchcore": work / "model-patchcore.onnx",
+    }
     run_export(train, base["default"], parity_images=2, progress=False, **SMALL)
+    run_export(train, base["patchcore"], parity_images=2, progress=False, method="patchcore", **SMALL)
     run_export(
         train,
         base["tensorrt"],
@@ -179,9 +190,9 @@ def build_variants(work: Path) -> dict[str, dict[str, str]]:
     jobs = {}
     for target, source in base.items():
         frames = str(frames_fixed if target == "tensorrt" else frames_any)
-        prefix = "" if target == "default" else "tensorrt "
+        prefix = "" if target == "default" else f"{target} "
         jobs[f"{prefix}fp32".strip()] = {"model": str(source), "frames": frames}
-        for variant in VARIANTS_BY_TARGET[target]:
+        for variant in (*VARIANTS_BY_TARGET.get(target, ()), *HEAD_VARIANTS_BY_TARGET[target]):
             out = source.with_name(f"{source.stem}-{variant}.onnx")
             extra = {"target_fpr": 0.1} if variant == "fp32-threshold" else {}
             calibrate(source, out, variant=variant, data=held, calibration_images=6, progress=False, **extra)

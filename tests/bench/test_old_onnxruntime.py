@@ -28,6 +28,10 @@ def test_every_backbone_variant_is_built_on_both_graphs(script) -> None:
     backbone_rows = {name for name, row in VARIANTS.items() if row.head_precision is None}
     assert set(script.VARIANTS_BY_TARGET["default"]) == backbone_rows
     assert set(script.VARIANTS_BY_TARGET["tensorrt"]) == backbone_rows - {"int8-qoperator"}
+    head_rows = {name for name, row in VARIANTS.items() if row.head_precision in ("fp16", "int8")}
+    assert set(script.HEAD_VARIANTS_BY_TARGET["default"]) == head_rows
+    assert set(script.HEAD_VARIANTS_BY_TARGET["tensorrt"]) == head_rows - {"head-int8"}
+    assert set(script.HEAD_VARIANTS_BY_TARGET["patchcore"]) >= head_rows
 
 
 def test_parse_worker_output(script) -> None:
