@@ -8,8 +8,10 @@ its own maximum ``m = max |x|`` (a GlobalMaxPool over the last axis, the same op
 so the low-precision MatMul sees bounded operands, and float32 undoes both scales::
 
     a  = x / step                     step = m / 63 (int8) or m (float16)
-    t  = a[lo:] @ Q                   int32 (MatMulInteger) or float16 (MatMul)
-    d2 = sum_c t_c * (x_c * c_c * step)          float32, then clamped at 0 and square-rooted
+    t  = q(a)[lo:] @ Q                q: QuantizeLinear to uint8 (int8, MatMulInteger: int32) or a Cast
+                                      to float16 (fp16, MatMul)
+    d2 = step^2 * sum_c t_c * a_c * c_c          float32 (the unrounded a: the same as x_c * c_c * step,
+                                      one [P, N, d] pass fewer), then clamped at 0 and square-rooted
 
 **int8** (``MatMulInteger``, CPU EP; TensorRT does not import it, and onnxruntime's CUDA EP registers it
 for int8 x int8 only, so on a GPU the node runs on the CPU): ``a`` is rounded to the integers
@@ -146,14 +148,15 @@ def activation_nodes(
     if precision == "fp16":
         nodes.append(helper.make_node("Cast", [n("a_float")], [n("a")], to=TensorProto.FLOAT16, name=n("a")))
         return nodes, inits, n("a"), step, ""
-    # |x / step| <= 63 (up to one rounding of the division), so the rounded value is in -63..63
-    inits.append(numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, dtype=np.float32), n("a_offset")))
+    # |x / step| <= 63 (up to one rounding of the division), so the rounded value is in -63..63 and
+    # QuantizeLinear with scale 1 (round half to even, + 64, saturate) is Round + Add + Cast in one pass
+    inits.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), n("unit_scale")))
     inits.append(numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8), n("a_zero_point")))
-    nodes += [
-        helper.make_node("Round", [n("a_float")], [n("a_rounded")], name=n("a_rounded")),
-        helper.make_node("Add", [n("a_rounded"), n("a_offset")], [n("a_shifted")], name=n("a_shifted")),
-        helper.make_node("Cast", [n("a_shifted")], [n("a")], to=TensorProto.UINT8, name=n("a")),
-    ]
+    nodes.append(
+        helper.make_node(
+            "QuantizeLinear", [n("a_float"), n("unit_scale"), n("a_zero_point")], [n("a")], name=n("a")
+        )
+    )
     return nodes, inits, n("a"), step, n("a_zero_point")
 
 
@@ -217,13 +220,26 @@ def scaled_squared(
         nodes.append(helper.make_node("Concat", partials, [n("t")], axis=2, name=n("concat")))
     else:
         nodes.append(helper.make_node("Identity", partials, [n("t")], name=n("t")))
+    nodes.append(helper.make_node("Cast", [n("t")], [n("t_float")], to=TensorProto.FLOAT, name=n("t_float")))
+    if activation == "tensor":  # DynamicQuantizeLinear gives no unrounded a: x * c * step, then the sum
+        nodes += [
+            helper.make_node("Mul", [delta, COLUMN_SCALE], [n("delta_column_scaled")], name=n("column_scaled")),
+            helper.make_node("Mul", [n("delta_column_scaled"), step], [n("weights")], name=n("row_scaled")),
+            helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
+            helper.make_node(
+                "ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")
+            ),
+        ]
+        return nodes, inits
+    # x_c * c_c * step == (x_c / step) * c_c * step^2: the row scale moves past the sum, onto [P, N, 1]
     nodes += [
-        helper.make_node("Cast", [n("t")], [n("t_float")], to=TensorProto.FLOAT, name=n("t_float")),
-        helper.make_node("Mul", [delta, COLUMN_SCALE], [n("delta_column_scaled")], name=n("column_scaled")),
-        helper.make_node("Mul", [n("delta_column_scaled"), step], [n("weights")], name=n("row_scaled")),
+        helper.make_node("Mul", [n("a_float"), COLUMN_SCALE], [n("weights")], name=n("column_scaled")),
         helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
         helper.make_node(
-            "ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")
+            "ReduceSum", [n("products"), n("axis2")], [n("row_sums")], keepdims=1, name=n("reduce")
         ),
+        helper.make_node("Mul", [step, step], [n("row_step_squared")], name=n("row_step_squared")),
+        helper.make_node("Mul", [n("row_sums"), n("row_step_squared")], [n("squared_kept")], name=n("row_scaled")),
+        helper.make_node("Squeeze", [n("squared_kept"), n("axis2")], [n("squared")], name=n("squeeze")),
     ]
     return nodes, inits
