@@ -20,7 +20,7 @@ QOPERATOR_EXEMPTION = (
     "numbers). For TensorRT use padim-calibrate --int8 --format qdq"
 )
 INT8_HEAD_EXEMPTION = (
-    "int8 head (MatMulInteger / DynamicQuantizeLinear): CPU-only by design, not checked for TensorRT "
+    "int8 head (uint8 QuantizeLinear + MatMulInteger): CPU-only by design, not checked for TensorRT "
     "(integer MatMul is not a TensorRT op; under onnxruntime's TensorRT EP the head runs on the CPU EP). "
     "The int8 head is for the CPU EP; for TensorRT use --head-precision fp16 or fp32 (padim-export, or "
     "padim-calibrate --head-precision on an existing model)"

@@ -85,7 +85,7 @@ def test_tensorrt_graph_has_no_findings(
 
 @pytest.mark.parametrize("variant", ["head-int8", "int8-qoperator+head-int8"])
 def test_int8_head_is_exempt_and_says_so(small_trt_onnx: Path, held_out: Path, variant: str) -> None:
-    """The compact int8 head (MatMulInteger / DynamicQuantizeLinear) is for the CPU EP, like QOperator."""
+    """The compact int8 head (QuantizeLinear + MatMulInteger) is for the CPU EP, like QOperator."""
     report = check_file(_variant(small_trt_onnx, variant, held_out))
     for target in report.targets:
         if target.target.tensorrt:
