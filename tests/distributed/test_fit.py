@@ -113,11 +113,14 @@ def test_unreadable_training_images_are_named_from_every_shard(ray_cluster, tmp_
 
     merged, _, skipped = fit_statistics(_small_module(), paths, skip_unreadable=True, **options)
     assert merged.count == 10 and [Path(f).name for f, _ in skipped] == ["img_001.png", "img_011.png"]
-    # the local fit that skips them embeds the same batches (shards are cut at its batch boundaries)
+    # the local fit that skips them embeds the same batches (shards are cut at its batch boundaries), so
+    # the same images: float32 embeddings agree to rounding (not bit for bit: a worker's torch runs with
+    # its own thread count, and on an Intel Xeon with AMX the 4-image batch then rounded differently,
+    # 4.5e-6 relative; one image more or less moves the mean by 4e-2 of its largest entry)
     batches = iter_batches(paths, 5, on_error=lambda path, exc: None)
     local = accumulate(_small_module(), ([im for _, im in b] for b in batches), device="cpu")
     assert local.count == 10
-    np.testing.assert_allclose(merged.mean, local.mean, rtol=1e-9, atol=1e-9 * np.abs(local.mean).max())
+    np.testing.assert_allclose(merged.mean, local.mean, rtol=1e-4, atol=1e-5 * np.abs(local.mean).max())
 
 
 @pytest.mark.parametrize("ray", [True, False], ids=["ray", "local"])
