@@ -7,7 +7,7 @@ memory is the model's accumulators plus one batch, whatever the number of images
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,25 @@ def skipped_or_raise(
             f"need at least 2 normal images to fit, {total - len(failures)} of {total} could be read"
         )
     return tuple(failures)
+
+
+def frame_batches(
+    paths: list[Path], batch_size: int, *, skip_unreadable: bool, failures: list[tuple[str, str]]
+) -> Iterator[list[np.ndarray]]:
+    """Decoded training frames, a batch at a time, for a local fit (PaDiM's and PatchCore's).
+
+    Without ``skip_unreadable`` the first file that cannot be decoded stops the fit
+    (:class:`UnreadableImagesError`, naming it); with it, each such file is appended to ``failures`` as
+    ``(file, reason)`` and left out (then :func:`skipped_or_raise` checks that two images are left).
+    """
+
+    def on_error(path: Path, exc: ImageError) -> None:
+        if not skip_unreadable:
+            raise UnreadableImagesError([(str(path), str(exc))], len(paths), stopped=True) from exc
+        failures.append((str(path), str(exc)))
+
+    for batch in iter_batches(paths, batch_size, on_error=on_error):
+        yield [image for _, image in batch]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -155,14 +174,7 @@ def fit(
         raise ValueError(f"need at least 2 normal images to fit, got {len(paths)}")
     start = time.perf_counter()
     failures: list[tuple[str, str]] = []
-
-    def on_error(path: Path, exc: ImageError) -> None:
-        if not skip_unreadable:
-            raise UnreadableImagesError([(str(path), str(exc))], len(paths), stopped=True) from exc
-        failures.append((str(path), str(exc)))
-
-    batches = iter_batches(paths, batch_size, on_error=on_error)
-    frames = ([image for _, image in batch] for batch in batches)
+    frames = frame_batches(paths, batch_size, skip_unreadable=skip_unreadable, failures=failures)
     with tqdm(total=len(paths), desc="fit", unit="img", disable=not progress) as bar:
         statistics = accumulate(model, frames, device=device, progress=bar)
     skipped = skipped_or_raise(failures, len(paths), skip_unreadable=skip_unreadable)

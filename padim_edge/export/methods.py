@@ -187,16 +187,9 @@ def _patchcore_split(options: MethodOptions) -> SplitOptions:
     return SplitOptions(build=build, fit=fit, head=head)
 
 
-def _patchcore_fit(
-    model: Any, paths: list[Path], *, skip_unreadable: bool = False, **kwargs: Any
-) -> FitReport:
+def _patchcore_fit(model: Any, paths: list[Path], **kwargs: Any) -> FitReport:
     from padim_edge.export.patchcore.fit import fit
 
-    if skip_unreadable:
-        raise ValueError(
-            "--skip-unreadable: the local PatchCore fit stops at the first unreadable image; add --ray "
-            "(a Ray instance on this machine) to fit without them"
-        )
     return fit(model, paths, **kwargs)
 
 

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from padim_edge.export.fit import FitReport, resolve_device
+from padim_edge.export.fit import FitReport, frame_batches, resolve_device, skipped_or_raise
 from padim_edge.export.patchcore.bank import DEFAULT_OVERSAMPLE, CoresetBank, default_chunk_vectors
 from padim_edge.export.patchcore.model import BankInfo, PatchCoreModule
 from padim_edge.export.patchcore.nearest import neighbour_table
-from padim_edge.images import iter_batches
 
 #: ``chunk_vectors="auto"``: :func:`padim_edge.export.patchcore.bank.default_chunk_vectors`.
 ChunkSetting = int | Literal["auto"] | None
@@ -95,6 +94,7 @@ def fit(
     progress: bool = True,
     chunk_vectors: ChunkSetting = "auto",
     oversample: float = DEFAULT_OVERSAMPLE,
+    skip_unreadable: bool = False,
 ) -> FitReport:
     """Fit the memory bank of ``model`` on normal image files, in place.
 
@@ -106,21 +106,28 @@ def fit(
         progress: Progress bars on stderr (feature pass, coreset selections).
         chunk_vectors: Rows per streaming chunk (``auto``: 256 MiB of float32; ``None``: exact greedy).
         oversample: Per-chunk coresets keep ``oversample x`` the final fraction.
+        skip_unreadable: Leave out files that cannot be decoded (listed in the report's ``skipped``)
+            instead of stopping at the first.
 
     Raises:
-        ValueError: Fewer than two images.
-        padim_edge.images.ImageError: An image cannot be decoded (the message names it).
+        ValueError: Fewer than two (readable) images.
+        padim_edge.images.UnreadableImagesError: An image cannot be decoded (the message names it).
     """
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, got {len(paths)}")
     start = time.perf_counter()
     bank = make_bank(model, chunk_vectors=chunk_vectors, oversample=oversample, progress=progress)
-    frames = ([image for _, image in batch] for batch in iter_batches(paths, batch_size))
+    failures: list[tuple[str, str]] = []
+    frames = frame_batches(paths, batch_size, skip_unreadable=skip_unreadable, failures=failures)
     with tqdm(total=len(paths), desc="fit", unit="img", disable=not progress) as bar:
         accumulate(model, frames, bank, device=device, progress=bar)
+    skipped = skipped_or_raise(failures, len(paths), skip_unreadable=skip_unreadable)
     install(model, bank)
     return FitReport(
-        images=len(paths), seconds=time.perf_counter() - start, device=str(resolve_device(device))
+        images=len(paths) - len(skipped),
+        seconds=time.perf_counter() - start,
+        device=str(resolve_device(device)),
+        skipped=skipped,
     )
 
 

@@ -180,3 +180,31 @@ def test_padim_predict_cli_on_a_patchcore_model(exported, demo, tmp_path: Path) 
     _, reference = run.model.score_frames([load_image(folder / name) for name in names])
     np.testing.assert_allclose([scores[n] for n in names], reference, rtol=1e-4)
     assert len(list(out.glob("*_overlay.png"))) == len(names)
+
+
+def test_local_fit_skips_unreadable_images_when_asked(demo, tmp_path: Path) -> None:
+    """padim-export --method patchcore: a corrupt training image stops the local fit, naming it;
+    --skip-unreadable fits the bank without it and records it (as PaDiM's local and Ray fits do)."""
+    import shutil
+
+    from padim_edge.export.cli import main
+
+    data = tmp_path / "good"
+    shutil.copytree(demo.train_dir, data)
+    bad = sorted(data.iterdir())[3]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "pc.onnx"
+    args = ["--data", str(data), "--backbone", "r18", "--resize", "72", "--crop", "64", "--random-init"]
+    args += ["-q", "--parity-images", "1", "--method", "patchcore", "--dims", "16", "--coreset", "0.25"]
+    args += ["-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and not out.exists(), result.output
+    assert "Error: a training image could not be read" in result.output and bad.name in result.output
+
+    result = CliRunner().invoke(main, [*args, "--skip-unreadable"])
+    assert result.exit_code == 0, result.output
+    assert "images used   11" in result.output and "skipped       cannot decode image" in result.output
+    meta = props(out)
+    assert meta["padim_edge.train_images"] == "11"
+    assert [s["file"] for s in json.loads(meta["padim_edge.skipped_images"])] == [bad.name]
+    assert json.loads(meta["padim_edge.coreset_selection"])["train_vectors"] == 11 * 64
