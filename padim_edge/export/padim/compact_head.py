@@ -223,7 +223,9 @@ def scaled_squared(
     nodes.append(helper.make_node("Cast", [n("t")], [n("t_float")], to=TensorProto.FLOAT, name=n("t_float")))
     if activation == "tensor":  # DynamicQuantizeLinear gives no unrounded a: x * c * step, then the sum
         nodes += [
-            helper.make_node("Mul", [delta, COLUMN_SCALE], [n("delta_column_scaled")], name=n("column_scaled")),
+            helper.make_node(
+                "Mul", [delta, COLUMN_SCALE], [n("delta_column_scaled")], name=n("column_scaled")
+            ),
             helper.make_node("Mul", [n("delta_column_scaled"), step], [n("weights")], name=n("row_scaled")),
             helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
             helper.make_node(
@@ -239,7 +241,9 @@ def scaled_squared(
             "ReduceSum", [n("products"), n("axis2")], [n("row_sums")], keepdims=1, name=n("reduce")
         ),
         helper.make_node("Mul", [step, step], [n("row_step_squared")], name=n("row_step_squared")),
-        helper.make_node("Mul", [n("row_sums"), n("row_step_squared")], [n("squared_kept")], name=n("row_scaled")),
+        helper.make_node(
+            "Mul", [n("row_sums"), n("row_step_squared")], [n("squared_kept")], name=n("row_scaled")
+        ),
         helper.make_node("Squeeze", [n("squared_kept"), n("axis2")], [n("squared")], name=n("squeeze")),
     ]
     return nodes, inits
