@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 from click.testing import CliRunner
 
@@ -46,3 +47,32 @@ def test_patchcore_int8_bank_export_carries_a_fidelity_report(train_dir, tmp_pat
     info = PadimModel(out, device="cpu").info
     assert info.head_precision == "int8" and info.fidelity["reference"] == "fp32 head of the same fit"
     assert info.fidelity["spearman"] > 0.9
+
+
+def test_no_room_for_the_reference_keeps_the_model_and_warns(train_dir, tmp_path, monkeypatch) -> None:
+    """The fp32 reference goes to TMPDIR: without room there the export still succeeds, the model is
+    whole and has no report, and the warning says why, with the sizes and what to set."""
+    import tempfile
+
+    from padim_edge import atomic
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = atomic.free_bytes
+    monkeypatch.setattr(
+        atomic, "free_bytes", lambda folder: 1000 if "scratch" in str(folder) else real(folder)
+    )
+    args = ["--data", str(train_dir), "--dims", "16", "--resize", "72", "--crop", "64", "--random-init"]
+    out = tmp_path / "int8-head.onnx"
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--head-precision", "int8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "warning: NO FIDELITY REPORT: the int8 head was not compared: the float32 reference for the " in (
+        result.output
+    )
+    assert f"{scratch} has 0.00 GB free (set TMPDIR to a folder with room)" in result.output
+    assert "fidelity      " not in result.output and not list(scratch.glob("padim-export-fidelity-*"))
+    model = PadimModel(out, device="cpu")
+    assert model.info.fidelity is None and model.info.head_precision == "int8"
+    (prediction,) = model.predict(np.zeros((1, 64, 64, 3), dtype=np.uint8))
+    assert prediction.anomaly_map.shape == (64, 64) and np.isfinite(prediction.score)
