@@ -1,0 +1,275 @@
+"""Random index-select vs a semi-orthogonal projection (issue 9's optional part): accuracy and cost.
+
+Kim et al. 2021 ("Semi-orthogonal embedding for efficient unsupervised anomaly segmentation") replace
+PaDiM's random channel subset by ``W^T x`` with a fixed random ``W`` ``[C, d]``, ``W^T W = I``. Before
+it becomes a ``--reduction`` option, this measures whether it pays, through the exported graph and the
+runtime, as every accuracy figure here:
+
+* ``accuracy``: MobileNetV2 with its real ImageNet weights (the only real weights on these machines),
+  fitted on ``magnetic_tile/train/good`` at several ``dims``, each reduction; image / pixel AUROC and PRO
+  on every test image.
+* ``latency``: R18 (random-init: latency does not depend on the weights) at ``dims`` 100, both
+  reductions, batch 1, CPU EP, interleaved rounds; plus the projection's multiply-adds per image for
+  R18-Rd100 and WR50-Rd550.
+
+The projection is applied per tapped map before the nearest upsampling (a 1x1 convolution commutes with
+it), so each map is projected on its own grid: fewer multiply-adds than projecting the concatenated
+embedding. It lives in this script (``OrthogonalReducer``), swapped into an otherwise standard
+:class:`~padim_edge.export.padim.model.PadimModule` before the fit: the fit and the exported graph use it
+alike, since the reducer is traced into the graph.
+
+Run: ``python benchmarks/reduction.py [--workdir DIR]`` -> ``results/reduction.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from padim_edge.bench.report import machine_line
+from padim_edge.bench.system import machine_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compact_head_parts as parts
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
+MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+REDUCTIONS = ("select", "orthogonal")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+class OrthogonalReducer(nn.Module):
+    """Tapped maps -> ``W^T x`` ``[N, dims, h, w]``, ``W`` ``[sum(channels), dims]`` semi-orthogonal.
+
+    ``W`` is the Q factor of a seeded standard-normal matrix (float64, then float32), split by rows into
+    one 1x1 convolution per map; each map is projected on its own grid, then nearest-upsampled to the
+    first grid and summed (the same arithmetic as projecting the upsampled concatenation).
+
+    Args:
+        channels: Channels of the tapped maps.
+        dims: Output dims ``d <= sum(channels)``.
+        seed: Seed of ``W``.
+    """
+
+    def __init__(self, channels: tuple[int, ...], dims: int, seed: int) -> None:
+        super().__init__()
+        total = sum(channels)
+        if not 1 <= dims <= total:
+            raise ValueError(f"dims must be in [1, {total}], got {dims}")
+        generator = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(total, dims, generator=generator, dtype=torch.float64))
+        self.count = len(channels)
+        lo = 0
+        for layer, count in enumerate(channels):
+            weight = q[lo : lo + count].T.to(torch.float32).reshape(dims, count, 1, 1).contiguous()
+            self.register_buffer(f"weight{layer}", weight, persistent=False)
+            lo += count
+
+    def projection(self) -> torch.Tensor:
+        """``W`` ``[sum(channels), dims]`` (float32, as used)."""
+        return torch.cat([getattr(self, f"weight{i}")[:, :, 0, 0].T for i in range(self.count)])
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        out = None
+        for layer in range(self.count):
+            piece = F.conv2d(features[layer], getattr(self, f"weight{layer}"))
+            if layer:
+                piece = F.interpolate(piece, size=size, mode="nearest")
+            out = piece if out is None else out + piece
+        return out
+
+
+def build(backbone: str, dims: int, reduction: str, **options: Any):
+    from padim_edge.export.pipeline import build_module
+
+    model, weights = build_module(backbone, dims=dims, **options)
+    if reduction == "orthogonal":
+        model.reducer = OrthogonalReducer(model.config.spec.channels, dims, model.config.seed)
+    return model, weights
+
+
+def projection_macs(channels: tuple[int, ...], dims: int, grid: int) -> int:
+    """Multiply-adds per image of the per-map projection (map ``i`` on a grid of ``grid / 2**i``)."""
+    return sum(count * dims * (grid >> i) ** 2 for i, count in enumerate(channels))
+
+
+def accuracy_section(
+    workdir: Path, data: Path, weights: Path, dims_list: list[int], seeds: list[int]
+) -> dict[str, Any]:
+    from padim_edge.export.fit import fit
+    from padim_edge.export.pipeline import export
+    from padim_edge.images import list_images
+
+    paths = list_images(data / "train" / "good")
+    rows = []
+    for dims in dims_list:
+        for seed in seeds:
+            for reduction in REDUCTIONS:
+                path = workdir / f"mnv2-d{dims}-{reduction}-s{seed}.onnx"
+                if not path.is_file():
+                    log(f"mnv2 dims {dims}, {reduction}, seed {seed}: fitting on {len(paths)} images")
+                    model, ident = build("mnv2", dims, reduction, weights_file=weights, seed=seed)
+                    report = fit(model, paths, device="cpu", progress=False)
+                    export(model, path, weights=ident, train_images=report.images)
+                overall = parts.evaluate(path, data)["overall"]
+                rows.append({"dims": dims, "reduction": reduction, "seed": seed, **overall})
+                log(f"  dims {dims} {reduction} seed {seed}: image {overall['image_auroc']:.4f}, pixel "
+                    f"{overall['pixel_auroc']:.4f}, PRO {overall['pro']:.4f}")  # fmt: skip
+    return {"data": str(data), "weights": weights.name, "train_images": len(paths), "rows": rows}
+
+
+METRICS = ("image_auroc", "pixel_auroc", "pro")
+
+
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (dims, reduction): mean and [min-max] over seeds of each metric, and orthogonal - select."""
+    out = []
+    for dims in sorted({r["dims"] for r in rows}, reverse=True):
+        means = {}
+        for reduction in REDUCTIONS:
+            chosen = [r for r in rows if r["dims"] == dims and r["reduction"] == reduction]
+            values = {m: [r[m] for r in chosen] for m in METRICS}
+            means[reduction] = {m: float(np.mean(v)) for m, v in values.items()}
+            out.append({"dims": dims, "reduction": reduction, "seeds": len(chosen), "values": values})
+        out.append(
+            {"dims": dims, "reduction": "orthogonal - select", "delta": {
+                m: means["orthogonal"][m] - means["select"][m] for m in METRICS
+            }}
+        )  # fmt: skip
+    return out
+
+
+def latency_section(workdir: Path, *, dims: int, rounds: int, reps: int) -> dict[str, Any]:
+    from padim_edge.export.fit import fit_frames
+    from padim_edge.export.pipeline import export
+
+    frames = np.random.default_rng(0).integers(0, 256, (8, 256, 256, 3), dtype=np.uint8)
+    models = {}
+    for reduction in REDUCTIONS:
+        path = workdir / f"r18-d{dims}-{reduction}.onnx"
+        if not path.is_file():
+            model, ident = build("r18", dims, reduction, random_init=True)
+            fit_frames(model, frames, device="cpu")
+            export(model, path, weights=ident, train_images=len(frames))
+        models[reduction] = path
+    batch = parts.make_batch(1)
+    openers = {name: (lambda p=path: parts.open_fused(p, batch)) for name, path in models.items()}
+    log(f"R18 dims {dims}: {rounds} rounds x {reps} calls, batch 1")
+    timing = parts.interleaved(openers, rounds=rounds, reps=reps, log=log)
+    return {"dims": dims, "ms": {name: parts.spread(v) for name, v in timing["ms"].items()}, "timing": timing}
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = ["# Reduction: random index-select vs semi-orthogonal projection (issue 9, optional)", ""]
+    lines += [
+        f"**Machine:** {machine_line(result['machine'])}",
+        "",
+        f"**Run:** `{result['command']}`, {result['when']}.",
+        "",
+    ]
+    acc = result.get("accuracy", {})
+    if "rows" in acc:
+        lines += [
+            f"## Accuracy: MobileNetV2 (ImageNet weights), magnetic tile "
+            f"({acc['train_images']} train images), 256 -> 224, exported graph through the runtime",
+            "",
+            "Mean over seeds [min-max] (a seed picks both the channel subset and the projection).",
+            "",
+            "| dims | reduction | seeds | image AUROC | pixel AUROC | PRO@0.3 |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
+        for row in summary_rows(acc["rows"]):
+            if "delta" in row:
+                cells = [f"**{row['delta'][m]:+.4f}**" for m in METRICS]
+                lines.append(f"| {row['dims']} | {row['reduction']} | | {' | '.join(cells)} |")
+                continue
+            cells = [f"{np.mean(v):.4f} [{min(v):.4f}-{max(v):.4f}]" for v in row["values"].values()]
+            lines.append(f"| {row['dims']} | {row['reduction']} | {row['seeds']} | {' | '.join(cells)} |")
+        lines.append("")
+    else:
+        lines += [f"Accuracy: {acc.get('skipped', 'not run')}", ""]
+    lat = result.get("latency")
+    if lat:
+        lines += [
+            f"## Latency: R18, dims {lat['dims']}, batch 1, CPU EP, {result['threads']} threads "
+            "(ms per call)",
+            "",
+            "| reduction | median [min-max over rounds] |",
+            "|---|---:|",
+        ]
+        for name, s in lat["ms"].items():
+            lines.append(f"| {name} | {s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}] |")
+        lines.append("")
+    lines += ["## Projection cost per image (multiply-adds, maps projected on their own grids)", ""]
+    lines += ["| model | select | orthogonal |", "|---|---:|---:|"]
+    for name, macs in result["macs"].items():
+        lines.append(f"| {name} | 0 (a gather) | {macs / 1e6:.0f} M |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/reduction"))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=HERE / "results")
+@click.option("--dims", "dims_list", default="100,50,25", show_default=True, help="mnv2 dims to compare.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the subset / projection.")
+@click.option("--rounds", default=7, show_default=True)
+@click.option("--reps", default=30, show_default=True)
+@click.option("--skip-accuracy", is_flag=True)
+@click.option("--skip-latency", is_flag=True)
+def main(
+    workdir: Path,
+    output: Path,
+    dims_list: str,
+    seeds: str,
+    rounds: int,
+    reps: int,
+    skip_accuracy: bool,
+    skip_latency: bool,
+) -> None:
+    """Compare the two reductions; write reduction.{json,md}."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(parts.THREADS)
+    result: dict[str, Any] = {
+        "machine": machine_info(),
+        "command": "benchmarks/reduction.py " + " ".join(sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "threads": parts.THREADS,
+        "macs": {
+            "R18-Rd100 (224)": projection_macs((64, 128, 256), 100, 56),
+            "WR50-Rd550 (224)": projection_macs((256, 512, 1024), 550, 56),
+            "MNV2-Rd100 (224)": projection_macs((24, 32, 96), 100, 56),
+        },
+    }
+    if not skip_accuracy:
+        if MAGNETIC_TILE.is_dir() and MNV2_WEIGHTS.is_file():
+            dims = [int(d) for d in dims_list.split(",")]
+            seed_list = [int(x) for x in seeds.split(",")]
+            result["accuracy"] = accuracy_section(workdir, MAGNETIC_TILE, MNV2_WEIGHTS, dims, seed_list)
+        else:
+            result["accuracy"] = {"skipped": f"needs {MAGNETIC_TILE} and {MNV2_WEIGHTS}"}
+    if not skip_latency:
+        result["latency"] = latency_section(workdir, dims=100, rounds=rounds, reps=reps)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "reduction.json").write_text(json.dumps(result, indent=1) + "\n")
+    (output / "reduction.md").write_text(report(result))
+    log(report(result))
+
+
+if __name__ == "__main__":
+    main()
