@@ -140,7 +140,8 @@ _VARIANT_TABLE = "\n".join(
     is_flag=True,
     help="Static INT8 quantisation of the backbone only (preprocessing, reduction and the Mahalanobis head "
     "stay float32), calibrated on --data frames through the model's own preprocessing; the head's "
-    "Gaussians are then refitted on the INT8 features (see --refit, --float-convs).",
+    "Gaussians (PatchCore: its memory bank) are then refitted on the INT8 features (see --refit, "
+    "--float-convs).",
 )
 @click.option(
     "--format",
@@ -160,9 +161,10 @@ _VARIANT_TABLE = "\n".join(
     "--refit/--no-refit",
     default=None,
     help="With --int8 (default: on): re-estimate the Mahalanobis head's means and covariances (+0.01 I, as "
-    "the fit) on the INT8 backbone's own embeddings, so Sigma^-1 stops amplifying the int8 noise "
-    "(torch-free, onnxruntime on the CPU). --no-refit keeps the float32 fit's head. PaDiM only: skipped "
-    "with a warning for PatchCore.",
+    "the fit) on the INT8 backbone's own embeddings, so Sigma^-1 stops amplifying the int8 noise; "
+    "PatchCore: select the memory bank again (same coreset settings) from the INT8 backbone's own patch "
+    "features, so test and bank features come from the same backbone (torch-free, onnxruntime on the "
+    "CPU). --no-refit keeps the float32 fit's head.",
 )
 @click.option(
     "--refit-data",

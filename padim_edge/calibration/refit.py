@@ -32,7 +32,9 @@ and skip the refit with a warning (the quantised bank model is still written).
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +140,44 @@ def _session(model: onnx.ModelProto, folder: Path) -> object:
     return open_session(path, device="cpu")
 
 
+def embedding_batches(
+    proto: onnx.ModelProto,
+    embedding: str,
+    images: list[Path],
+    *,
+    progress: bool = True,
+    size: tuple[int, int] | None = None,
+    desc: str = "int8 refit",
+) -> Iterator[np.ndarray]:
+    """Stream ``images`` through ``proto`` up to ``embedding``: float32 ``[k, D, grid, grid]`` batches.
+
+    One frame per run, at most :data:`FRAMES_PER_UPDATE` frames per yielded batch, in ``images`` order.
+
+    Raises:
+        CalibrationError: No node produces ``embedding``, or an image cannot be decoded.
+    """
+    with tempfile.TemporaryDirectory(prefix="padim-refit-") as tmp:
+        session = _session(embedding_model(proto, embedding), Path(tmp))
+        pending: list[np.ndarray] = []
+        with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
+            for path in images:
+                try:
+                    frame = load_image(path)
+                except ImageError as exc:
+                    raise CalibrationError(str(exc)) from exc
+                if size is not None:
+                    frame = resize_frame(frame, size)
+                (batch,) = session.run([embedding], {graph_names.INPUT: frame[None]})  # type: ignore[attr-defined]
+                pending.append(batch)
+                if len(pending) == FRAMES_PER_UPDATE:
+                    yield np.concatenate(pending)
+                    pending.clear()
+                bar.update(1)
+            if pending:
+                yield np.concatenate(pending)
+        del session
+
+
 def embedding_statistics(
     proto: onnx.ModelProto,
     images: list[Path],
@@ -164,26 +204,8 @@ def embedding_statistics(
     except HeadError as exc:
         raise CalibrationError(f"cannot refit the Gaussians: {exc}") from exc
     statistics = GaussianStatistics()
-    with tempfile.TemporaryDirectory(prefix="padim-refit-") as tmp:
-        session = _session(embedding_model(proto, layout.embedding), Path(tmp))
-        pending: list[np.ndarray] = []
-        with tqdm(total=len(images), desc="int8 refit", unit="img", disable=not progress) as bar:
-            for path in images:
-                try:
-                    frame = load_image(path)
-                except ImageError as exc:
-                    raise CalibrationError(str(exc)) from exc
-                if size is not None:
-                    frame = resize_frame(frame, size)
-                (embedding,) = session.run([layout.embedding], {graph_names.INPUT: frame[None]})  # type: ignore[attr-defined]
-                pending.append(embedding)
-                if len(pending) == FRAMES_PER_UPDATE:
-                    statistics.update(np.concatenate(pending))
-                    pending.clear()
-                bar.update(1)
-            if pending:
-                statistics.update(np.concatenate(pending))
-        del session
+    for batch in embedding_batches(proto, layout.embedding, images, progress=progress, size=size):
+        statistics.update(batch)
     return statistics
 
 
@@ -238,3 +260,111 @@ def refit_gaussians(
     except (HeadError, ValueError) as exc:
         raise CalibrationError(f"cannot install the refitted Gaussians: {exc}") from exc
     return RefitResult(images=statistics.count, precision=precision, mean=mean, inv_covariance=inv_covariance)
+
+
+@dataclass
+class BankRefitResult:
+    """What a PatchCore bank refit did.
+
+    Attributes:
+        images: Frames whose patch vectors the bank was selected from.
+        precision: Bank precision the new bank was installed in.
+        rows: Bank vectors before and after, ``(old, new)``.
+        selection: The ``coreset_selection`` metadata of the new bank.
+    """
+
+    images: int
+    precision: str
+    rows: tuple[int, int]
+    selection: dict[str, object]
+
+
+def _bank_settings(proto: onnx.ModelProto) -> dict[str, object]:
+    """The fit's coreset settings from the model's metadata (fraction, projection, seed, chunking, b)."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    names = ("coreset", "projection_dims", "seed", "neighbours", "coreset_selection")
+    missing = [n for n in names if metadata.prop(n) not in props]
+    if missing:
+        raise CalibrationError(
+            f"cannot refit the memory bank: the model's metadata lacks {', '.join(missing)}; re-export it "
+            "with this padim-export"
+        )
+    selection = json.loads(props[metadata.prop("coreset_selection")])
+    streaming = selection.get("mode") == "streaming"
+    return {
+        "fraction": float(props[metadata.prop("coreset")]),
+        "projection_dims": int(props[metadata.prop("projection_dims")]),
+        "seed": int(props[metadata.prop("seed")]),
+        "chunk_vectors": int(selection["chunk_vectors"]) if streaming else None,
+        "oversample": float(selection.get("oversample", 2.0)) if streaming else 2.0,
+        "neighbours": int(props[metadata.prop("neighbours")]),
+    }
+
+
+def refit_bank(
+    proto: onnx.ModelProto,
+    images: list[Path],
+    *,
+    progress: bool = True,
+    size: tuple[int, int] | None = None,
+) -> BankRefitResult:
+    """Select PatchCore's memory bank again from ``proto``'s own patch features and install it, in place.
+
+    The same selection as the fit (:class:`~padim_edge.export.patchcore.bank.CoresetBank` with the
+    fraction, projection, seed and chunking in the model's metadata, then the ``N_b`` neighbour table),
+    run on the embeddings the model itself produces: with an INT8 backbone, the bank then holds INT8
+    features, which the INT8 test features are compared with. The bank keeps its precision (fp32, fp16 or
+    int8); its size follows the images given (``round(fraction x vectors)``).
+
+    Args:
+        proto: A padim-edge PatchCore model (typically with a quantised backbone).
+        images: Normal image files, ideally the training images; at least 2.
+        progress: Show progress bars.
+        size: ``(H, W)`` of a fixed-size model: frames are resized to it first.
+
+    Raises:
+        CalibrationError: Not a PatchCore model or no readable bank, metadata from an older export,
+            fewer than 2 images, or an image that cannot be decoded.
+    """
+    from padim_edge.export.padim.head_io import splice_head
+    from padim_edge.export.patchcore.bank import CoresetBank
+    from padim_edge.export.patchcore.graph_head import nearest_neighbour_nodes
+    from padim_edge.export.patchcore.head_io import bank_layout
+    from padim_edge.export.patchcore.neighbours import neighbour_table
+
+    if method_of(proto) != "patchcore":
+        raise CalibrationError(
+            f"the bank refit applies to PatchCore models only; this is a {method_of(proto)} model"
+        )
+    if len(images) < 2:
+        raise CalibrationError(f"refitting the memory bank needs at least 2 images, got {len(images)}")
+    try:
+        layout = bank_layout(proto)
+    except HeadError as exc:
+        raise CalibrationError(f"cannot refit the memory bank: {exc}") from exc
+    settings = _bank_settings(proto)
+    bank = CoresetBank(
+        layout.dims,
+        fraction=settings["fraction"],
+        projection_dims=settings["projection_dims"],
+        seed=settings["seed"],
+        chunk_vectors=settings["chunk_vectors"],
+        oversample=settings["oversample"],
+        progress=progress,
+    )
+    count = 0
+    for batch in embedding_batches(
+        proto, layout.embedding, images, progress=progress, size=size, desc="bank refit"
+    ):
+        count += len(batch)
+        bank.add(
+            np.ascontiguousarray(batch.transpose(0, 2, 3, 1).reshape(-1, batch.shape[1]), dtype=np.float32)
+        )
+    vectors = bank.select()
+    table = neighbour_table(vectors, settings["neighbours"])
+    nodes, inits, _, _ = nearest_neighbour_nodes(
+        layout.embedding, vectors, table, grid=layout.grid, precision=layout.precision
+    )
+    splice_head(proto, layout.nodes, nodes, inits)
+    selection = {"train_vectors": bank.seen, **bank.settings}
+    return BankRefitResult(count, layout.precision, (layout.rows, len(vectors)), selection)

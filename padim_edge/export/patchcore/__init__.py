@@ -8,8 +8,9 @@ contract, so the exporter, the runtime, evaluation, calibration and benchmarks t
 * :mod:`.aggregation`: the locally aware patch features, traced into the graph.
 * :mod:`.coreset`: greedy k-center selection on a seeded Johnson-Lindenstrauss projection.
 * :mod:`.bank`: the streaming memory bank (per-chunk coresets merged by a final greedy pass).
-* :mod:`.nearest`: the reference scorer (exact nearest neighbour, re-weighted image score) and the
-  ``N_b`` neighbour table computed at fit time.
+* :mod:`.nearest`: the reference scorer (exact nearest neighbour, re-weighted image score).
+* :mod:`.neighbours`: the ``N_b`` neighbour table computed at fit time (numpy only: the INT8 bank refit
+  in :mod:`padim_edge.calibration.refit` builds it without torch).
 * :mod:`.graph_head`: the same scores built directly in ONNX against the baked bank (no torch).
 * :mod:`.compact_bank`: the fp16 / int8 bank (``--head-precision``): storage, ranking nodes, error bound.
 * :mod:`.head_io`: read a graph's bank back and rebuild its head in another precision (calibrate).

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from padim_edge.export.fit import FitReport, frame_batches, resolve_device, skipped_or_raise
 from padim_edge.export.patchcore.bank import DEFAULT_OVERSAMPLE, CoresetBank, default_chunk_vectors
 from padim_edge.export.patchcore.model import BankInfo, PatchCoreModule
-from padim_edge.export.patchcore.nearest import neighbour_table
+from padim_edge.export.patchcore.neighbours import neighbour_table
 
 #: ``chunk_vectors="auto"``: :func:`padim_edge.export.patchcore.bank.default_chunk_vectors`.
 ChunkSetting = int | Literal["auto"] | None

@@ -63,7 +63,7 @@ def nearest_neighbour_nodes(
         embedding: Name of the ``[N, D, grid, grid]`` float32 embedding tensor.
         bank: ``[M, D]`` memory bank.
         table: ``[M, b]`` int neighbour table (row ``i`` starts with ``i``), see
-            :func:`padim_edge.export.patchcore.nearest.neighbour_table`.
+            :func:`padim_edge.export.patchcore.neighbours.neighbour_table`.
         grid: Patch grid edge.
         precision: The bank's storage and the ranking MatMul: ``fp32``, ``fp16`` or ``int8``.
 
