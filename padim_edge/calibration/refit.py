@@ -26,8 +26,11 @@ How:
 
 Only PaDiM models have Gaussians: a PatchCore model (metadata ``method`` = ``patchcore``) has a memory
 bank of patch features, not a mean and covariance, so :func:`refit_gaussians` refuses it with a
-:class:`~padim_edge.calibration.errors.CalibrationError`; the INT8 variants check :func:`is_padim` first
-and skip the refit with a warning (the quantised bank model is still written).
+:class:`~padim_edge.calibration.errors.CalibrationError`. Its counterpart is :func:`refit_bank`: the same
+embedding stream (:func:`embedding_batches`), its patch vectors fed to the fit's own streaming coreset
+selection (:class:`~padim_edge.export.patchcore.bank.CoresetBank`, settings from the metadata), the
+neighbour table rebuilt, and the nearest-neighbour head spliced in at the bank's current precision. The
+INT8 variants run whichever the model's method calls for.
 """
 
 from __future__ import annotations
