@@ -172,7 +172,7 @@ _VARIANT_TABLE = "\n".join(
     help="Folder of the refit's images, ideally the TRAINING images (train/good) the model was fitted "
     "on, all of them used. Default: every --data image (then a threshold chosen on --data is biased low; "
     "a warning says so). Use at least as many images as the fit had: a covariance from few images "
-    "overstates every distance.",
+    "overstates every distance, and a PatchCore bank from few images is smaller than the fit's.",
 )
 @click.option(
     "--float-convs",
