@@ -284,6 +284,8 @@ class BankRefitResult:
 
 def _bank_settings(proto: onnx.ModelProto) -> dict[str, object]:
     """The fit's coreset settings from the model's metadata (fraction, projection, seed, chunking, b)."""
+    from padim_edge.export.patchcore.bank import DEFAULT_OVERSAMPLE
+
     props = {p.key: p.value for p in proto.metadata_props}
     names = ("coreset", "projection_dims", "seed", "neighbours", "coreset_selection")
     missing = [n for n in names if metadata.prop(n) not in props]
@@ -299,7 +301,9 @@ def _bank_settings(proto: onnx.ModelProto) -> dict[str, object]:
         "projection_dims": int(props[metadata.prop("projection_dims")]),
         "seed": int(props[metadata.prop("seed")]),
         "chunk_vectors": int(selection["chunk_vectors"]) if streaming else None,
-        "oversample": float(selection.get("oversample", 2.0)) if streaming else 2.0,
+        "oversample": float(selection.get("oversample", DEFAULT_OVERSAMPLE))
+        if streaming
+        else DEFAULT_OVERSAMPLE,
         "neighbours": int(props[metadata.prop("neighbours")]),
     }
 
@@ -330,7 +334,7 @@ def refit_bank(
             fewer than 2 images, or an image that cannot be decoded.
     """
     from padim_edge.export.padim.head_io import splice_head
-    from padim_edge.export.patchcore.bank import CoresetBank
+    from padim_edge.export.patchcore.bank import CoresetBank, patch_rows
     from padim_edge.export.patchcore.graph_head import nearest_neighbour_nodes
     from padim_edge.export.patchcore.head_io import bank_layout
     from padim_edge.export.patchcore.neighbours import neighbour_table
@@ -360,9 +364,7 @@ def refit_bank(
         proto, layout.embedding, images, progress=progress, size=size, desc="bank refit"
     ):
         count += len(batch)
-        bank.add(
-            np.ascontiguousarray(batch.transpose(0, 2, 3, 1).reshape(-1, batch.shape[1]), dtype=np.float32)
-        )
+        bank.add(patch_rows(batch))
     vectors = bank.select()
     table = neighbour_table(vectors, settings["neighbours"])
     nodes, inits, _, _ = nearest_neighbour_nodes(

@@ -89,7 +89,7 @@ def measure_head(
                 device="cpu",
                 progress=progress,
             )
-    except (OutputError, OSError) as exc:  # the model is written and whole: say why it has no report
+    except OSError as exc:  # OutputError included: the model is written and whole, say why it has no report
         reason = str(exc) if isinstance(exc, OutputError) else f"{exc.strerror or exc} in {scratch}"
         raise CalibrationError(f"{reason} (set TMPDIR to a folder with room)") from exc
     variant = f"{head_precision} head"

@@ -37,6 +37,14 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 DEFAULT_OVERSAMPLE = 2.0
 
 
+def patch_rows(embedding: np.ndarray) -> np.ndarray:
+    """Embedding ``[N, D, h, w]`` -> float32 patch vectors ``[N * h * w, D]`` (image-major, row-major).
+
+    The one layout rule of the bank's input: the torch fit and the INT8 bank refit both feed it this.
+    """
+    return np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, embedding.shape[1]), np.float32)
+
+
 def default_chunk_vectors(dims: int) -> int:
     """Vectors per chunk for embeddings of ``dims`` channels: :data:`DEFAULT_CHUNK_BYTES` of float32."""
     return max(1, DEFAULT_CHUNK_BYTES // (4 * dims))

@@ -18,7 +18,12 @@ import torch
 from tqdm import tqdm
 
 from padim_edge.export.fit import FitReport, frame_batches, resolve_device, skipped_or_raise
-from padim_edge.export.patchcore.bank import DEFAULT_OVERSAMPLE, CoresetBank, default_chunk_vectors
+from padim_edge.export.patchcore.bank import (
+    DEFAULT_OVERSAMPLE,
+    CoresetBank,
+    default_chunk_vectors,
+    patch_rows,
+)
 from padim_edge.export.patchcore.model import BankInfo, PatchCoreModule
 from padim_edge.export.patchcore.neighbours import neighbour_table
 
@@ -48,8 +53,8 @@ def make_bank(
 
 
 def patch_vectors(embedding: torch.Tensor) -> np.ndarray:
-    """Embedding ``[N, D, h, w]`` -> float32 patch vectors ``[N * h * w, D]`` (image-major)."""
-    return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]).to(torch.float32).cpu().numpy()
+    """Embedding ``[N, D, h, w]`` -> float32 patch vectors ``[N * h * w, D]`` (:func:`.bank.patch_rows`)."""
+    return patch_rows(embedding.to(torch.float32).cpu().numpy())
 
 
 def accumulate(
