@@ -11,10 +11,11 @@
   rebuilt in that precision from the model's own constants, on any backbone precision
   (:mod:`padim_edge.calibration.head`).
 
-The INT8 rows refit the head's Gaussians on the quantised backbone's own embeddings
-(:mod:`padim_edge.calibration.refit`; ``refit``, on by default); ``float_convs`` keeps the backbone's
-first convolutions float32 (0 by default: measured in ``benchmarks/int8_accuracy.py`` on three sets, two
-float convs cost 7 % of the INT8 speed-up at batch 8 and did not bring AUROC closer to float32 than the
+The INT8 rows refit the head on the quantised backbone's own embeddings: PaDiM's Gaussians, or
+PatchCore's memory bank (:mod:`padim_edge.calibration.int8_refit`; ``refit``, on by default);
+``float_convs`` keeps the backbone's first convolutions float32 (0 by default: measured in
+``benchmarks/int8_accuracy.py`` on three sets, two float convs cost 7 % of the INT8 speed-up at batch 8
+and did not bring AUROC closer to float32 than the
 refit alone); a :class:`BuildRequest` may override both. The refit images are
 the request's ``refit_images`` (``--refit-data``, ideally the training images; the pipeline's default is
 every ``--data`` image), else the calibration images.
@@ -172,59 +173,10 @@ def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Buil
             + ", ".join(result.float_convs)
         )
     if INT8_REFIT if request.refit is None else request.refit:
-        _refit(built, request, fmt)
+        from padim_edge.calibration.int8_refit import refit_head
+
+        refit_head(built, request, fmt)
     return built
-
-
-def _refit(built: Built, request: BuildRequest, fmt: str) -> None:
-    """Refit ``built``'s head through its INT8 backbone: PaDiM's Gaussians, or PatchCore's memory bank."""
-    from padim_edge.calibration import refit
-
-    images = request.refit_images or request.calibration_images
-    if refit.method_of(built.proto) == "patchcore":
-        _refit_bank(built, request, fmt, images)
-        return
-    result = refit.refit_gaussians(built.proto, images, progress=request.progress, size=request.input_size)
-    built.props["gaussians"] = {
-        "source": "refit",
-        "backbone": f"int8-{fmt}",
-        "images": result.images,
-        "float_convs": built.props["float_convs"],
-        "epsilon": refit.EPSILON,
-    }
-    built.details.append(
-        f"gaussians     head refitted on {result.images} images through the INT8 backbone "
-        f"(Sigma + {refit.EPSILON:g} I, {result.precision} head)"
-    )
-    fitted = refit.train_images(built.proto)
-    if fitted is not None and result.images < fitted:
-        built.warnings.append(
-            f"the head was refitted on {result.images} images, fewer than the {fitted} the float32 fit used: "
-            "a covariance from fewer images overstates distances and can rank images worse than no refit "
-            "(on MobileNetV2 / magnetic tile, dims 32: 20 images lost 0.10 Spearman, 40 lost none); pass "
-            "--refit-data with the training images"
-        )
-
-
-def _refit_bank(built: Built, request: BuildRequest, fmt: str, images: list) -> None:
-    """PatchCore: select the memory bank again from the INT8 backbone's own patch features."""
-    from padim_edge.calibration import refit
-
-    fitted = refit.train_images(built.proto)
-    result = refit.refit_bank(built.proto, images, progress=request.progress, size=request.input_size)
-    old, new = result.rows
-    built.props["bank_size"] = new
-    built.props["coreset_selection"] = {**result.selection, "backbone": f"int8-{fmt}"}
-    built.details.append(
-        f"memory bank   reselected from {result.images} images through the INT8 backbone: {new} vectors "
-        f"(was {old}), {result.precision} bank"
-    )
-    if fitted is not None and result.images < fitted:
-        built.warnings.append(
-            f"the memory bank was reselected from {result.images} images, fewer than the {fitted} the "
-            f"float32 fit used ({new} vectors instead of {old}): normal patches missing from the bank score "
-            "as anomalies; pass --refit-data with the training images"
-        )
 
 
 def build_int8_qoperator(proto: onnx.ModelProto, request: BuildRequest) -> Built:

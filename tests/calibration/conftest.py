@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 from PIL import Image
 
+from padim_edge import graph_names
 from padim_edge.calibration.pipeline import calibrate
 from padim_edge.images import list_images, load_image
 from padim_edge.runtime import PadimModel
@@ -114,3 +117,13 @@ def stage_ops(path: Path, stage: str) -> Counter:
 
 def props_of(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def graph_outputs(path: Path, names: list[str], images: list[Path]) -> list[np.ndarray]:
+    """Run ``path`` with ``names`` added as graph outputs; each stacked over ``images`` (float64)."""
+    proto = onnx.load(str(path))
+    for name in names:
+        proto.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    runs = [session.run(names, {graph_names.INPUT: load_image(p)[None]}) for p in images]
+    return [np.concatenate([r[i] for r in runs]).astype(np.float64) for i in range(len(names))]
