@@ -94,3 +94,22 @@ def test_block_bounds_cover_all_columns() -> None:
     assert block_bounds(100, 3) == [0, 33, 67, 100]
     assert block_bounds(4, 10) == [0, 1, 2, 3, 4]
     assert block_bounds(7, 1) == [0, 7]
+
+
+@pytest.mark.parametrize(("precision", "slices"), [("fp32", 4), ("int8", 2), ("fp16", 2)])
+def test_head_slices_only_what_it_must(precision: str, slices: int) -> None:
+    """3 panels: rows of panels 1 and 2 (panel 0 multiplies all of them); fp32 also the columns of panels
+    0 and 1 (panel 2's columns are its rows). Every Slice copies a [P, N, d] tensor."""
+    rng = np.random.default_rng(3)
+    mean, inverse, _ = _fitted(rng, 40, 4)
+    nodes, _, _ = mahalanobis_nodes(
+        "embedding",
+        mean.astype(np.float32),
+        inverse.astype(np.float32),
+        grid=4,
+        blocks=3,
+        precision=precision,
+    )
+    sliced = [(node.input[1], node.input[2]) for node in nodes if node.op_type == "Slice"]
+    assert len(sliced) == slices
+    assert len(set(sliced)) == slices
