@@ -43,19 +43,12 @@ class UnreadableImagesError(ImageError):
         total: Images the fit was given.
         partial: What was fitted from the readable images (the distributed fit's merged partial), or
             ``None``; a caller may install it instead of fitting again.
-        stopped: The fit stopped at the first bad file (others may follow it).
     """
 
-    def __init__(
-        self, failures: list[tuple[str, str]], total: int, *, partial: object = None, stopped: bool = False
-    ) -> None:
+    def __init__(self, failures: list[tuple[str, str]], total: int, *, partial: object = None) -> None:
         shown = "; ".join(r if f in r else f"{f}: {r}" for f, r in failures[:SHOWN_FAILURES])
         more = f"; and {len(failures) - SHOWN_FAILURES} more" if len(failures) > SHOWN_FAILURES else ""
-        what = (
-            "a training image could not be read (the local fit stops at the first)"
-            if stopped
-            else f"{len(failures)} of {total} training images could not be read"
-        )
+        what = f"{len(failures)} of {total} training images could not be read"
         super().__init__(f"{what}: {shown}{more}. {SKIP_HINT}")
         self.failures, self.total, self.partial = list(failures), total, partial
 

@@ -160,7 +160,7 @@ from padim_edge.spec import BACKBONES
     "--skip-unreadable",
     is_flag=True,
     help="Fit without the training images that cannot be decoded, list them, and record them in the "
-    "model's metadata (skipped_images). Default: the fit fails naming them (--ray: all of them).",
+    "model's metadata (skipped_images). Default: the fit fails naming all of them.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from padim_edge.export.padim.model import PadimModule
 from padim_edge.gaussian import GaussianStatistics
-from padim_edge.images import ImageError, UnreadableImagesError, iter_batches
+from padim_edge.images import ImageError, UnreadableImagesError, iter_batches, load_image
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,23 @@ def frame_batches(
 ) -> Iterator[list[np.ndarray]]:
     """Decoded training frames, a batch at a time, for a local fit (PaDiM's and PatchCore's).
 
-    Without ``skip_unreadable`` the first file that cannot be decoded stops the fit
-    (:class:`UnreadableImagesError`, naming it); with it, each such file is appended to ``failures`` as
-    ``(file, reason)`` and left out (then :func:`skipped_or_raise` checks that two images are left).
+    Without ``skip_unreadable`` the first file that cannot be decoded stops the fit: the files after it
+    are decoded (no backbone) to find the others, and :class:`UnreadableImagesError` lists them all, so
+    one run tells what to fix. With it, each such file is appended to ``failures`` as ``(file, reason)``
+    and left out (then :func:`skipped_or_raise` checks that two images are left).
     """
+    position = {path: i for i, path in enumerate(paths)}
 
     def on_error(path: Path, exc: ImageError) -> None:
-        if not skip_unreadable:
-            raise UnreadableImagesError([(str(path), str(exc))], len(paths), stopped=True) from exc
         failures.append((str(path), str(exc)))
+        if not skip_unreadable:
+            rest = paths[position[path] + 1 :]
+            for other in tqdm(rest, desc="checking the other images", unit="img", leave=False, disable=None):
+                try:
+                    load_image(other)
+                except ImageError as more:
+                    failures.append((str(other), str(more)))
+            raise UnreadableImagesError(failures, len(paths)) from exc
 
     for batch in iter_batches(paths, batch_size, on_error=on_error):
         yield [image for _, image in batch]

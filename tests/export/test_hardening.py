@@ -129,3 +129,26 @@ def test_empty_batch_and_data_file_outside_the_folder(small_onnx: Path, small_ex
     message = str(info.value)
     assert "is missing" not in message
     assert "outside" in message or "escape" in message, message
+
+
+def test_local_fit_lists_every_unreadable_image_in_one_error(tmp_path: Path) -> None:
+    """The local fit stops at its first bad file but names the later ones too (decoded, not fitted), so
+    one run says what to fix; --skip-unreadable-style collection leaves them out instead."""
+    from padim_edge.export.fit import frame_batches
+    from padim_edge.images import UnreadableImagesError, list_images
+
+    write_images(tmp_path, 7, sizes=[(32, 32)])
+    for name in ("img_001.png", "img_005.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "img_006.png").write_bytes(b"not an image at all")
+    paths = list_images(tmp_path)
+
+    with pytest.raises(UnreadableImagesError) as caught:
+        list(frame_batches(paths, 2, skip_unreadable=False, failures=[]))
+    assert [Path(f).name for f, _ in caught.value.failures] == ["img_001.png", "img_005.png", "img_006.png"]
+    assert str(caught.value).startswith("3 of 7 training images could not be read: ")
+    assert "--skip-unreadable" in str(caught.value)
+
+    failures: list[tuple[str, str]] = []
+    frames = [f for batch in frame_batches(paths, 2, skip_unreadable=True, failures=failures) for f in batch]
+    assert len(frames) == 4 and len(failures) == 3

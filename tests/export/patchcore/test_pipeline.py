@@ -199,7 +199,7 @@ def test_local_fit_skips_unreadable_images_when_asked(demo, tmp_path: Path) -> N
     args += ["-o", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and not out.exists(), result.output
-    assert "Error: a training image could not be read" in result.output and bad.name in result.output
+    assert "Error: 1 of 12 training images could not be read" in result.output and bad.name in result.output
 
     result = CliRunner().invoke(main, [*args, "--skip-unreadable"])
     assert result.exit_code == 0, result.output
