@@ -6,8 +6,9 @@ it becomes a ``--reduction`` option, this measures whether it pays, through the 
 runtime, as every accuracy figure here:
 
 * ``accuracy``: MobileNetV2 with its real ImageNet weights (the only real weights on these machines),
-  fitted on ``magnetic_tile/train/good`` at several ``dims``, each reduction; image / pixel AUROC and PRO
-  on every test image.
+  fitted on ``train/good`` of one of the INT8 benchmark's sets (``--set``: the magnetic tile by default,
+  or the generated dark texture / woven-fabric demo set, :mod:`int8_sets`) at several ``dims``, each
+  reduction; image / pixel AUROC and PRO on every test image.
 * ``latency``: R18 (random-init: latency does not depend on the weights) at ``dims`` 100, both
   reductions, batch 1, CPU EP, interleaved rounds; plus the projection's multiply-adds per image for
   R18-Rd100 and WR50-Rd550.
@@ -18,7 +19,8 @@ embedding. It lives in this script (``OrthogonalReducer``), swapped into an othe
 :class:`~padim_edge.export.padim.model.PadimModule` before the fit: the fit and the exported graph use it
 alike, since the reducer is traced into the graph.
 
-Run: ``python benchmarks/reduction.py [--workdir DIR]`` -> ``results/reduction.{json,md}``.
+Run: ``python benchmarks/reduction.py [--workdir DIR]`` -> ``results/reduction.{json,md}``;
+``--set dark_texture --skip-latency`` -> ``results/reduction_dark_texture.{json,md}``.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from padim_edge.bench.system import machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compact_head_parts as parts
+from int8_sets import SETS, prepare_set
+from int8_sets import WEIGHTS as MNV2_WEIGHTS
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
-MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
-MNV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+
 REDUCTIONS = ("select", "orthogonal")
 
 
@@ -109,13 +111,14 @@ def projection_macs(channels: tuple[int, ...], dims: int, grid: int) -> int:
 
 
 def accuracy_section(
-    workdir: Path, data: Path, weights: Path, dims_list: list[int], seeds: list[int]
+    workdir: Path, data: Path, weights: Path, dims_list: list[int], seeds: list[int], *, description: str
 ) -> dict[str, Any]:
     from padim_edge.export.fit import fit
     from padim_edge.export.pipeline import export
     from padim_edge.images import list_images
 
     paths = list_images(data / "train" / "good")
+    workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for dims in dims_list:
         for seed in seeds:
@@ -130,7 +133,10 @@ def accuracy_section(
                 rows.append({"dims": dims, "reduction": reduction, "seed": seed, **overall})
                 log(f"  dims {dims} {reduction} seed {seed}: image {overall['image_auroc']:.4f}, pixel "
                     f"{overall['pixel_auroc']:.4f}, PRO {overall['pro']:.4f}")  # fmt: skip
-    return {"data": str(data), "weights": weights.name, "train_images": len(paths), "rows": rows}
+    return {
+        "data": str(data), "description": description, "weights": weights.name, "train_images": len(paths),
+        "rows": rows,
+    }  # fmt: skip
 
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
@@ -185,7 +191,7 @@ def report(result: dict[str, Any]) -> str:
     acc = result.get("accuracy", {})
     if "rows" in acc:
         lines += [
-            f"## Accuracy: MobileNetV2 (ImageNet weights), magnetic tile "
+            f"## Accuracy: MobileNetV2 (ImageNet weights), {acc.get('description', 'magnetic tile')} "
             f"({acc['train_images']} train images), 256 -> 224, exported graph through the runtime",
             "",
             "Mean over seeds [min-max] (a seed picks both the channel subset and the projection).",
@@ -232,6 +238,10 @@ def report(result: dict[str, Any]) -> str:
 @click.option("--reps", default=30, show_default=True)
 @click.option("--skip-accuracy", is_flag=True)
 @click.option("--skip-latency", is_flag=True)
+@click.option(
+    "--set", "set_name", type=click.Choice(SETS), default="magnetic_tile", show_default=True,
+    help="Accuracy data set; other than the magnetic tile, results go to reduction_<set>.{json,md}.",
+)  # fmt: skip
 def main(
     workdir: Path,
     output: Path,
@@ -241,6 +251,7 @@ def main(
     reps: int,
     skip_accuracy: bool,
     skip_latency: bool,
+    set_name: str,
 ) -> None:
     """Compare the two reductions; write reduction.{json,md}."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -257,17 +268,21 @@ def main(
         },
     }
     if not skip_accuracy:
-        if MAGNETIC_TILE.is_dir() and MNV2_WEIGHTS.is_file():
+        root, description = prepare_set(set_name, workdir)
+        if root is not None and MNV2_WEIGHTS.is_file():
             dims = [int(d) for d in dims_list.split(",")]
             seed_list = [int(x) for x in seeds.split(",")]
-            result["accuracy"] = accuracy_section(workdir, MAGNETIC_TILE, MNV2_WEIGHTS, dims, seed_list)
+            result["accuracy"] = accuracy_section(
+                workdir / set_name, root, MNV2_WEIGHTS, dims, seed_list, description=description
+            )
         else:
-            result["accuracy"] = {"skipped": f"needs {MAGNETIC_TILE} and {MNV2_WEIGHTS}"}
+            result["accuracy"] = {"skipped": description if root is None else f"needs {MNV2_WEIGHTS}"}
     if not skip_latency:
         result["latency"] = latency_section(workdir, dims=100, rounds=rounds, reps=reps)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "reduction.json").write_text(json.dumps(result, indent=1) + "\n")
-    (output / "reduction.md").write_text(report(result))
+    stem = "reduction" if set_name == "magnetic_tile" else f"reduction_{set_name}"
+    (output / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (output / f"{stem}.md").write_text(report(result))
     log(report(result))
 
 
