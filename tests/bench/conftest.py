@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -10,6 +15,7 @@ from padim_edge.bench import report
 from padim_edge.bench.runner import BenchConfig, BenchResult, run_benchmark
 from padim_edge.bench.timing import TimingPolicy
 from padim_edge.runtime import available
+from tests.conftest import ROOT
 
 TINY = {"dims": 16, "resize": 72, "crop": 64}
 TINY_ARGS = ["--dims", "16", "--resize", "72", "--crop", "64"]
@@ -42,3 +48,14 @@ def tiny_run(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[B
     result = run_benchmark(config)
     paths = report.write_all(result, tmp_path_factory.mktemp("out"), stem="tiny")
     return result, paths
+
+
+@contextmanager
+def benchmark_script(name: str) -> Iterator[ModuleType]:
+    """``benchmarks/<name>.py`` imported as a module (its folder on ``sys.path`` meanwhile, as when run)."""
+    folder = str(ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from itertools import pairwise
 
 import numpy as np
@@ -11,18 +10,13 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from tests.conftest import ROOT
+from tests.bench.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def layouts():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import int8_matmul_layouts
-
-        yield int8_matmul_layouts
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_script("int8_matmul_layouts") as module:
+        yield module
 
 
 def test_layouts_compute_the_blocked_products(layouts, monkeypatch) -> None:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.bench.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def modules():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import int8_predictors
-        import int8_report
-
-        yield int8_predictors, int8_report
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_script("int8_predictors") as predictors, benchmark_script("int8_report") as report:
+        yield predictors, report
 
 
 def _row(image_delta: float, pixel_delta: float, synthetic: float, spearman: float) -> dict:

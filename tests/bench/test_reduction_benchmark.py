@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import ROOT
+from tests.bench.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def reduction():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import reduction
-
-        yield reduction
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_script("reduction") as module:
+        yield module
 
 
 def test_projection_is_semi_orthogonal_and_seeded(reduction) -> None:
