@@ -18,9 +18,8 @@ from int8_sets import (
     WEIGHTS,
     even_spread,
     finite,
-    fit_folder,
     log,
-    prepare_set,
+    prepare_fit,
 )
 
 from padim_edge.atomic import write_json
@@ -134,13 +133,11 @@ def accuracy_set(
 
     started = time.perf_counter()
     log(f"{name}: preparing the data")
-    root, description = prepare_set(name, workdir)
-    if root is None:
-        log(f"{name}: SKIPPED: {description}")
+    folder = f"{name}-train{max_train or 'all'}-cal{calibration_images}"
+    ready, description = prepare_fit(name, workdir, folder=folder, max_train=max_train)
+    if ready is None:
         return {"skipped": description}
-    here = workdir / f"{name}-train{max_train or 'all'}-cal{calibration_images}"
-    here.mkdir(parents=True, exist_ok=True)
-    fit_dir, train_images = fit_folder(root / "train" / "good", here / "fit", max_train)
+    root, here, fit_dir, train_images = ready
     fp32 = here / "mnv2.onnx"
     fit_s = None
     if not fp32.is_file():

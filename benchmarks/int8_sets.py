@@ -99,3 +99,22 @@ def fit_folder(train: Path, out: Path, limit: int | None) -> tuple[Path, int]:
         for path in chosen:
             (out / path.name).symlink_to(path.resolve())
     return out, len(chosen)
+
+
+def prepare_fit(
+    name: str, workdir: Path, *, folder: str, max_train: int | None
+) -> tuple[tuple[Path, Path, Path, int] | None, str]:
+    """A set made ready for a fit: ``((root, here, fit_dir, train_images), description)``.
+
+    ``here`` is ``workdir / folder`` (created; one per set and settings, so models are reused),
+    ``fit_dir`` the fit's images in it (:func:`fit_folder`). ``(None, why)`` when the set is skipped
+    (logged).
+    """
+    root, description = prepare_set(name, workdir)
+    if root is None:
+        log(f"{name}: SKIPPED: {description}")
+        return None, description
+    here = workdir / folder
+    here.mkdir(parents=True, exist_ok=True)
+    fit_dir, train_images = fit_folder(root / "train" / "good", here / "fit", max_train)
+    return (root, here, fit_dir, train_images), description
