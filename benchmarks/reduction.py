@@ -15,9 +15,8 @@ runtime, as every accuracy figure here:
 
 The projection is applied per tapped map before the nearest upsampling (a 1x1 convolution commutes with
 it), so each map is projected on its own grid: fewer multiply-adds than projecting the concatenated
-embedding. It lives in this script (``OrthogonalReducer``), swapped into an otherwise standard
-:class:`~padim_edge.export.padim.model.PadimModule` before the fit: the fit and the exported graph use it
-alike, since the reducer is traced into the graph.
+embedding. It is ``padim-export --reduction orthogonal``
+(:class:`~padim_edge.export.padim.reduction.OrthogonalReducer`), added after this comparison.
 
 Run: ``python benchmarks/reduction.py [--workdir DIR]`` -> ``results/reduction.{json,md}``;
 ``--set dark_texture --skip-latency`` -> ``results/reduction_dark_texture.{json,md}``.
@@ -34,8 +33,6 @@ from typing import Any
 import click
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from padim_edge.bench.report import machine_line
 from padim_edge.bench.system import machine_info
@@ -54,55 +51,10 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-class OrthogonalReducer(nn.Module):
-    """Tapped maps -> ``W^T x`` ``[N, dims, h, w]``, ``W`` ``[sum(channels), dims]`` semi-orthogonal.
-
-    ``W`` is the Q factor of a seeded standard-normal matrix (float64, then float32), split by rows into
-    one 1x1 convolution per map; each map is projected on its own grid, then nearest-upsampled to the
-    first grid and summed (the same arithmetic as projecting the upsampled concatenation).
-
-    Args:
-        channels: Channels of the tapped maps.
-        dims: Output dims ``d <= sum(channels)``.
-        seed: Seed of ``W``.
-    """
-
-    def __init__(self, channels: tuple[int, ...], dims: int, seed: int) -> None:
-        super().__init__()
-        total = sum(channels)
-        if not 1 <= dims <= total:
-            raise ValueError(f"dims must be in [1, {total}], got {dims}")
-        generator = torch.Generator().manual_seed(seed)
-        q, _ = torch.linalg.qr(torch.randn(total, dims, generator=generator, dtype=torch.float64))
-        self.count = len(channels)
-        lo = 0
-        for layer, count in enumerate(channels):
-            weight = q[lo : lo + count].T.to(torch.float32).reshape(dims, count, 1, 1).contiguous()
-            self.register_buffer(f"weight{layer}", weight, persistent=False)
-            lo += count
-
-    def projection(self) -> torch.Tensor:
-        """``W`` ``[sum(channels), dims]`` (float32, as used)."""
-        return torch.cat([getattr(self, f"weight{i}")[:, :, 0, 0].T for i in range(self.count)])
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        size = features[0].shape[-2:]
-        out = None
-        for layer in range(self.count):
-            piece = F.conv2d(features[layer], getattr(self, f"weight{layer}"))
-            if layer:
-                piece = F.interpolate(piece, size=size, mode="nearest")
-            out = piece if out is None else out + piece
-        return out
-
-
 def build(backbone: str, dims: int, reduction: str, **options: Any):
     from padim_edge.export.pipeline import build_module
 
-    model, weights = build_module(backbone, dims=dims, **options)
-    if reduction == "orthogonal":
-        model.reducer = OrthogonalReducer(model.config.spec.channels, dims, model.config.seed)
-    return model, weights
+    return build_module(backbone, dims=dims, reduction=reduction, **options)
 
 
 def projection_macs(channels: tuple[int, ...], dims: int, grid: int) -> int:

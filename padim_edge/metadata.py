@@ -66,7 +66,8 @@ KEYS: dict[str, Key] = {
         Key("sigma", "float", "Gaussian blur sigma of the anomaly map"),
         Key("weights", "str", "imagenet:<enum> | sha256:<state_dict file> | random-init", required=True),
         Key("seed", "int", "seed of the channel subset and of a random-init backbone"),
-        Key("channel_indices", "json", "the kept channels, in embedding order"),
+        Key("reduction", "str", "PaDiM: select (random channel subset) or orthogonal (random projection)"),
+        Key("channel_indices", "json", "the kept channels, in embedding order (PaDiM's select reduction)"),
         Key("train_images", "int", "normal images the model was fitted on", required=True),
         Key("train_scores", "json", "scores of training images: count, p50, p99, max, map_p50"),
         Key(

@@ -78,6 +78,7 @@ class PadimPlan:
     seed: int
     indices: tuple[int, ...]
     method: str = "padim"
+    reduction: str = "select"
 
     @classmethod
     def of(cls, model: PadimModule) -> PadimPlan:
@@ -89,7 +90,8 @@ class PadimPlan:
             resize=config.resize,
             crop=config.crop,
             seed=config.seed,
-            indices=tuple(int(i) for i in model.indices),
+            indices=() if model.indices is None else tuple(int(i) for i in model.indices),
+            reduction=config.reduction,
         )
 
     def build(self, state: dict[str, Any]) -> PadimModule:
@@ -103,9 +105,10 @@ class PadimPlan:
             crop=self.crop,
             seed=self.seed,
             random_init=True,
+            reduction=self.reduction,
         )
-        module.load_state_dict(state, strict=True)
-        if tuple(int(i) for i in module.indices) != self.indices:
+        module.load_state_dict(state, strict=True)  # an orthogonal reduction's W comes with it
+        if self.indices and tuple(int(i) for i in module.indices) != self.indices:
             raise RuntimeError(
                 "the worker's channel subset differs from the driver's (different padim-edge?)"
             )

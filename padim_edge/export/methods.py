@@ -35,6 +35,7 @@ class MethodOptions:
         coreset: PatchCore: fraction of the training patch features kept in the bank.
         coreset_chunk: PatchCore: vectors per streaming chunk; 0 = exact greedy over all vectors.
         coreset_oversample: PatchCore: per-chunk coresets keep this many times the final fraction.
+        reduction: PaDiM: ``select`` or ``orthogonal`` (a build option).
     """
 
     blocks: int | None = None
@@ -42,6 +43,7 @@ class MethodOptions:
     coreset: float | None = None
     coreset_chunk: int | None = None
     coreset_oversample: float | None = None
+    reduction: str | None = None
 
     def given(self) -> dict[str, Any]:
         """The options that are set."""
@@ -121,12 +123,16 @@ def _padim_make(network: nn.Module, spec: BackboneSpec, **config: Any) -> Anomal
 
 def _padim_split(options: MethodOptions) -> SplitOptions:
     from padim_edge.export.padim.graph_head import check_precision
+    from padim_edge.export.padim.settings import REDUCTIONS
 
-    given = _refuse("padim", options, ("blocks", "head_precision"))
+    given = _refuse("padim", options, ("blocks", "head_precision", "reduction"))
     head = {"blocks": given["blocks"]} if "blocks" in given else {}
     if "head_precision" in given:
         head["precision"] = check_precision(given["head_precision"])
-    return SplitOptions(build={}, fit={}, head=head)
+    build = {"reduction": given["reduction"]} if "reduction" in given else {}
+    if build and build["reduction"] not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {build['reduction']!r}")
+    return SplitOptions(build=build, fit={}, head=head)
 
 
 def _padim_fit(model: Any, paths: list[Path], **kwargs: Any) -> FitReport:

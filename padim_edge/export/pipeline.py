@@ -97,6 +97,7 @@ def build_module(
     weights_file: str | Path | None = None,
     random_init: bool = False,
     coreset: float | None = None,
+    reduction: str | None = None,
 ) -> tuple[AnomalyMethod, str]:
     """Build an unfitted module of ``method`` and its weights identity (see :func:`build_backbone`).
 
@@ -110,6 +111,7 @@ def build_module(
         weights_file: A ``state_dict`` file instead of torchvision's ImageNet weights.
         random_init: Random backbone weights.
         coreset: PatchCore: fraction of the training patch features kept (default 0.1).
+        reduction: PaDiM: ``select`` (default) or ``orthogonal`` (see :mod:`.padim.reduction`).
 
     Raises:
         ValueError: Unknown method or backbone, ``dims`` out of range, an option the method does not
@@ -117,7 +119,7 @@ def build_module(
     """
     row = get_method(method)
     spec = get_spec(backbone)
-    split = row.split(MethodOptions(coreset=coreset))
+    split = row.split(MethodOptions(coreset=coreset, reduction=reduction))
     dims = row.default_dims(spec) if dims is None else dims
     if not 1 <= dims <= row.max_dims(spec):
         raise ValueError(f"dims must be in 1..{row.max_dims(spec)} for {method} {backbone}, got {dims}")
@@ -286,6 +288,7 @@ def run_export(
     coreset: float | None = None,
     coreset_chunk: int | None = None,
     coreset_oversample: float | None = None,
+    reduction: str | None = None,
     parity_images: int = 4,
     progress: bool = True,
     target: str = DEFAULT_TARGET,
@@ -320,6 +323,7 @@ def run_export(
         coreset: PatchCore: fraction of the training patch features kept in the bank (default 0.1).
         coreset_chunk: PatchCore: vectors per streaming chunk (default: 256 MiB; 0: exact greedy).
         coreset_oversample: PatchCore: per-chunk coresets keep this many times the fraction (default 2).
+        reduction: PaDiM: ``select`` (the random channel subset, default) or ``orthogonal``.
         parity_images: Training images scored by both PyTorch and the exported graph (0: skip).
         progress: Show progress bars.
         target: ``default`` (any frame size) or ``tensorrt`` (frames of ``input_size`` only, no
@@ -348,6 +352,7 @@ def run_export(
             coreset=coreset,
             coreset_chunk=coreset_chunk,
             coreset_oversample=coreset_oversample,
+            reduction=reduction,
         )
     )
     model, weights = module or build_module(
@@ -360,6 +365,7 @@ def run_export(
         weights_file=weights_file,
         random_init=random_init,
         coreset=coreset,
+        reduction=reduction,
     )
     needed = estimated_bytes(model, images=len(paths), blocks=blocks, head_precision=head_precision)
     check_free_space(output.parent, needed, what="the model")

@@ -30,7 +30,9 @@ def summary_lines(
     spec = config.spec
     facts = run.model.metadata()
     lines.append(f"method        {run.model.method}")
-    kept = "of" if "channel_indices" in facts else "dims pooled from"  # PaDiM keeps a channel subset
+    kept = {"select": "of", "orthogonal": "projected from"}.get(
+        str(facts.get("reduction")), "dims pooled from"
+    )
     lines.append(
         f"backbone      {spec.name} ({spec.builder}, taps {', '.join(run.model.features.taps)}), "
         f"{config.dims} {kept} {facts.get('channels')} channels (seed {config.seed})"
@@ -43,7 +45,7 @@ def summary_lines(
             f"(coreset {facts['coreset']}, {how}), {head_precision or 'fp32'}"
         )
     lines.append(f"weights       {run.weights}")
-    if "channel_indices" in facts:  # PaDiM's Mahalanobis head
+    if run.model.method == "padim":  # the Mahalanobis head
         precision = head_precision or "fp32"
         used = len(block_bounds(config.dims, blocks or DEFAULT_BLOCKS, align=PANEL_ALIGN[precision])) - 1
         lines.append(f"head          {precision} Sigma^-1, {used} column block(s)")

@@ -66,6 +66,23 @@ def test_distributed_statistics_equal_the_local_fit(
     assert same is exact
 
 
+def test_orthogonal_reduction_fits_on_ray_as_locally(ray_cluster, train_dir: Path) -> None:
+    """--reduction orthogonal on Ray: the plan carries the reduction, the workers get the driver's W
+    with the state dict, and the merged statistics are the local fit's."""
+    from padim_edge.distributed.methods import plan_for
+
+    options = {k: v for k, v in SMALL.items() if k != "backbone"}
+    model = build_module("r18", reduction="orthogonal", **options)[0]
+    assert plan_for(model).reduction == "orthogonal" and plan_for(model).indices == ()
+    paths = list_images(train_dir)
+    local = accumulate(model, ([im for _, im in b] for b in iter_batches(paths, 5)), device="cpu")
+    merged, _, _ = fit_statistics(
+        model, paths, workers=2, batch_size=5, device="cpu", info=ray_cluster, progress=False
+    )
+    assert merged.count == local.count == 12
+    np.testing.assert_allclose(merged.mean, local.mean, rtol=1e-6, atol=1e-6 * np.abs(local.mean).max())
+
+
 def test_export_on_ray_writes_the_local_graph(
     ray_cluster, train_dir: Path, small_onnx: Path, tmp_path: Path
 ) -> None:

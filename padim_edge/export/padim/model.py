@@ -19,7 +19,8 @@ from padim_edge.export.padim.graph_head import (
     mahalanobis_nodes,
 )
 from padim_edge.export.padim.mahalanobis import MahalanobisDistance
-from padim_edge.export.padim.reduction import EmbeddingReducer, select_channels
+from padim_edge.export.padim.reduction import make_reducer
+from padim_edge.export.padim.settings import DEFAULT_REDUCTION
 from padim_edge.export.preprocessing import Preprocess
 from padim_edge.spec import BackboneSpec
 
@@ -30,11 +31,12 @@ class PadimConfig:
 
     Attributes:
         spec: Backbone row from :data:`padim_edge.spec.BACKBONES`.
-        dims: Channels kept by the random reduction.
+        dims: Embedding channels after the reduction.
         resize: Square resize edge.
         crop: Center-crop edge.
-        seed: Seed of the channel subset.
+        seed: Seed of the channel subset (or projection).
         sigma: Anomaly-map blur sigma.
+        reduction: ``select`` (random channel subset) or ``orthogonal`` (semi-orthogonal projection).
     """
 
     spec: BackboneSpec
@@ -43,6 +45,7 @@ class PadimConfig:
     crop: int = 224
     seed: int = 0
     sigma: float = SIGMA
+    reduction: str = DEFAULT_REDUCTION
 
 
 class PadimModule(FrameEmbedding, nn.Module):
@@ -62,8 +65,9 @@ class PadimModule(FrameEmbedding, nn.Module):
         self.config = config
         self.preprocess = Preprocess(resize=config.resize, crop=config.crop)
         self.features = FeatureExtractor(backbone, config.spec)
-        self.indices = select_channels(config.spec.total_channels, config.dims, config.seed)
-        self.reducer = EmbeddingReducer(config.spec.channels, self.indices)
+        self.reducer, self.indices = make_reducer(
+            config.reduction, config.spec.channels, config.dims, config.seed
+        )
         self.anomaly_map = AnomalyMapGenerator(crop=config.crop, sigma=config.sigma)
         self.mahalanobis: MahalanobisDistance | None = None
         self.grid = self._grid_size()
@@ -102,11 +106,14 @@ class PadimModule(FrameEmbedding, nn.Module):
         return HeadGraph(nodes, inits, distance, metadata={"head_precision": precision})
 
     def metadata(self) -> dict[str, object]:
-        """PaDiM's own metadata keys: channels before the reduction and the kept indices."""
-        return {
+        """PaDiM's own metadata keys: channels before the reduction, the reduction, the kept indices."""
+        values: dict[str, object] = {
             "channels": self.config.spec.total_channels,
-            "channel_indices": [int(i) for i in self.indices],
+            "reduction": self.config.reduction,
         }
+        if self.indices is not None:
+            values["channel_indices"] = [int(i) for i in self.indices]
+        return values
 
     @property
     def patches(self) -> int:

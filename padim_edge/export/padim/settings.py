@@ -4,6 +4,14 @@ numpy, onnx or torch (:mod:`.graph_head` re-exports every name).
 
 from __future__ import annotations
 
+#: How the tapped channels become the embedding (``--reduction``); see :mod:`.reduction`.
+REDUCTIONS = ("select", "orthogonal")
+DEFAULT_REDUCTION = "select"
+REDUCTION_HELP = {
+    "select": "the paper's fixed random channel subset (an index-select, free in the graph)",
+    "orthogonal": "a fixed random semi-orthogonal projection W^T x (Kim et al. 2021; one 1x1 convolution "
+    "per tapped map: 35 M multiply-adds per image for R18-Rd100, 773 M for WR50-Rd550)",
+}
 #: Column blocks of the packed symmetric Sigma^-1 storage; measured in benchmarks/.
 DEFAULT_BLOCKS = 3
 #: The head's precisions: what its Sigma^-1 panels are stored in and its MatMul runs in.
