@@ -199,7 +199,7 @@ def main(sizes: str, rounds: int, reps: int, output: Path) -> None:
         raise click.BadParameter(f"unknown sizes {sorted(set(names) - set(SIZES))}; choose from r18, wr50")
     result: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "python benchmarks/int8_matmul_layouts.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python", "benchmarks/int8_matmul_layouts.py", *sys.argv[1:]]),
         "threads": parts.THREADS,
         "rounds": rounds,
         "reps": reps,
