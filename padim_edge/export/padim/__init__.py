@@ -1,7 +1,8 @@
 """PaDiM (Defard et al., 2020): per-patch Gaussians and the Mahalanobis distance.
 
-* :mod:`.model`: the PyTorch module (preprocessing, truncated backbone, random channel subset, head).
-* :mod:`.reduction`: the fixed random channel subset (index-select) and the embedding it builds.
+* :mod:`.model`: the PyTorch module (preprocessing, truncated backbone, reduction, head).
+* :mod:`.reduction`: the tapped maps to the embedding: the fixed random channel subset (index-select, the
+  default) or a fixed random semi-orthogonal projection (``--reduction orthogonal``).
 * :mod:`.mahalanobis`: the PyTorch reference of the distance.
 * :mod:`.settings`: the head's precisions, column blocks and panel alignment (stdlib only: the CLIs'
   ``--help`` reads them).
