@@ -70,12 +70,25 @@ def patchcore_trt_onnx(train_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return run.export.files[0]
 
 
-@pytest.mark.parametrize("variant", [None, *VARIANTS[:-1], *TENSORRT_HEADS, "patchcore"])
+@pytest.fixture(scope="module")
+def orthogonal_trt_onnx(train_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PaDiM model with the semi-orthogonal projection (1x1 convolutions) exported for TensorRT."""
+    from padim_edge.export.pipeline import run_export
+
+    out = tmp_path_factory.mktemp("orthogonal_trt") / "orthogonal-trt.onnx"
+    run = run_export(
+        train_dir, out, reduction="orthogonal", batch_size=6, device="cpu", parity_images=0, progress=False,
+        target="tensorrt", input_size=TRT_SIZE, **SMALL,
+    )  # fmt: skip
+    return run.export.files[0]
+
+
+@pytest.mark.parametrize("variant", [None, *VARIANTS[:-1], *TENSORRT_HEADS, "patchcore", "orthogonal"])
 def test_tensorrt_graph_has_no_findings(
     small_trt_onnx: Path, held_out: Path, variant: str | None, request: pytest.FixtureRequest
 ) -> None:
-    if variant == "patchcore":
-        path = request.getfixturevalue("patchcore_trt_onnx")
+    if variant in ("patchcore", "orthogonal"):
+        path = request.getfixturevalue(f"{variant}_trt_onnx")
     else:
         path = small_trt_onnx if variant is None else _variant(small_trt_onnx, variant, held_out)
     report = check_file(path)
