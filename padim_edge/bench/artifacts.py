@@ -101,11 +101,13 @@ def model_label(
     bank_size: int | None = None,
     precision: str | None = None,
     head_precision: str = "fp32",
+    reduction: str | None = None,
 ) -> str:
-    """Row label: PaDiM's paper name (``R18-Rd100``) or ``PatchCore-R18-d256-c0.01-m1882`` (``m``: bank),
-    then the backbone precision of a given model file and a compact head (``R18-Rd100 int8 int8-head``)."""
+    """Row label: PaDiM's paper name (``R18-Rd100``; ``R18-Rd100 orthogonal`` with that reduction) or
+    ``PatchCore-R18-d256-c0.01-m1882`` (``m``: bank), then the backbone precision of a given model file
+    and a compact head (``R18-Rd100 int8 int8-head``)."""
     if method == "padim":
-        label = paper_name(backbone, dims)
+        label = paper_name(backbone, dims) + (" orthogonal" if reduction == "orthogonal" else "")
     else:
         label = f"PatchCore-{backbone.upper()}-d{dims}-c{coreset:g}" + (f"-m{bank_size}" if bank_size else "")
     if precision is not None:

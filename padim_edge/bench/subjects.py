@@ -53,6 +53,7 @@ def read_model_metadata(path: Path) -> dict[str, Any]:
         "seed": info.get("seed", 0),
         "coreset": info.get("coreset"),
         "bank_size": info.get("bank_size"),
+        "reduction": info.get("reduction"),
         "precision": info.precision,
         "head_precision": info.head_precision,
     }
@@ -85,7 +86,7 @@ def _prepare(config: BenchConfig, workdir: Path, backbone: str, **kwargs: Any) -
 
 
 #: What a worker needs to rebuild a model's eager twin.
-_MODULE_KEYS = ("method", "backbone", "dims", "resize", "crop", "seed", "coreset", "bank_size")
+_MODULE_KEYS = ("method", "backbone", "dims", "resize", "crop", "seed", "coreset", "bank_size", "reduction")
 
 
 def plan_subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
@@ -137,10 +138,11 @@ def plan_subjects(config: BenchConfig, workdir: Path) -> list[Subject]:
             bank_size=meta["bank_size"],
             precision=meta["precision"],
             head_precision=meta["head_precision"],
+            reduction=meta["reduction"],
         )
         graph = None
-        if config.backbone:
-            build = {k: module[k] for k in _MODULE_KEYS if k != "bank_size"}
+        if config.backbone:  # the backbone alone does not depend on the reduction
+            build = {k: module[k] for k in _MODULE_KEYS if k not in ("bank_size", "reduction")}
             art = _prepare(config, workdir, fused=False, backbone_alone=True, eager=False, **build)
             graph = art.backbone_graph
         subjects.append(

@@ -113,6 +113,7 @@ def _open_torch(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], d
         crop=module_spec["crop"],
         seed=module_spec["seed"],
         coreset=module_spec.get("coreset"),
+        reduction=module_spec.get("reduction"),
         random_init=True,
     )
     state_path = spec.get("path")

@@ -81,6 +81,34 @@ def test_cli_model_file_is_labelled_from_its_metadata(
     ]
 
 
+def test_cli_orthogonal_model_file_gets_its_label_and_eager_twin(
+    train_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --reduction orthogonal model: labelled so, and its eager row built with the projection too."""
+    from padim_edge.export import pipeline
+
+    model = tmp_path / "orth.onnx"
+    pipeline.run_export(
+        train_dir, model, reduction="orthogonal", random_init=True, device="cpu", parity_images=0,
+        progress=False, **TINY,
+    )  # fmt: skip
+    built = []
+    original = pipeline.build_module
+    monkeypatch.setattr(
+        pipeline, "build_module", lambda *a, **k: built.append(k.get("reduction")) or original(*a, **k)
+    )
+    args = [*FAST_ARGS, "--batch-sizes", "1", "--threads", "1", "--device", "cpu", "--frame-size", "64x96"]
+    args += ["--model", str(model), "--no-backbone", "--in-process", "--output", str(tmp_path), "--name", "o"]
+    outcome = CliRunner().invoke(main, [*args, "-q"])
+    assert outcome.exit_code == 0, outcome.output
+    rows = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        ("R18-Rd16 orthogonal fp32", "fused"),
+        ("R18-Rd16 orthogonal fp32", "eager"),
+    ]
+    assert built == ["orthogonal"]
+
+
 def test_cli_help_explains_every_option() -> None:
     outcome = CliRunner().invoke(main, ["--help"])
     assert outcome.exit_code == 0
