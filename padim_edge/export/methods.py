@@ -123,15 +123,13 @@ def _padim_make(network: nn.Module, spec: BackboneSpec, **config: Any) -> Anomal
 
 def _padim_split(options: MethodOptions) -> SplitOptions:
     from padim_edge.export.padim.graph_head import check_precision
-    from padim_edge.export.padim.settings import REDUCTIONS
+    from padim_edge.export.padim.settings import check_reduction
 
     given = _refuse("padim", options, ("blocks", "head_precision", "reduction"))
     head = {"blocks": given["blocks"]} if "blocks" in given else {}
     if "head_precision" in given:
         head["precision"] = check_precision(given["head_precision"])
-    build = {"reduction": given["reduction"]} if "reduction" in given else {}
-    if build and build["reduction"] not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {build['reduction']!r}")
+    build = {"reduction": check_reduction(given["reduction"])} if "reduction" in given else {}
     return SplitOptions(build=build, fit={}, head=head)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from padim_edge.export.padim.settings import REDUCTIONS
+from padim_edge.export.padim.settings import check_reduction
 
 
 def select_channels(total: int, dims: int, seed: int) -> torch.Tensor:
@@ -120,9 +120,7 @@ def make_reducer(
     Raises:
         ValueError: An unknown reduction, or ``dims`` out of range.
     """
-    if reduction == "select":
-        indices = select_channels(sum(channels), dims, seed)
-        return EmbeddingReducer(channels, indices), indices
-    if reduction == "orthogonal":
+    if check_reduction(reduction) == "orthogonal":
         return OrthogonalReducer(channels, dims, seed), None
-    raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    indices = select_channels(sum(channels), dims, seed)
+    return EmbeddingReducer(channels, indices), indices

@@ -1,5 +1,5 @@
-"""PaDiM head settings, stdlib only: the CLIs' ``--help`` and the benchmark read them without importing
-numpy, onnx or torch (:mod:`.graph_head` re-exports every name).
+"""PaDiM settings, stdlib only: the reduction and the head's. The CLIs' ``--help`` and the benchmarks
+read them without importing numpy, onnx or torch (:mod:`.graph_head` re-exports the head's names).
 """
 
 from __future__ import annotations
@@ -12,6 +12,19 @@ REDUCTION_HELP = {
     "orthogonal": "a fixed random semi-orthogonal projection W^T x (Kim et al. 2021; one 1x1 convolution "
     "per tapped map: 35 M multiply-adds per image for R18-Rd100, 773 M for WR50-Rd550)",
 }
+
+
+def check_reduction(reduction: str) -> str:
+    """``reduction`` if it is one of :data:`REDUCTIONS`.
+
+    Raises:
+        ValueError: Any other value.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
 #: Column blocks of the packed symmetric Sigma^-1 storage; measured in benchmarks/.
 DEFAULT_BLOCKS = 3
 #: The head's precisions: what its Sigma^-1 panels are stored in and its MatMul runs in.
