@@ -45,6 +45,8 @@ from int8_sets import WEIGHTS as MNV2_WEIGHTS
 HERE = Path(__file__).resolve().parent
 
 REDUCTIONS = ("select", "orthogonal")
+#: Result sections; one run may measure some and keep the others from the results file.
+SECTIONS = ("accuracy", "latency", "stage")
 
 
 def log(message: str) -> None:
@@ -132,6 +134,73 @@ def latency_section(workdir: Path, *, dims: int, rounds: int, reps: int) -> dict
     return {"dims": dims, "ms": {name: parts.spread(v) for name, v in timing["ms"].items()}, "timing": timing}
 
 
+#: (name, channels of the tapped maps, their grids, dims) of the reduce stage timed alone.
+STAGE_SIZES = (
+    ("R18-Rd100", (64, 128, 256), (56, 28, 14), 100),
+    ("WR50-Rd550", (256, 512, 1024), (56, 28, 14), 550),
+)
+
+
+def stage_section(workdir: Path, *, rounds: int, reps: int) -> dict[str, Any]:
+    """The reduce stage alone (tapped maps in, embedding out), each reduction, at R18 and WR50 size.
+
+    The library's reducer modules exported with the dynamo exporter, as the fused graph traces them;
+    batch 1, CPU EP, interleaved rounds.
+    """
+    import onnxruntime as ort
+
+    from padim_edge.export.padim.reduction import make_reducer
+    from padim_edge.runtime.session import session_options
+
+    out: dict[str, Any] = {}
+    for name, channels, grids, dims in STAGE_SIZES:
+        maps = [torch.randn(1, c, g, g) for c, g in zip(channels, grids, strict=True)]
+        openers = {}
+        for reduction in REDUCTIONS:
+            path = workdir / f"stage-{name}-{reduction}.onnx"
+            if not path.is_file():
+                reducer, _ = make_reducer(reduction, channels, dims, 0)
+                stage = _Stage(reducer).eval()
+                torch.onnx.export(stage, tuple(maps), str(path), dynamo=True, external_data=False)
+            feed = {f"map{i}": m.numpy() for i, m in enumerate(maps)}
+
+            def opener(path: Path = path, feed: dict = feed) -> parts.Runner:
+                session = ort.InferenceSession(
+                    str(path), session_options(parts.THREADS), providers=["CPUExecutionProvider"]
+                )
+                names = [i.name for i in session.get_inputs()]
+                inputs = dict(zip(names, feed.values(), strict=True))
+                return (lambda: session.run(None, inputs)), (lambda: None)
+
+            openers[reduction] = opener
+        log(f"reduce stage alone, {name}: {rounds} rounds x {reps} calls")
+        timing = parts.interleaved(openers, rounds=rounds, reps=reps, log=log)
+        out[name] = {r: parts.spread(timing["ms"][r]) for r in REDUCTIONS}
+    return out
+
+
+class _Stage(torch.nn.Module):
+    """A reducer with the three maps as separate inputs (what the exporter traces)."""
+
+    def __init__(self, reducer: torch.nn.Module) -> None:
+        super().__init__()
+        self.reducer = reducer
+
+    def forward(self, map0: torch.Tensor, map1: torch.Tensor, map2: torch.Tensor) -> torch.Tensor:
+        return self.reducer([map0, map1, map2])
+
+
+def _provenance(result: dict[str, Any], section: str) -> list[str]:
+    """A line naming the earlier run a kept section comes from (nothing for this run's sections)."""
+    run = result[section].get("run") or {}
+    if not run or run.get("when") == result["when"]:
+        return []
+    return [
+        f"*From an earlier run:* `{run['command']}`, {run['when']}, on {machine_line(run['machine'])}.",
+        "",
+    ]
+
+
 def report(result: dict[str, Any]) -> str:
     lines = ["# Reduction: random index-select vs semi-orthogonal projection (issue 9, optional)", ""]
     lines += [
@@ -146,6 +215,7 @@ def report(result: dict[str, Any]) -> str:
             f"## Accuracy: MobileNetV2 (ImageNet weights), {acc.get('description', 'magnetic tile')} "
             f"({acc['train_images']} train images), 256 -> 224, exported graph through the runtime",
             "",
+            *_provenance(result, "accuracy"),
             "Mean over seeds [min-max] (a seed picks both the channel subset and the projection).",
             "",
             "| dims | reduction | seeds | image AUROC | pixel AUROC | PRO@0.3 |",
@@ -167,11 +237,26 @@ def report(result: dict[str, Any]) -> str:
             f"## Latency: R18, dims {lat['dims']}, batch 1, CPU EP, {result['threads']} threads "
             "(ms per call)",
             "",
+            *_provenance(result, "latency"),
             "| reduction | median [min-max over rounds] |",
             "|---|---:|",
         ]
         for name, s in lat["ms"].items():
             lines.append(f"| {name} | {s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}] |")
+        lines.append("")
+    stage = {k: v for k, v in (result.get("stage") or {}).items() if k != "run"}
+    if stage:
+        lines += [
+            "## The reduce stage alone (tapped maps in, embedding out), batch 1, CPU EP, "
+            f"{result['threads']} threads (ms per call)",
+            "",
+            *_provenance(result, "stage"),
+            "| size | select | orthogonal |",
+            "|---|---:|---:|",
+        ]
+        for name, row in stage.items():
+            cells = [f"{row[r]['median']:.3f} [{row[r]['min']:.3f}-{row[r]['max']:.3f}]" for r in REDUCTIONS]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
         lines.append("")
     lines += ["## Projection cost per image (multiply-adds, maps projected on their own grids)", ""]
     lines += ["| model | select | orthogonal |", "|---|---:|---:|"]
@@ -205,9 +290,13 @@ def main(
     skip_latency: bool,
     set_name: str,
 ) -> None:
-    """Compare the two reductions; write reduction.{json,md}."""
+    """Compare the two reductions; write reduction.{json,md} (sections not run are kept from the file)."""
     workdir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(parts.THREADS)
+    stem = "reduction" if set_name == "magnetic_tile" else f"reduction_{set_name}"
+    previous = (
+        json.loads((output / f"{stem}.json").read_text()) if (output / f"{stem}.json").is_file() else {}
+    )
     result: dict[str, Any] = {
         "machine": machine_info(),
         "command": "benchmarks/reduction.py " + " ".join(sys.argv[1:]),
@@ -231,8 +320,15 @@ def main(
             result["accuracy"] = {"skipped": description if root is None else f"needs {MNV2_WEIGHTS}"}
     if not skip_latency:
         result["latency"] = latency_section(workdir, dims=100, rounds=rounds, reps=reps)
+        result["stage"] = stage_section(workdir, rounds=rounds, reps=reps)
+    run = {k: result[k] for k in ("machine", "command", "when")}
+    for section in SECTIONS:
+        if section in result:
+            result[section]["run"] = run
+        elif section in previous:  # measured by an earlier run: kept, with that run's provenance
+            result[section] = previous[section]
+            result[section].setdefault("run", {k: previous[k] for k in ("machine", "command", "when")})
     output.mkdir(parents=True, exist_ok=True)
-    stem = "reduction" if set_name == "magnetic_tile" else f"reduction_{set_name}"
     (output / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (output / f"{stem}.md").write_text(report(result))
     log(report(result))
