@@ -51,6 +51,29 @@ def test_int8_qoperator_structure_and_runtime(r18_model: Path, r18_int8: Path) -
     assert json.loads(props["padim_edge.source_model"])["sha256"] == modelio.file_sha256(r18_model)
 
 
+@pytest.mark.parametrize("variant", ["int8-qoperator", "int8-qdq"])
+def test_int8_keeps_an_orthogonal_projection_float(
+    synthetic: dict[str, Path], tmp_path: Path, variant: str
+) -> None:
+    """--reduction orthogonal: its 1x1 convolutions are the reduction's, not the backbone's: INT8 leaves
+    them float32 (and the refit reads the embedding they make); the metadata keeps the reduction."""
+    from padim_edge.export.pipeline import run_export
+
+    source = tmp_path / "orth.onnx"
+    run_export(
+        synthetic["train"], source, backbone="r18", dims=16, resize=72, crop=64, random_init=True,
+        reduction="orthogonal", parity_images=0, progress=False,
+    )  # fmt: skip
+    out = tmp_path / f"orth-{variant}.onnx"
+    calibrate(source, out, variant=variant, data=synthetic["holdout"], calibration_images=6, progress=False)
+    assert stage_ops(out, graph_names.REDUCE) == stage_ops(source, graph_names.REDUCE)
+    assert stage_ops(out, graph_names.REDUCE)["Conv"] == 3
+    props = props_of(out)
+    assert props["padim_edge.reduction"] == "orthogonal"
+    assert json.loads(props["padim_edge.gaussians"])["source"] == "refit"
+    assert np.all(np.isfinite(scores_of(out, synthetic["holdout"])))
+
+
 def test_int8_qdq_loads_and_runs(r18_model: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "qdq.onnx"
     report = calibrate(
