@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError, check_output_file, write_failure
+from padim_edge.export.cli_inputs import check_flags, demo_data
 from padim_edge.export.padim.settings import (
     DEFAULT_BLOCKS,
     HEAD_PRECISIONS,
@@ -17,7 +18,6 @@ from padim_edge.export.padim.settings import (
 from padim_edge.export.patchcore import settings as patchcore
 from padim_edge.export.summary import summary_lines
 from padim_edge.extras import MissingExtraError, require
-from padim_edge.geometry import parse_size
 from padim_edge.images import ImageError
 from padim_edge.spec import BACKBONES
 
@@ -255,7 +255,7 @@ def main(
     from padim_edge.export.backbones import WeightsError
     from padim_edge.export.pipeline import ParityError, run_export
 
-    size = _check_flags(
+    size = check_flags(
         weights_file=weights_file,
         random_init=random_init,
         data=data,
@@ -304,7 +304,7 @@ def main(
     except OutputError as exc:
         raise click.ClickException(str(exc)) from exc
     if data is None:
-        data = _demo_data(output)
+        data = demo_data(output)
         if weights_file is None:
             random_init = True
             click.echo(
@@ -351,57 +351,3 @@ def main(
     echo_report(
         run, output, data, head_precision=head_precision, blocks=blocks, input_size=size, progress=not quiet
     )
-
-
-def _check_flags(
-    *,
-    weights_file: Path | None,
-    random_init: bool,
-    data: Path | None,
-    demo: bool,
-    batch_size: int,
-    target: str,
-    input_size: str | None,
-    categories: Path | None,
-) -> tuple[int, int] | None:
-    """Refuse flags that exclude each other, and bad values, before anything is built.
-
-    Returns:
-        ``--input-size`` as ``(H, W)``, or ``None``.
-    """
-    from padim_edge.export.pipeline import check_target
-
-    if weights_file is not None and random_init:
-        raise click.UsageError("--weights and --random-init exclude each other")
-    if data is not None and demo:
-        raise click.UsageError("--data and --demo exclude each other")
-    if batch_size < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
-    size = None
-    if input_size is not None:
-        try:
-            size = parse_size(input_size)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--input-size") from exc
-    try:
-        check_target(target, size)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if categories is not None and (data is not None or demo):
-        raise click.UsageError("--categories and --data / --demo exclude each other")
-    return size
-
-
-def _demo_data(output: Path) -> Path:
-    """Write (or reuse) the demo set in ``demo_data/`` beside ``output``; returns its training folder."""
-    from padim_edge.demo import demo_summary, make_demo_dataset
-
-    try:
-        dataset = make_demo_dataset(output.parent / "demo_data")
-    except (FileExistsError, OSError) as exc:
-        raise click.ClickException(
-            f"{exc}. --demo writes its images to demo_data/ beside --output: delete that folder or "
-            "choose another --output folder"
-        ) from exc
-    click.echo(demo_summary(dataset))
-    return dataset.train_dir
