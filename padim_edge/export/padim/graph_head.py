@@ -38,6 +38,7 @@ from padim_edge.export.padim.settings import (  # noqa: F401  (re-exported; one 
     PRECISION_HELP,
     align_bounds,
     block_bounds,
+    check_precision,
 )
 
 #: Name prefix of every head node and initializer (backbone calibration leaves these alone).
@@ -50,17 +51,6 @@ FLATTEN = HEAD_PREFIX + "flatten"
 
 def _name(name: str) -> str:
     return HEAD_PREFIX + name
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`HEAD_PRECISIONS`.
-
-    Raises:
-        ValueError: Any other value.
-    """
-    if precision not in HEAD_PRECISIONS:
-        raise ValueError(f"head precision must be one of {', '.join(HEAD_PRECISIONS)}, got {precision!r}")
-    return precision
 
 
 def packed_panel(inv_covariance: np.ndarray, lo: int, hi: int) -> np.ndarray:

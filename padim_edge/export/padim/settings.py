@@ -15,15 +15,20 @@ REDUCTION_HELP = {
 }
 
 
-def check_reduction(reduction: str) -> str:
-    """``reduction`` if it is one of :data:`REDUCTIONS`.
+def one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    """``value`` if it is one of ``choices``.
 
     Raises:
-        ValueError: Any other value.
+        ValueError: Any other value (the message names ``what`` and the choices).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    return reduction
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_reduction(reduction: str) -> str:
+    """``reduction`` if it is one of :data:`REDUCTIONS` (else ``ValueError``)."""
+    return one_of(reduction, REDUCTIONS, "reduction")
 
 
 #: Column blocks of the packed symmetric Sigma^-1 storage; measured in benchmarks/.
@@ -39,6 +44,13 @@ BYTES_PER_ENTRY = {"fp32": 4, "fp16": 2, "int8": 1}
 #: about 10-25 % faster than [0, 33, 67, 100]. float32 batch-1 MatMul does not pack, so it keeps the
 #: even split.
 PANEL_ALIGN = {"fp32": 1, "fp16": 16, "int8": 16}
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`HEAD_PRECISIONS` (else ``ValueError``)."""
+    return one_of(precision, HEAD_PRECISIONS, "head precision")
+
+
 #: Which execution providers each precision is for (the ``--head-precision`` help and the README).
 PRECISION_HELP = {
     "fp32": "float32 panels: every EP; the reference",
