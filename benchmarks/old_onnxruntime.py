@@ -2,12 +2,13 @@
 
 Builds every variant of one small model (ResNet-18 random-init, dims 24, resize 72, crop 64: loading
 and arithmetic do not depend on the weights): the default graph, the same with a baked threshold, INT8
-QDQ, FP16, INT8 QOperator, and the TensorRT-target graph (``--target tensorrt --input-size 90x120``)
-with its threshold, INT8 QDQ and FP16 variants. Scores a fixed set of frames with the onnxruntime
-installed here (the reference), then, for each old runtime, in a throwaway virtual environment
-outside the repository (``~/.cache/padim-edge/venvs``), runs ``padim_edge.runtime`` (``PYTHONPATH`` =
-this checkout; the environment has only numpy and onnxruntime, as a Jetson would) on the same files
-and frames, and compares: max |d score| <= 1e-4 x the largest reference score.
+QDQ, FP16, INT8 QOperator, the same model with ``--reduction orthogonal`` (and its INT8 and int8-head
+variants), a PatchCore model and its variants, and the TensorRT-target graph (``--target tensorrt
+--input-size 90x120``) with its threshold, INT8 QDQ and FP16 variants. Scores a fixed set of frames
+with the onnxruntime installed here (the reference), then, for each old runtime, in a throwaway virtual
+environment outside the repository (``~/.cache/padim-edge/venvs``), runs ``padim_edge.runtime``
+(``PYTHONPATH`` = this checkout; the environment has only numpy and onnxruntime, as a Jetson would) on
+the same files and frames, and compares: max |d score| <= 1e-4 x the largest reference score.
 
 Environments: onnxruntime 1.16.3, 1.17.3 and 1.18.1 on Python 3.11 (numpy < 2), and onnxruntime 1.16.3
 with numpy 1.24.4 on Python 3.8 (JetPack 5's Python; 1.16 is its last Jetson wheel). CPU wheels from
@@ -47,12 +48,14 @@ TRT_SIZE = (90, 120)
 VARIANTS_BY_TARGET = {
     "default": ("fp32-threshold", "int8-qdq", "fp16", "int8-qoperator"),
     "tensorrt": ("fp32-threshold", "int8-qdq", "fp16"),
+    "orthogonal": ("int8-qdq", "int8-qoperator"),
 }
 #: Compact-head variants (PaDiM's Sigma^-1, PatchCore's bank): the int8 head is CPU-only as well.
 HEAD_VARIANTS_BY_TARGET = {
     "default": ("head-fp16", "head-int8"),
     "tensorrt": ("head-fp16",),
     "patchcore": ("head-fp16", "head-int8", "int8-qoperator"),
+    "orthogonal": ("head-int8",),
 }
 
 
@@ -175,9 +178,11 @@ def build_variants(work: Path) -> dict[str, dict[str, str]]:
         "default": work / "model.onnx",
         "tensorrt": work / "model-trt.onnx",
         "patchcore": work / "model-patchcore.onnx",
+        "orthogonal": work / "model-orthogonal.onnx",
     }
     run_export(train, base["default"], parity_images=2, progress=False, **SMALL)
     run_export(train, base["patchcore"], parity_images=2, progress=False, method="patchcore", **SMALL)
+    run_export(train, base["orthogonal"], parity_images=2, progress=False, reduction="orthogonal", **SMALL)
     run_export(
         train,
         base["tensorrt"],
