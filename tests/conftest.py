@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,24 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _private_temp() -> Path:
+    """A temp folder for this run, set as TMPDIR and Ray's temp folder, removed when the run ends.
+
+    Code under test writes beside pytest's ``tmp_path`` too (tempfile scratch, Ray's session logs and
+    object spill); without this, a run leaves over a GB in the system temp folder.
+    """
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())  # pytest's own folders stay
+    folder = Path(tempfile.mkdtemp(prefix="padim-tests-"))
+    os.environ["TMPDIR"] = str(folder)
+    os.environ["RAY_TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # re-read TMPDIR
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+TEST_TEMP = _private_temp()
 #: The project's shared data and weights (``PADIM_EDGE_SHARED`` overrides it, e.g. from a git worktree).
 SHARED = Path(os.environ.get("PADIM_EDGE_SHARED", ROOT.parent / "shared"))
 MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
