@@ -35,9 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from padim_edge import __version__, atomic
-from padim_edge.images import ImageError, expand_paths, load_image
+from padim_edge.images import expand_paths
 from padim_edge.integrity import sha256
 from padim_edge.naming import image_keys
+from padim_edge.runtime.outputs import RESULT_FILES, write_results
+from padim_edge.runtime.pipeline import FilePipeline, ScoringError
 
 SHARDS = "shards"
 SUMMARY = "summary.json"
@@ -82,8 +84,14 @@ def plan_shards(
     return shards
 
 
-def score_shard(model: Any, paths: list[str], keys: list[str], *, batch_size: int, maps: bool) -> bytes:
+def score_shard(
+    model: Any, paths: list[str], keys: list[str], *, batch_size: int, maps: bool, decode_threads: int = 1
+) -> bytes:
     """Decode and score one shard; returns its Parquet file's bytes (a row per key, in order).
+
+    Files go through :class:`padim_edge.runtime.pipeline.FilePipeline` (``decode_threads`` decode threads
+    beside the graph), as in the local ``padim-predict``: a file that cannot be decoded, or whose size is
+    not a fixed-size model's, is a row with its error.
 
     Columns: ``key``, ``score`` (float64 holding the model's float32 score; null where unreadable),
     ``is_anomalous`` (null without a threshold), ``error`` (null, or why the file was unreadable) and,
@@ -94,26 +102,19 @@ def score_shard(model: Any, paths: list[str], keys: list[str], *, batch_size: in
     """
     scores: dict[str, tuple[float, bool | None, bytes | None]] = {}
     errors: dict[str, str] = {}
-    for lo in range(0, len(paths), batch_size):
-        frames, batch = [], []
-        for path, key in zip(paths[lo : lo + batch_size], keys[lo : lo + batch_size], strict=True):
-            try:
-                frames.append(load_image(path))
-                batch.append((path, key))
-            except ImageError as exc:
-                errors[key] = str(exc)
-            except Exception as exc:  # e.g. Pillow's decompression-bomb guard: this file, not the shard
-                errors[key] = f"cannot decode image {path}: {type(exc).__name__}: {exc}"
-        if not frames:
-            continue
+    # the local padim-predict's pipeline: the same batches, so the same bits; the next batch decodes
+    # in a thread while the graph runs this one
+    with FilePipeline(model, batch_size=batch_size, decode_workers=decode_threads) as pipeline:
         try:
-            predictions = model.predict(frames, batch_size=batch_size)
-        except Exception as exc:
-            files = ", ".join(p for p, _ in batch)
-            raise ShardError(f"scoring failed on the batch {files}: {type(exc).__name__}: {exc}") from exc
-        for (_, key), pred in zip(batch, predictions, strict=True):
-            picture = pred.anomaly_map.astype(np.float16).tobytes() if maps else None
-            scores[key] = (pred.score, pred.is_anomalous, picture)
+            for result in pipeline.run(paths, keys):
+                if not result.ok:
+                    errors[result.key] = str(result.error)
+                    continue
+                pred = result.prediction
+                picture = pred.anomaly_map.astype(np.float16).tobytes() if maps else None
+                scores[result.key] = (pred.score, pred.is_anomalous, picture)
+        except ScoringError as exc:
+            raise ShardError(str(exc)) from exc
     columns: dict[str, Any] = {
         "key": pa.array(keys, pa.string()),
         "score": pa.array([scores[k][0] if k in scores else None for k in keys], pa.float64()),
@@ -232,7 +233,6 @@ def score(
 
     from padim_edge.distributed.cluster import LOCAL, ClusterError, connect
     from padim_edge.runtime import PadimModel
-    from padim_edge.runtime.cli import _write_json  # the local padim-predict's JSON format, one home
 
     start = time.perf_counter()
     output = atomic.check_output_folder(output, what="--output")
@@ -307,8 +307,8 @@ def score(
                 else:
                     run.failed_images[key] = error
     run.scored = len(results)
-    written = _write_json(output, results, run.failed_images, labelled=labelled)
-    for stale in {"labels.json", "failed.json"} - set(written):  # from an earlier run of this folder
+    written = write_results(output, results, run.failed_images, labelled=labelled)
+    for stale in set(RESULT_FILES) - set(written):  # from an earlier run of this folder
         (output / stale).unlink(missing_ok=True)
     run.files = [output / name for name in written]
     run.seconds = time.perf_counter() - start

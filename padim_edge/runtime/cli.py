@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 from tqdm import tqdm
 
 from padim_edge import atomic
 from padim_edge.devices import DEVICE_HELP, DEVICE_NAMES
 from padim_edge.extras import MissingExtraError, require
-from padim_edge.images import ImageError, expand_paths, iter_batches, read_file_list
-from padim_edge.naming import image_keys, key_to_filename
-
-#: Overlay file-name suffix: ``scratch/003.png`` -> ``scratch__003_overlay.png``.
-OVERLAY_SUFFIX = "_overlay.png"
+from padim_edge.images import ImageError, expand_paths, is_image, read_file_list
+from padim_edge.naming import image_keys
+from padim_edge.runtime.outputs import (
+    OVERLAY_MODES,
+    OVERLAY_SUFFIX,  # noqa: F401 - the overlay naming rule, re-exported
+    RESULT_FILES,
+    OverlayWriter,
+    overlay_names,
+    write_results,
+)
+from padim_edge.runtime.pipeline import FilePipeline, ScoringError
+from padim_edge.runtime.video import video_options
 
 
 def open_model(
@@ -55,12 +61,16 @@ def open_model(
     epilog="\b\nOutputs with --output:\n"
     "  scores.json   {key: score}, keys = image paths relative to the inputs' common folder\n"
     "  labels.json   {key: true|false} (is_anomalous), only for a model calibrated with a threshold\n"
-    "  failed.json   {key: reason} for images that could not be read (exit code 1)\n"
+    "  failed.json   {key: reason} for images that could not be read or scored (exit code 1)\n"
+    "  overlays.json {key: overlay file name} of the overlays written\n"
     "  <name>_overlay.png  the heat map on the model's view of the image, score and colour bar; <name>\n"
     "                is the key without its extension, '/' replaced by '__' (flat in --output):\n"
-    "                scratch/003.png -> scratch__003_overlay.png\n"
+    "                scratch/003.png -> scratch__003_overlay.png; names that would clash (x.png, x.jpg)\n"
+    "                or be too long for the file system get -<hash> (see overlays.json)\n"
     "\b\nOverlay colours use one fixed scale per model: dark blue = the median training pixel, dark red =\n"
-    "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.",
+    "1.5 x the threshold (calibrated models) or, roughly, 2 x the 99th-percentile training score.\n"
+    "\b\nFiles are decoded, scored and written in a pipeline (decode threads, the graph, an overlay\n"
+    "writer), in input order; Ctrl-C stops it and writes the JSON files of the images done so far.",
 )
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path), required=False)
 @click.argument("paths", metavar="PATH...", nargs=-1, type=click.Path(path_type=Path))
@@ -108,6 +118,21 @@ def open_model(
     "line; blank lines and lines starting with # are ignored; relative paths are relative to LIST's "
     "folder. With or without --ray.",
 )
+@click.option(
+    "--overlays",
+    "overlays_mode",
+    type=click.Choice(OVERLAY_MODES),
+    default="all",
+    show_default=True,
+    help="With --output: an overlay PNG for every image, only for those labelled anomalous (a model "
+    "calibrated with a threshold), or none.",
+)
+@click.option(
+    "--decode-threads",
+    type=click.IntRange(min=0),
+    help="Threads decoding the next images while the graph runs (default 2, or 1 on a 1-CPU box); 0 "
+    "decodes in the scoring thread between batches.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
     "--ray",
@@ -131,6 +156,7 @@ def open_model(
     help="Images per --ray output shard.",
 )
 @click.option("--maps", is_flag=True, help="With --ray: store every anomaly map (float16) in the shards.")
+@video_options
 def main(
     model_path: Path | None,
     paths: tuple[Path, ...],
@@ -142,6 +168,8 @@ def main(
     trt_profile: str | None,
     trt_workspace_mib: int | None,
     files_from: Path | None,
+    overlays_mode: str,
+    decode_threads: int | None,
     quiet: bool,
     ray_address: str | None,
     ray_actors: int | None,
@@ -154,7 +182,8 @@ def main(
     file. Prints one row per image with its score (and its label when the model carries a threshold
     from `padim-calibrate`), keyed by its path relative to the common folder of all inputs. An image
     that cannot be read is reported and skipped; the others are still scored and written, and the
-    exit code is 1.
+    exit code is 1. An image of another size than a fixed-size model's (--target tensorrt) is
+    reported the same way.
     """
     listed: tuple[Path, ...] = ()
     if files_from is not None:
@@ -197,6 +226,7 @@ def main(
             atomic.check_output_folder(output, what="--output")
         except atomic.OutputError as exc:
             raise click.ClickException(str(exc)) from exc
+    _check_argument_order(model_path, paths)
     model = open_model(
         model_path,
         device,
@@ -209,6 +239,8 @@ def main(
         files = [file for _, file in expand_paths(paths)]
     except ImageError as exc:
         raise click.ClickException(str(exc)) from exc
+    if output is not None:
+        files = _skip_own_outputs(output, paths, files)
     info = model.info
     click.echo(f"model {model_path} ({info.description}) on {', '.join(model.providers)}", err=True)
     if info.random_init:
@@ -216,39 +248,92 @@ def main(
             "note: this model's backbone has random-init weights; scores are for demos and timing.", err=True
         )
     _echo_fidelity(info)
-    keys = dict(zip(files, image_keys(files)))
+    keys = image_keys(files)
+    labelled = info.threshold is not None
+    writer = None
+    if output is not None and overlays_mode != "none":
+        try:
+            writer = OverlayWriter(output, info, overlay_names(keys), mode=overlays_mode)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--overlays") from exc
     rows: list[tuple[str, float, bool | None]] = []
     failed: dict[str, str] = {}
-    overlays = _Overlays(output, info) if output is not None else None
-
-    def skip(path: Path, exc: ImageError) -> None:
-        failed[keys[path]] = str(exc)
-
-    # overlays are written as images come, the JSON files at the end: a full disk is one line
-    with atomic.write_errors(output, error=click.ClickException), tqdm(
-        total=len(files), desc="predict", unit="img", disable=quiet
-    ) as bar:
-        for batch in iter_batches(files, batch_size, on_error=skip):
-            try:
-                predictions = model.predict([image for _, image in batch], batch_size=batch_size)
-            except ValueError as exc:  # InputError: e.g. frames of another size than a fixed-size model's
-                raise click.ClickException(str(exc)) from exc
-            for (file, image), pred in zip(batch, predictions):
-                rows.append((keys[file], pred.score, pred.is_anomalous))
-                if overlays is not None:
-                    overlays.add(keys[file], image, pred.anomaly_map, pred.score, pred.is_anomalous)
-            bar.update(len(batch))
-        bar.update(len(failed))
-    _print_table(rows, labelled=info.threshold is not None)
-    if output is not None and overlays is not None:
+    stopped: BaseException | None = None  # Ctrl-C or a failed write: what was scored is still written
+    pipeline = FilePipeline(model, batch_size=batch_size, decode_workers=decode_threads, overlays=writer)
+    with tqdm(total=len(files), desc="predict", unit="img", disable=quiet) as bar:
+        try:
+            with pipeline:
+                for result in pipeline.run(files, keys):
+                    if result.ok:
+                        rows.append((result.key, result.score, result.is_anomalous))
+                    else:
+                        failed[result.key] = result.error
+                    bar.update(1)
+        except (KeyboardInterrupt, OSError, ScoringError) as exc:
+            stopped = exc
+    _print_table(rows, labelled=labelled)
+    if output is not None:
         with atomic.write_errors(output, error=click.ClickException):
-            written = _write_json(output, rows, failed, labelled=info.threshold is not None)
-            count = overlays.finish()
+            count = writer.finish() if writer is not None and not isinstance(stopped, OSError) else 0
+            if writer is not None and writer.note:
+                click.echo(f"note: {writer.note}", err=True)
+            names = writer.written_in_order(keys) if writer is not None else None
+            written = write_results(output, rows, failed, labelled=labelled, overlays=names)
+            for stale in set(RESULT_FILES) - set(written):  # an earlier run's, in the same folder
+                (output / stale).unlink(missing_ok=True)
         click.echo(f"wrote {', '.join(written)} and {count} overlays to {output}", err=True)
+    if isinstance(stopped, KeyboardInterrupt):
+        kept = f"; the results so far are in {output}" if output is not None else ""
+        click.echo(f"interrupted: {len(rows) + len(failed)} of {len(files)} images done{kept}", err=True)
+        raise click.exceptions.Exit(130)
+    if isinstance(stopped, OSError):
+        raise click.ClickException(str(atomic.write_failure(output, stopped)))
+    if isinstance(stopped, ScoringError):
+        raise click.ClickException(f"{stopped} ({len(rows)} images scored before it were written)")
     if failed:
         for key, reason in failed.items():
             click.echo(f"error: {key}: {reason}", err=True)
-        raise click.ClickException(f"{len(failed)} of {len(files)} images could not be read (listed above)")
+        sized = any("was built for" in reason for reason in failed.values())
+        what = "could not be read or scored" if sized else "could not be read"
+        raise click.ClickException(f"{len(failed)} of {len(files)} images {what} (listed above)")
+
+
+def _check_argument_order(model_path: Path, paths: tuple[Path, ...]) -> None:
+    """``padim-predict IMAGE MODEL``: say that MODEL comes first, before anything is opened."""
+    if not (model_path.is_dir() or is_image(model_path)):
+        return
+    what = "a folder" if model_path.is_dir() else "an image"
+    models = [p for p in paths if p.suffix.lower() == ".onnx"]
+    hint = (
+        f"; did you mean: padim-predict {models[0]} {model_path}" + (" ..." if len(paths) > 1 else "")
+        if models
+        else ""
+    )
+    raise click.UsageError(f"MODEL comes first: {model_path} is {what}, not a model{hint}")
+
+
+def _skip_own_outputs(output: Path, paths: tuple[Path, ...], files: list[Path]) -> list[Path]:
+    """Leave out what is in --output when it lies inside an input folder (an earlier run's overlays).
+
+    Raises:
+        click.UsageError: --output is an input folder itself.
+    """
+    target = output.resolve()
+    folders = [p.resolve() for p in paths if p.is_dir()]
+    if target in folders:
+        raise click.UsageError(
+            f"--output {output} is an input folder: its overlays would be scored as images on the next "
+            f"run; give another folder (e.g. {output.name or 'out'}-scores)"
+        )
+    if not any(folder in target.parents for folder in folders):
+        return files
+    named = {p.resolve() for p in paths if p.is_file()}
+    kept = [f for f in files if f.resolve() in named or target not in f.resolve().parents]
+    if len(kept) < len(files):
+        click.echo(f"note: skipped {len(files) - len(kept)} files inside --output {output}", err=True)
+    if not kept:
+        raise click.ClickException(f"no images left to score: every one found is inside --output {output}")
+    return kept
 
 
 def _echo_fidelity(info) -> None:
@@ -276,71 +361,3 @@ def _print_table(rows: list[tuple[str, float, bool | None]], *, labelled: bool) 
     for name, score, flag in rows:
         label = ("  ANOMALOUS" if flag else "  ok") if labelled else ""
         click.echo(f"{name:<{width}}  {score:>10.4f}{label}")
-
-
-def _write_json(
-    output: Path, rows: list[tuple[str, float, bool | None]], failed: dict[str, str], *, labelled: bool
-) -> list[str]:
-    written = ["scores.json"]
-    atomic.write_json(output / "scores.json", {name: round(score, 6) for name, score, _ in rows})
-    if labelled:
-        atomic.write_json(output / "labels.json", {name: bool(flag) for name, _, flag in rows})
-        written.append("labels.json")
-    if failed:
-        atomic.write_json(output / "failed.json", failed)
-        written.append("failed.json")
-    return written
-
-
-class _Overlays:
-    """Writes one annotated overlay per image on the model's fixed colour scale, as images come.
-
-    A model without training scores in its metadata (exported before they were recorded) has no fixed
-    scale: its overlays are kept until the end and drawn on the run's own range, with a note.
-    """
-
-    def __init__(self, output: Path, info) -> None:
-        from padim_edge.geometry import Geometry
-        from padim_edge.visualize import colour_scale
-
-        self.output = output
-        self.geometry = Geometry(info.resize, info.crop)
-        self.labelled = info.threshold is not None
-        self.scale = colour_scale(info)
-        self.pending: list[tuple[str, np.ndarray, np.ndarray, float, bool | None]] = []
-        self.count = 0
-
-    def add(
-        self, key: str, image: np.ndarray, anomaly_map: np.ndarray, score: float, flag: bool | None
-    ) -> None:
-        view = self.geometry.image_view(image)
-        if self.scale is None:
-            self.pending.append((key, view, anomaly_map.astype(np.float16), score, flag))
-        else:
-            self._write(key, view, anomaly_map, score, flag)
-
-    def finish(self) -> int:
-        if self.pending:
-            from padim_edge.visualize import ColourScale
-
-            low = float(min(m.min() for _, _, m, _, _ in self.pending))
-            high = max(s for _, _, _, s, _ in self.pending)
-            self.scale = ColourScale(low, high, "this run's range (the model has no training scores)")
-            click.echo(
-                f"note: overlay colours use {self.scale.source}; re-export it for a fixed scale", err=True
-            )
-            for item in self.pending:
-                self._write(*item)
-        return self.count
-
-    def _write(
-        self, key: str, view: np.ndarray, anomaly_map: np.ndarray, score: float, flag: bool | None
-    ) -> None:
-        from padim_edge.visualize import annotated_overlay, save_png
-
-        label = ("ANOMALOUS" if flag else "ok") if self.labelled else None
-        picture = annotated_overlay(
-            view, np.asarray(anomaly_map, np.float32), self.scale, score=score, label=label
-        )
-        save_png(picture, self.output / key_to_filename(key, OVERLAY_SUFFIX))
-        self.count += 1
