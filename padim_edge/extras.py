@@ -18,9 +18,14 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "check": (("onnx",), "pip install 'padim-edge[check]'"),
     "bench": (("psutil", "matplotlib"), "pip install 'padim-edge[bench]'"),
     "ray": (("ray", "pyarrow", "pandas"), "pip install 'padim-edge[ray]'"),
+    "video": (("cv2",), "pip install 'padim-edge[video]'"),
 }
 #: How a module is called on PyPI, where that differs.
-_PACKAGE = {"sklearn": "scikit-learn", "onnxconverter_common": "onnxconverter-common"}
+_PACKAGE = {
+    "sklearn": "scikit-learn",
+    "onnxconverter_common": "onnxconverter-common",
+    "cv2": "opencv-python-headless",
+}
 
 
 class MissingExtraError(ImportError):

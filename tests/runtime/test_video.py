@@ -1,0 +1,384 @@
+"""padim-predict --video: frames scored in order, live drops counted, bad input one line or one frame."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from padim_edge.runtime.video import (
+    MAX_BAD_FRAMES,
+    Frame,
+    FrameBuffer,
+    OpenCVSource,
+    VideoError,
+    load_cv2,
+    parse_source,
+    run_video,
+)
+from tests.conftest import TRT_SIZE
+
+needs_cv2 = pytest.mark.skipif(
+    importlib.util.find_spec("cv2") is None,
+    reason="padim-edge[video] (opencv-python-headless) is not installed",
+)
+#: Frame size (H, W) and rate of the generated videos.
+SIZE, FPS = (80, 96), 10.0
+
+
+def _frames(count: int, size: tuple[int, int] = SIZE, seed: int = 0) -> list[np.ndarray]:
+    """Distinct textured RGB frames (stripes at a per-frame phase, noise): each scores differently."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    xx = np.mgrid[0:h, 0:w][1]
+    out = []
+    for i in range(count):
+        base = 128 + 50 * np.sin(xx / (2.0 + i % 5) + i) + rng.normal(0, 10, (h, w))
+        rgb = np.stack([base, base * 0.8 + 30, 255 - base], axis=-1)
+        out.append(rgb.clip(0, 255).astype(np.uint8))
+    return out
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
+    """An MJPG AVI (every frame a key frame: decoding is deterministic and frame-exact)."""
+    cv2 = load_cv2()
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (w, h))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    """Every frame of ``path`` as cv2 decodes it, in RGB (the reference the run must match)."""
+    cv2 = load_cv2()
+    capture, out = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return out
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class MeanModel:
+    """A stand-in model: score = the frame's mean, anomalous above 120; optional delay per run."""
+
+    def __init__(self, delay: float = 0.0, input_size: tuple[int, int] | None = None) -> None:
+        self.info = SimpleNamespace(
+            input_size=input_size, threshold=120.0, resize=72, crop=64, get=lambda key, default=None: default
+        )
+        self.delay, self.runs = delay, 0
+
+    def predict(self, images, *, batch_size: int = 8):
+        images = [images] if isinstance(images, np.ndarray) else images
+        self.runs += 1
+        time.sleep(self.delay)
+        return [
+            SimpleNamespace(
+                score=float(image.mean()),
+                anomaly_map=np.full((64, 64), float(image.mean()), np.float32),
+                is_anomalous=bool(image.mean() > 120.0),
+            )
+            for image in images
+        ]
+
+
+class ListSource:
+    """A source of given frames; ``live`` ones come as fast as they can, as a camera that never waits."""
+
+    def __init__(self, frames, *, live: bool, fail_after: int | None = None, name: str = "test source"):
+        self.items, self.live, self.fail_after, self.name = frames, live, fail_after, name
+        self.fps, self.released = FPS, False
+
+    def frames(self, every: int = 1):
+        for index in range(len(self.items)):
+            if self.fail_after is not None and index == self.fail_after:
+                raise VideoError(f"{self.name} stopped delivering frames after {index}")
+            if index % every == 0:
+                yield Frame(index, index / FPS, self.items[index])
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_sources_are_told_apart() -> None:
+    assert parse_source("0").kind == "camera" and parse_source("0").target == 0 and parse_source("2").live
+    assert parse_source("rtsp://10.0.0.5:554/stream").kind == "url"
+    assert parse_source("http://cam.local/video.mjpg").live
+    pipeline = "nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! video/x-raw,format=BGRx ! appsink"
+    assert parse_source(pipeline).kind == "gstreamer"
+    assert parse_source("line3/belt.mp4") == parse_source("file://line3/belt.mp4")
+    assert not parse_source("line3/belt.mp4").live
+
+
+def test_missing_opencv_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from padim_edge import extras
+
+    monkeypatch.setattr(extras, "_importable", lambda module: module != "cv2")
+    with pytest.raises(extras.MissingExtraError) as info:
+        load_cv2()
+    assert str(info.value) == (
+        "padim-predict --video needs opencv-python-headless, which is not installed: "
+        "pip install 'padim-edge[video]'"
+    )
+
+
+@needs_cv2
+def test_a_video_gives_one_result_per_frame_equal_to_scoring_its_frames(
+    small_onnx: Path, tmp_path: Path
+) -> None:
+    from padim_edge.runtime import PadimModel
+
+    video = _write_video(tmp_path / "belt.avi", _frames(11))
+    decoded = _decode(video)
+    assert len(decoded) == 11
+    model = PadimModel(small_onnx, device="cpu")
+    expected = [p.score for p in model.predict(decoded, batch_size=1)]
+    run = run_video(model, str(video), tmp_path / "out", batch_size=4)
+    lines = _lines(tmp_path / "out" / "frames.jsonl")
+    assert [line["frame"] for line in lines] == list(range(11))
+    assert [line["time"] for line in lines] == pytest.approx([i / FPS for i in range(11)], abs=1e-3)
+    assert [line["score"] for line in lines] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert len(set(expected)) == 11  # the frames differ, so the order is checked
+    assert all(line["label"] is None for line in lines)  # an uncalibrated model
+    assert (run.frames, run.scored, run.failed, run.dropped) == (11, 11, 0, 0)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames"] == 11 and summary["dropped"] == 0 and summary["error"] is None
+
+    every = run_video(model, str(video), tmp_path / "every3", 3, batch_size=4)
+    lines = _lines(tmp_path / "every3" / "frames.jsonl")
+    assert [line["frame"] for line in lines] == [0, 3, 6, 9]
+    assert [line["score"] for line in lines] == pytest.approx(expected[::3], rel=1e-5, abs=1e-6)
+    assert every.frames == 4 and every.dropped == 0
+
+
+@needs_cv2
+def test_cli_writes_jsonl_and_an_annotated_video(small_onnx: Path, tmp_path: Path) -> None:
+    from padim_edge.runtime.cli import main
+
+    cv2 = load_cv2()
+    video = _write_video(tmp_path / "belt.avi", _frames(6))
+    done = CliRunner().invoke(main, [str(small_onnx), "--video", str(video), "--every", "2"])
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["frame"] for row in rows] == [0, 2, 4]
+    assert "video: 3 frames" in done.stderr and "0 dropped" in done.stderr
+
+    out = tmp_path / "annotated.avi"
+    args = [str(small_onnx), "--video", str(video), "-o", str(tmp_path / "out"), "--video-out", str(out)]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    assert len(_lines(tmp_path / "out" / "frames.jsonl")) == 6
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and capture.get(cv2.CAP_PROP_FPS) == FPS
+    assert int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 64  # the model's 64 x 64 view, then the bar
+    capture.release()
+
+    done = CliRunner().invoke(main, [str(small_onnx), str(video), "--every", "2"])
+    assert done.exit_code == 2 and "--every needs --video SOURCE" in done.output
+
+
+def test_a_slow_scorer_drops_frames_of_a_live_source_and_counts_them(tmp_path: Path) -> None:
+    frames = _frames(1, (8, 8)) * 300
+    source = ListSource(frames, live=True)
+    buffers: list[FrameBuffer] = []
+    original = FrameBuffer.put
+
+    def put(self: FrameBuffer, frame: Frame) -> bool:
+        buffers.append(self)
+        time.sleep(0.0005)  # a 2000 frames/s camera
+        return original(self, frame)
+
+    FrameBuffer.put = put  # type: ignore[method-assign]
+    try:
+        run = run_video(MeanModel(delay=0.01), source, tmp_path, batch_size=2, buffer_frames=3)
+    finally:
+        FrameBuffer.put = original  # type: ignore[method-assign]
+    lines = _lines(tmp_path / "frames.jsonl")
+    assert run.dropped > 100 and run.frames == len(lines) and run.frames + run.dropped == 300
+    indices = [line["frame"] for line in lines]
+    assert indices == sorted(set(indices)) and indices[-1] == 299  # in order, newest frame kept
+    assert buffers[0].high_water == 3 and source.released
+
+
+def test_buffer_never_exceeds_its_bound_over_10000_frames() -> None:
+    image = np.zeros((4, 4, 3), np.uint8)
+    for live in (False, True):
+        source = ListSource([image] * 10_000, live=live)
+        sizes: list[int] = []
+        original = FrameBuffer.put
+
+        def put(self: FrameBuffer, frame: Frame, original=original, sizes=sizes) -> bool:
+            ok = original(self, frame)
+            sizes.append(len(self.items))
+            return ok
+
+        FrameBuffer.put = put  # type: ignore[method-assign]
+        try:
+            run = run_video(MeanModel(delay=0.0002), source, None, results=open("/dev/null", "w"))  # noqa: SIM115
+        finally:
+            FrameBuffer.put = original  # type: ignore[method-assign]
+        assert max(sizes) <= 16 and run.buffer_high_water <= 16  # 2 x batch size 8
+        assert run.frames + run.dropped == 10_000
+        if not live:
+            assert run.dropped == 0 and run.frames == 10_000
+
+
+def test_labels_anomaly_count_and_ctrl_c_keeps_what_was_written(tmp_path: Path) -> None:
+    frames = [np.full((8, 8, 3), value, np.uint8) for value in (10, 200, 30, 250, 20, 40)]
+    run = run_video(MeanModel(), ListSource(frames, live=False), tmp_path / "a", batch_size=2)
+    lines = _lines(tmp_path / "a" / "frames.jsonl")
+    assert [line["label"] for line in lines] == ["ok", "anomalous", "ok", "anomalous", "ok", "ok"]
+    assert run.anomalies == 2 and "2 anomalous" in run.line()
+
+    class Interrupted(MeanModel):
+        def predict(self, images, *, batch_size: int = 8):
+            if self.runs == 2:
+                raise KeyboardInterrupt
+            return super().predict(images, batch_size=batch_size)
+
+    run = run_video(Interrupted(), ListSource(frames, live=False), tmp_path / "b", batch_size=2)
+    assert run.interrupted and run.frames == 4
+    assert [line["frame"] for line in _lines(tmp_path / "b" / "frames.jsonl")] == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["interrupted"] is True
+
+
+def test_a_source_that_stops_keeps_the_frames_before(tmp_path: Path) -> None:
+    frames = _frames(8, (8, 8))
+    source = ListSource(frames, live=True, fail_after=5, name="camera 0")
+    run = run_video(MeanModel(), source, tmp_path, batch_size=2, buffer_frames=10)
+    assert run.error == "camera 0 stopped delivering frames after 5"
+    assert [line["frame"] for line in _lines(tmp_path / "frames.jsonl")] == [0, 1, 2, 3, 4]
+    assert json.loads((tmp_path / "summary.json").read_text())["error"] == run.error
+
+
+@needs_cv2
+def test_a_stream_that_ends_midway_is_one_line_and_keeps_its_frames(small_onnx: Path, tmp_path: Path) -> None:
+    """A live source whose reads start failing (an unplugged camera) ends the run with one line."""
+    from padim_edge.runtime.cli import main
+
+    video = _write_video(tmp_path / "belt.avi", _frames(7))
+    source = OpenCVSource(str(video), live=True)  # a "camera" that delivers 7 frames, then nothing
+    run = run_video(MeanModel(), source, tmp_path / "out", buffer_frames=20)
+    assert run.error == f"file {video} stopped delivering frames after 7 (disconnected, the stream ended, " \
+        "or no frame within --timeout)"  # fmt: skip
+    assert len(_lines(tmp_path / "out" / "frames.jsonl")) == 7
+
+    done = CliRunner().invoke(main, [str(small_onnx), "--video", "7"])
+    assert done.exit_code == 1
+    assert done.output.splitlines()[-1] == (
+        "Error: camera 7 could not be opened (no such device, or in use by another program); list "
+        "cameras with `v4l2-ctl --list-devices`"
+    )
+
+
+@needs_cv2
+def test_a_corrupt_frame_is_an_error_for_that_frame_only(small_onnx: Path, tmp_path: Path) -> None:
+    from padim_edge.runtime.cli import main
+
+    video = _write_video(tmp_path / "belt.avi", _frames(9))
+    data = bytearray(video.read_bytes())
+    starts = [k for k in range(len(data) - 1) if data[k] == 0xFF and data[k + 1] == 0xD8]
+    assert len(starts) == 9
+    data[starts[4] : starts[4] + 600] = b"A" * 600  # frame 4's JPEG header is gone
+    video.write_bytes(bytes(data))
+    done = CliRunner().invoke(main, [str(small_onnx), "--video", str(video), "-o", str(tmp_path / "out")])
+    assert done.exit_code == 1
+    assert done.output.splitlines()[-1] == "Error: 1 of 9 frames failed (their 'error' lines say why)"
+    lines = _lines(tmp_path / "out" / "frames.jsonl")
+    assert [line["frame"] for line in lines] == list(range(9))
+    assert lines[4]["error"] == "frame 4 could not be decoded (corrupt or missing data)"
+    assert all("score" in line for k, line in enumerate(lines) if k != 4)
+    assert lines[5]["time"] == pytest.approx(0.5)  # the frames after it keep their own positions
+
+
+@needs_cv2
+def test_many_bad_frames_in_a_row_give_up_on_the_file(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "belt.avi", _frames(MAX_BAD_FRAMES + 8))
+    data = bytearray(video.read_bytes())
+    starts = [k for k in range(len(data) - 1) if data[k] == 0xFF and data[k + 1] == 0xD8]
+    assert len(starts) == MAX_BAD_FRAMES + 8
+    for start in starts[2:]:
+        data[start : start + 600] = b"A" * 600
+    video.write_bytes(bytes(data))
+    run = run_video(MeanModel(), str(video), tmp_path / "out")
+    assert run.scored == 2 and run.failed == MAX_BAD_FRAMES
+    assert run.error == (
+        f"file {video}: {MAX_BAD_FRAMES} frames in a row from frame 2 could not be decoded; giving up "
+        "(corrupt file)"
+    )
+
+
+@needs_cv2
+def test_unreadable_or_missing_video_and_silent_url_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.avi").write_text("not a video")
+    with pytest.raises(VideoError) as info:
+        OpenCVSource(str(tmp_path / "notes.avi"))
+    assert str(info.value) == (
+        f"cannot read video {tmp_path / 'notes.avi'}: OpenCV could not open it (not a video, damaged, or a "
+        "codec this OpenCV lacks)"
+    )
+    with pytest.raises(VideoError, match=r"^video file not found: .*gone\.mp4$"):
+        OpenCVSource(str(tmp_path / "gone.mp4"))
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/line3.mjpg"
+    start = time.monotonic()
+    try:
+        with pytest.raises(VideoError) as info:
+            OpenCVSource(url, timeout=1.0)
+    finally:
+        for conn in held:
+            conn.close()
+        server.close()
+    assert time.monotonic() - start < 6.0
+    assert str(info.value) == (
+        f"{url} did not answer within 1 s (--timeout): check the address and that the stream is running"
+    )
+
+
+@needs_cv2
+def test_gstreamer_pipeline_without_gstreamer_is_one_line(small_onnx: Path) -> None:
+    from padim_edge.runtime import video
+    from padim_edge.runtime.cli import main
+
+    if video._has_gstreamer(load_cv2()):
+        pytest.skip("this OpenCV has GStreamer")
+    done = CliRunner().invoke(main, [str(small_onnx), "--video", "videotestsrc num-buffers=3 ! appsink"])
+    assert done.exit_code == 1
+    assert "is built without GStreamer" in done.output.splitlines()[-1]
+
+
+def test_fixed_size_model_fails_only_the_frames_of_another_size(small_trt_onnx: Path, tmp_path: Path) -> None:
+    from padim_edge.runtime import PadimModel
+
+    model = PadimModel(small_trt_onnx, device="cpu")
+    frames = _frames(2, TRT_SIZE) + _frames(1, (80, 96)) + _frames(2, TRT_SIZE, seed=1)
+    run = run_video(model, ListSource(frames, live=False), tmp_path, batch_size=8)
+    lines = _lines(tmp_path / "frames.jsonl")
+    expected = [p.score for p in model.predict([frames[k] for k in (0, 1, 3, 4)])]
+    assert [line.get("score") for k, line in enumerate(lines) if k != 2] == pytest.approx(expected, rel=1e-5)
+    assert lines[2]["error"].startswith(
+        f"frame 2 is 80x96 (HxW); this model was built for {TRT_SIZE[0]}x{TRT_SIZE[1]} frames"
+    )
+    assert (run.scored, run.failed) == (4, 1)
