@@ -56,4 +56,7 @@ def require(command: str, *extras: str) -> None:
         absent = missing(extra)
         if absent:
             names = ", ".join(_PACKAGE.get(m, m) for m in absent)
-            raise MissingExtraError(f"{command} needs {names}, which is not installed: {EXTRAS[extra][1]}")
+            verb = "is" if len(absent) == 1 else "are"
+            raise MissingExtraError(
+                f"{command} needs {names}, which {verb} not installed: {EXTRAS[extra][1]}"
+            )

@@ -11,6 +11,7 @@ from padim_edge import metadata
 from padim_edge.compat.rules import BLOCKING, FAILS, NOTE, NUMBERS, RULES
 from padim_edge.compat.targets import TARGETS, Target
 from padim_edge.compat.view import GraphView, build_view
+from padim_edge.onnx_files import graph_outputs
 
 #: Occurrences shown per finding (the count says how many there are).
 EXAMPLES = 3
@@ -140,7 +141,7 @@ def check_proto(
     view = build_view(proto)
     props = {p.key: p.value for p in proto.metadata_props}
     try:
-        info = metadata.parse(props, source=source)
+        info = metadata.parse(props, source=source, outputs=graph_outputs(proto))
         description = info.description
         cpu_only = [
             reason
@@ -150,6 +151,8 @@ def check_proto(
             )
             if applies
         ]
+    except metadata.MetadataError as exc:  # a padim-edge model with a bad key: one line, as the runtime says
+        raise CheckError(str(exc)) from exc
     except metadata.NotAPadimModelError:
         description, cpu_only = "not a padim-edge model (checked as a plain ONNX graph)", []
     report = Report(
@@ -221,26 +224,29 @@ def tensorrt_summary(report: Report) -> list[str]:
 LABEL = 14
 
 
+#: The one TensorRT line of a model that was not exported for TensorRT (``MODEL``: the model's path).
+TENSORRT_HINT = (
+    "not a TensorRT form (any frame size, antialiased resize); for TensorRT export with --target tensorrt "
+    "--input-size HxW (the camera's frame size), then run padim-check on that model"
+)
+
+
 def tensorrt_lines(model: str | Path, size: tuple[int, int] | None) -> list[str]:
-    """What ``padim-check`` says about TensorRT for a written model: the padim-export and padim-calibrate
-    summaries print these lines.
+    """The TensorRT lines of the padim-export and padim-calibrate summaries.
+
+    A model exported for TensorRT (``size`` given) gets what ``padim-check`` says about each TensorRT
+    version; any other model one line on how to get a TensorRT form (nothing is checked: the default
+    graph's antialiased resize is not TensorRT's, whatever the variant).
 
     Args:
         model: The ``.onnx`` just written.
         size: ``(H, W)`` of a TensorRT-target model (``None``: a graph for any frame size).
     """
+    if size is None:
+        return [f"{'tensorrt':<{LABEL}}{TENSORRT_HINT}"]
     from padim_edge.compat.targets import TARGETS
 
     report = check_file(model, [t for t in TARGETS.values() if t.tensorrt])
     lines = [f"{'tensorrt':<{LABEL}}{line}" for line in tensorrt_summary(report)]
-    if size is None and not report.ok:
-        lines.append(
-            f"{'':<{LABEL}}TensorRT has no antialiased resize: for a TensorRT deployment export with "
-            "--target tensorrt --input-size HxW (the camera's frame size) and make variants of that model; "
-            "details: padim-check MODEL"
-        )
-    elif size is not None:
-        lines.append(
-            f"{'':<{LABEL}}built for input {size[0]}x{size[1]} frames only (the runtime refuses others)"
-        )
+    lines.append(f"{'':<{LABEL}}built for input {size[0]}x{size[1]} frames only (the runtime refuses others)")
     return lines

@@ -92,9 +92,19 @@ from padim_edge.spec import BACKBONES
     type=click.FloatRange(min=1.0),
     help="PatchCore: per-chunk coresets keep this many times --coreset (default 2).",
 )
-@click.option("--resize", type=int, default=256, show_default=True, help="Square resize edge, in the graph.")
 @click.option(
-    "--crop", type=int, default=224, show_default=True, help="Center-crop edge; anomaly maps have it."
+    "--resize",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Square resize edge, in the graph.",
+)
+@click.option(
+    "--crop",
+    type=click.IntRange(min=1),
+    default=224,
+    show_default=True,
+    help="Center-crop edge; anomaly maps have it.",
 )
 @click.option(
     "--weights",
@@ -115,7 +125,11 @@ from padim_edge.spec import BACKBONES
     help="Seed of PaDiM's random channel subset / PatchCore's coreset projection and first pick.",
 )
 @click.option(
-    "--batch-size", type=int, default=16, show_default=True, help="Images per forward pass in the fit."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images per forward pass in the fit.",
 )
 @click.option(
     "--device",
@@ -134,7 +148,7 @@ from padim_edge.spec import BACKBONES
 )
 @click.option(
     "--blocks",
-    type=int,
+    type=click.IntRange(min=1),
     help=f"PaDiM: column blocks of the packed symmetric Sigma^-1 (default {DEFAULT_BLOCKS}; 1 = full matrix; "
     "more = fewer bytes read).",
 )
@@ -149,7 +163,11 @@ from padim_edge.spec import BACKBONES
     "(it exports that fp32 model to a temporary folder first: its size must fit there too).",
 )
 @click.option(
-    "--parity-images", type=int, default=4, show_default=True, help="Training images for the check."
+    "--parity-images",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Training images for the check (0: no check).",
 )
 @click.option(
     "--target",

@@ -45,7 +45,39 @@ def check_flags(
         raise click.UsageError(str(exc)) from exc
     if categories is not None and (data is not None or demo):
         raise click.UsageError("--categories and --data / --demo exclude each other")
+    if data is not None:
+        check_data(data)
+    if random_init and (data is not None or categories is not None):
+        click.echo(f"warning: {RANDOM_INIT_WARNING}", err=True)
     return size
+
+
+#: Printed when ``--random-init`` is used on the user's own images (the demo says its own line).
+RANDOM_INIT_WARNING = (
+    "--random-init on your own images: the backbone's features are random, so the model finds little "
+    "beyond strong texture changes. It is for smoke tests and latency work; for real parts use the "
+    "ImageNet weights (omit --random-init) or --weights FILE"
+)
+
+
+def check_data(data: Path) -> None:
+    """Refuse a ``--data`` folder that holds no images but a dataset's ``train/good/`` (or ``good/``).
+
+    Raises:
+        click.BadParameter: ``data`` is a dataset root or its ``train/`` folder; the message names the
+            folder of training images to pass instead.
+    """
+    from padim_edge.images import is_image
+
+    if not data.is_dir() or any(p.is_file() and is_image(p) for p in data.iterdir()):
+        return
+    for inner in (data / "train" / "good", data / "good"):
+        if inner.is_dir():
+            raise click.BadParameter(
+                f"{data} holds no images but {inner.relative_to(data).as_posix()}/: it looks like a "
+                f"dataset folder; pass its defect-free training images, --data {inner}",
+                param_hint="--data",
+            )
 
 
 def demo_data(output: Path) -> Path:

@@ -1,4 +1,4 @@
-"""What ``padim-export`` prints after a run: method, backbone, head, fit, files, TensorRT, parity."""
+"""What ``padim-export`` prints after a run: method, backbone, head, fit, parity, files, TensorRT."""
 
 from __future__ import annotations
 
@@ -57,12 +57,7 @@ def summary_lines(
         f"geometry      resize {config.resize} -> crop {config.crop}, "
         f"{run.model.grid}x{run.model.grid} patches"
     )
-    for f in run.export.files:
-        lines.append(f"wrote         {f} ({file_size(f.stat().st_size)})")
-    from padim_edge.compat.check import tensorrt_lines  # onnx: imported once an export ran
-
-    lines += tensorrt_lines(run.export.files[0], size)
-    if run.parity is not None:
+    if run.parity is not None:  # checked on the staged graph, before anything was written
         p = run.parity
         frames = " (resized to the input size)" if size is not None else ""
         lines.append(
@@ -70,4 +65,9 @@ def summary_lines(
             f"max |d score| {p.max_abs_score:.2e}, max |d map| {p.max_abs_map:.2e} "
             f"(tolerance {p.tolerance:.1e} at max score {p.max_score:.3f}) ok"
         )
+    for f in run.export.files:
+        lines.append(f"wrote         {f} ({file_size(f.stat().st_size)})")
+    from padim_edge.compat.check import tensorrt_lines  # onnx: imported once an export ran
+
+    lines += tensorrt_lines(run.export.files[0], size)
     return lines

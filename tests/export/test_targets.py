@@ -161,8 +161,7 @@ def test_export_cli_target_flags(train_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code != 0 and "--input-size" in result.output
     result = runner.invoke(export_main, [*common, "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
-    assert re.search(r"TensorRT 8\.5\s+resize-antialias \(changes numbers\)", result.output)
-    assert re.search(r"TensorRT 10\s+resize-antialias \(fails\)", result.output)
+    assert "TensorRT 8.5" not in result.output  # one line on how to get a TensorRT form, no check
     assert "--target tensorrt --input-size HxW" in result.output
     out = tmp_path / "t.onnx"
     args = [*common, "-o", str(out), "--target", "tensorrt", "--input-size", "60x90"]
