@@ -74,12 +74,14 @@ class InferRequest:
         frames: uint8 ``[N, H, W, 3]``.
         outputs: ``(name, binary)`` of each requested output, or ``None`` for all of them.
         binary_default: Whether outputs not named in ``outputs`` (all, when it is ``None``) go binary.
+        timeout: The request's own ``parameters.timeout`` in seconds (sent in microseconds), or ``None``.
     """
 
     id: str | None
     frames: np.ndarray
     outputs: list[tuple[str, bool]] | None
     binary_default: bool
+    timeout: float | None = None
 
 
 def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -162,12 +164,20 @@ def decode_infer_request(
                 raise RequestError(400, f"unknown output {name!r}: this model's outputs are {output_names}")
             flag = _parameters(item, f"output '{name}'").get("binary_data", binary_default)
             requested.append((name, bool(flag)))
+    timeout = params.get("timeout")
+    if timeout is not None and (
+        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        raise RequestError(
+            400, f"parameters.timeout must be a positive number of microseconds, got {timeout!r}"
+        )
     request_id = request.get("id")
     return InferRequest(
         id=None if request_id is None else str(request_id),
         frames=frames,
         outputs=requested,
         binary_default=binary_default,
+        timeout=None if timeout is None else timeout / 1e6,
     )
 
 

@@ -108,13 +108,25 @@ class Handlers:
             raise RequestError(415, f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
         return body
 
-    async def score(self, request: Request, entry: ModelEntry, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """Queue ``frames`` on ``entry``'s batcher and wait for their outputs (``--timeout``).
+    async def score(
+        self, request: Request, entry: ModelEntry, frames: np.ndarray, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Queue ``frames`` on ``entry``'s batcher and wait for their outputs.
+
+        Args:
+            timeout: The request's own limit in seconds (``--timeout`` when ``None`` or longer).
 
         Raises:
-            RequestError: 503 with Retry-After when the queue is full; 504 past the timeout.
+            RequestError: 413 for more frames than the queue holds, 503 with Retry-After when the
+                queue is full, 504 past the timeout.
         """
         assert entry.batcher is not None
+        limit = self.limits.timeout if timeout is None else min(timeout, self.limits.timeout)
+        if len(frames) > entry.batcher.max_queue:
+            raise RequestError(
+                413, f"the request holds {len(frames)} frames, more than the queue holds "
+                f"(--max-queue {entry.batcher.max_queue}); send fewer frames per request"
+            )  # fmt: skip
         try:
             future = entry.batcher.enqueue(frames)
         except Overloaded as exc:
@@ -123,10 +135,10 @@ class Handlers:
             request, request.scope["padim"]["endpoint"], entry.name, version=entry.version, frames=len(frames)
         )
         try:
-            outputs = await asyncio.wait_for(future, self.limits.timeout)
+            outputs = await asyncio.wait_for(future, limit)
         except asyncio.TimeoutError:
             raise RequestError(
-                504, f"model '{entry.name}' did not answer within --timeout {self.limits.timeout:g} s "
+                504, f"model '{entry.name}' did not answer within the timeout of {limit:g} s "
                 f"({entry.batcher.queued} frames waiting); retry, or raise --timeout"
             ) from None  # fmt: skip
         flags = outputs.get(graph_names.IS_ANOMALOUS)
@@ -211,7 +223,7 @@ class Handlers:
                     400, f"unknown output {out!r}: this model's outputs are {entry.model.outputs}"
                 )
         entry.check_frames(decoded.frames)
-        results = await self.score(request, entry, decoded.frames)
+        results = await self.score(request, entry, decoded.frames, decoded.timeout)
         encode = {
             "model_name": name,
             "model_version": entry.version,

@@ -94,9 +94,11 @@ def decode_image(data: bytes) -> np.ndarray:
         raise
     except ImageError as exc:
         raise RequestError(400, str(exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, f"the image is too large to decode: {exc}") from None
     except UnidentifiedImageError:
         raise RequestError(
             400, f"the body is not an image ({len(data)} bytes that are not PNG, JPEG, BMP or TIFF)"
         ) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise RequestError(400, f"the image cannot be decoded (truncated or corrupt): {exc}") from None
