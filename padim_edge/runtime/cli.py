@@ -277,7 +277,7 @@ def main(
             count = writer.finish() if writer is not None and not isinstance(stopped, OSError) else 0
             if writer is not None and writer.note:
                 click.echo(f"note: {writer.note}", err=True)
-            names = writer.written_in_order(keys) if writer is not None else None
+            names = writer.written_in_order(k for k, _, _ in rows) if writer is not None else None
             written = write_results(output, rows, failed, labelled=labelled, overlays=names)
             for stale in set(RESULT_FILES) - set(written):  # an earlier run's, in the same folder
                 (output / stale).unlink(missing_ok=True)

@@ -13,8 +13,9 @@ sequential loop always did, so every batch holds the same frames and the scores 
 * results come out in input order, one :class:`FileResult` per file: a file that cannot be decoded,
   or whose size is not the one a fixed-size model (``--target tensorrt``) was built for, is a failed
   result naming the file; the others are still scored;
-* leaving early (Ctrl-C, an error, ``close()``) cancels the decodes not started and waits for the
-  overlays being written, so every file written is complete.
+* a result is yielded once scored, while its overlay may still be in a writer's hands: leaving early
+  (Ctrl-C, an error, ``close()``) cancels the decodes not started and waits for the overlays queued, so
+  every result yielded has its overlay and every file written is complete.
 
 Example:
     >>> from padim_edge.runtime import PadimModel
@@ -31,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +184,8 @@ class FilePipeline:
         self.write_workers = max(0, write_workers) if overlays is not None else 0
         self.overlays = overlays
         self.prefetch = max(1, prefetch)
+        #: Overlays queued for the writers before the scoring thread waits for them.
+        self.max_writes = 2 * self.prefetch * batch_size
         self.size = getattr(model.info, "input_size", None)
         self.times = StageTimes()
         self._decoders = (
@@ -195,7 +198,7 @@ class FilePipeline:
             if self.write_workers
             else None
         )
-        self._futures: list[Future] = []
+        self._decoding: deque = deque()  # (first index, decode futures) of the batches read ahead
 
     def __enter__(self) -> FilePipeline:
         return self
@@ -205,9 +208,10 @@ class FilePipeline:
 
     def close(self) -> None:
         """Cancel the decodes not started and wait for those running and for every overlay being written."""
-        for future in self._futures:
-            future.cancel()
-        self._futures = []
+        for _, futures in self._decoding:
+            for future in futures:
+                future.cancel()
+        self._decoding = deque()
         for pool in (self._decoders, self._writers):
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -234,9 +238,7 @@ class FilePipeline:
     def _submit_decodes(self, files: Sequence[Path]) -> list:
         if self._decoders is None:
             return [_Done(self._decode(path)) for path in files]
-        futures = [self._decoders.submit(self._decode, path) for path in files]
-        self._futures.extend(futures)
-        return futures
+        return [self._decoders.submit(self._decode, path) for path in files]
 
     def _score(self, batch: list[tuple[int, Path, np.ndarray]]) -> list:
         if not batch:
@@ -271,7 +273,7 @@ class FilePipeline:
             raise ValueError(f"{len(keys)} keys for {len(files)} files")
         start = time.perf_counter()
         chunks = iter(range(0, len(files), self.batch_size))
-        decoding: deque = deque()
+        decoding = self._decoding = deque()
         writing: deque = deque()
 
         def read_ahead() -> None:
@@ -305,39 +307,34 @@ class FilePipeline:
                     else:
                         batch.append((i, path, image))
                 predictions = self._score(batch)
-                overlays: list[tuple[int, object]] = []
                 for (i, path, image), prediction in zip(batch, predictions):
-                    key = keys[lo + i]
-                    results[i] = FileResult(key, path, prediction=prediction)
+                    key, overlay = keys[lo + i], None
                     if self.overlays is not None and self.overlays.wanted(prediction.is_anomalous):
                         if self._writers is None:
-                            overlays.append((i, _Done(self._write(key, image, prediction))))
+                            overlay = self._write(key, image, prediction)
                         else:
-                            overlays.append((i, self._writers.submit(self._write, key, image, prediction)))
-                writing.append((results, overlays))
-                while writing and (len(writing) > 2 * self.prefetch or _all_done(writing[0][1])):
-                    yield from self._finish(*writing.popleft())
+                            writing.append(self._writers.submit(self._write, key, image, prediction))
+                            overlay = self.overlays.names[key]
+                    results[i] = FileResult(key, path, prediction=prediction, overlay=overlay)
+                waited = time.perf_counter()
+                while writing and (len(writing) > self.max_writes or writing[0].done()):
+                    writing.popleft().result()  # an OSError (disk full) ends the run here
+                self.times.add("wait_write", time.perf_counter() - waited)
+                for result in results:
+                    if result.ok:
+                        self.times.images += 1
+                    else:
+                        self.times.failed += 1
+                    yield result
+            waited = time.perf_counter()
             while writing:
-                yield from self._finish(*writing.popleft())
+                writing.popleft().result()
+            self.times.add("wait_write", time.perf_counter() - waited)
         finally:
             self.times.wall += time.perf_counter() - start
             for _, futures in decoding:
                 for future in futures:
                     future.cancel()
-
-    def _finish(self, results: list, overlays: list) -> Iterator[FileResult]:
-        waited = time.perf_counter()
-        for i, future in overlays:
-            name = future.result()  # an OSError (disk full) ends the run here, in order
-            result = results[i]
-            results[i] = FileResult(result.key, result.path, prediction=result.prediction, overlay=name)
-        self.times.add("wait_write", time.perf_counter() - waited)
-        for result in results:
-            if result.ok:
-                self.times.images += 1
-            else:
-                self.times.failed += 1
-            yield result
 
 
 class _Done:
@@ -349,15 +346,8 @@ class _Done:
     def result(self):
         return self.value
 
-    def done(self) -> bool:
-        return True
-
     def cancel(self) -> bool:
         return False
-
-
-def _all_done(futures: list) -> bool:
-    return all(future.done() for _, future in futures)
 
 
 def predict_files(
