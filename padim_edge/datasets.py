@@ -28,6 +28,10 @@ from padim_edge.images import ImageError, is_image, list_images
 GOOD = "good"
 MASK_SUFFIX = "_mask.png"
 GROUND_TRUTH = "ground_truth"
+#: A mask marking more than this share of its image as defect is reported (an inverted or noisy mask).
+MOST_OF_IMAGE = 0.5
+#: Masks named per kind of mask problem in a warning (the count says how many there are).
+EXAMPLES = 3
 
 LAYOUT_HELP = (
     "expected the MVTec AD layout: ROOT/test/good/*.png (defect-free images), ROOT/test/<defect>/*.png "
@@ -76,12 +80,14 @@ class Category:
         root: The category folder.
         samples: Good images first, then each defect type in name order.
         has_masks: Whether every defect image has a ground-truth mask (pixel metrics possible).
+        warnings: What the layout holds that the metrics ignore (masks of good images), one line each.
     """
 
     name: str
     root: Path
     samples: tuple[TestSample, ...]
     has_masks: bool = True
+    warnings: tuple[str, ...] = ()
 
     @property
     def defects(self) -> list[str]:
@@ -212,15 +218,50 @@ def load_category(root: str | Path, name: str | None = None, *, masks: str = "au
             f"{root}: {len(missing)} defect image(s) without a ground-truth mask (image -> expected mask): "
             f"{shown}. Remove {truth} to evaluate image-level metrics only."
         )
-    return Category(name=name or root.name, root=root, samples=tuple(samples), has_masks=with_masks)
+    warnings = _good_image_masks(root, [s.path for s in samples if not s.is_anomalous]) if with_masks else []
+    return Category(
+        name=name or root.name,
+        root=root,
+        samples=tuple(samples),
+        has_masks=with_masks,
+        warnings=tuple(warnings),
+    )
 
 
-def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+def _good_image_masks(root: Path, good: list[Path]) -> list[str]:
+    """The warning for ``ground_truth/good/<stem>_mask.png`` files that mark defect pixels on good images."""
+    folder = root / GROUND_TRUTH / GOOD
+    if not folder.is_dir():
+        return []
+    marked = []
+    for image in good:
+        mask = folder / f"{image.stem}{MASK_SUFFIX}"
+        if mask.is_file() and load_mask(mask).any():
+            marked.append(mask.relative_to(root).as_posix())
+    if not marked:
+        return []
+    return [
+        f"{len(marked)} good image(s) of test/good/ have a mask that marks defect pixels "
+        f"({_examples(marked)}): good images are scored as defect-free and these masks are ignored; if the "
+        "images show defects, move them to test/<defect>/ and their masks to ground_truth/<defect>/"
+    ]
+
+
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(items[:EXAMPLES])
+    return shown + (f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else "")
+
+
+def load_mask(
+    path: str | Path, shape: tuple[int, int] | None = None, *, problems: MaskProblems | None = None
+) -> np.ndarray:
     """Decode a ground-truth mask to ``bool [H, W]`` (any non-zero pixel is a defect).
 
     Args:
         path: The mask file (grayscale, RGB or 1-bit).
         shape: Expected ``(H, W)``, the size of the image the mask belongs to.
+        problems: Where to note a mask that is not binary or marks most of its image (see
+            :class:`MaskProblems`); the mask is returned as it is either way.
 
     Raises:
         DatasetError: The file cannot be decoded or its size differs from ``shape``.
@@ -229,14 +270,64 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     try:
         with Image.open(path) as image:
             image.load()
-            mask = np.asarray(image.convert("L")) > 0
+            grey = np.asarray(image.convert("L"))
     except FileNotFoundError as exc:
         raise DatasetError(f"mask not found: {path}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode mask {path}: {exc}") from exc
-    if shape is not None and mask.shape != tuple(shape):
+    if shape is not None and grey.shape != tuple(shape):
         raise DatasetError(
-            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
+            f"mask {path} is {grey.shape[1]}x{grey.shape[0]} (WxH) but its image is "
             f"{shape[1]}x{shape[0]}; masks must have the size of their image"
         )
+    mask = grey > 0
+    if problems is not None:
+        problems.add(path, grey, mask)
     return mask
+
+
+class MaskProblems:
+    """Masks that decode but are likely wrong, gathered over a test set and worded as one warning each.
+
+    * Not binary: grey levels besides 0 and one defect value. Every non-zero pixel is a defect, so
+      background noise of a few grey levels (a JPEG-like or resampled mask) reads as defect.
+    * Most of the image: more than :data:`MOST_OF_IMAGE` of the pixels marked (an inverted mask, white
+      for normal, or that noise).
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        """``root``: the category folder; masks are named relative to it."""
+        self.root = root
+        self.masks = 0
+        self.not_binary: list[str] = []
+        self.most: list[str] = []
+
+    def add(self, path: Path, grey: np.ndarray, mask: np.ndarray) -> None:
+        """Note one decoded mask (``grey`` its 8-bit values, ``mask`` its defect pixels)."""
+        self.masks += 1
+        name = (
+            path.relative_to(self.root).as_posix() if self.root and path.is_relative_to(self.root) else path
+        )
+        levels = np.unique(grey)
+        if len(levels) > 2 or (len(levels) == 2 and levels[0] != 0):
+            self.not_binary.append(f"{name} ({len(levels)} grey levels, {levels[0]}..{levels[-1]})")
+        covered = float(mask.mean()) if mask.size else 0.0
+        if covered > MOST_OF_IMAGE:
+            self.most.append(f"{name} ({covered:.0%})")
+
+    def warnings(self) -> list[str]:
+        """One line per kind of problem found (none: an empty list)."""
+        out = []
+        if self.not_binary:
+            out.append(
+                f"{len(self.not_binary)} of {self.masks} masks are not binary (grey levels besides 0 and one "
+                f"defect value; every non-zero pixel counts as defect): {_examples(self.not_binary)}; save "
+                "masks as 0 = normal, 255 = defect"
+            )
+        if self.most:
+            out.append(
+                f"{len(self.most)} of {self.masks} masks mark most of their image as defect (inverted, or "
+                f"noise read as defect?): {_examples(self.most)}; masks are 0 = normal, non-zero = defect, "
+                "and pixel AUROC and PRO are computed against them"
+            )
+        return out

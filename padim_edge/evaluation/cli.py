@@ -116,6 +116,8 @@ def main(model: Path, root: Path, output: Path | None, device: str, batch_size: 
                 raise click.ClickException(str(exc)) from exc
         result = evaluate_category(predictions)
         results.append(result)
+        for line in result.warnings:
+            click.echo(f"warning: {category.name}: {line}", err=True)
         if output is not None:
             folder = output / category.name if multi else output
             with atomic.write_errors(folder, error=click.ClickException):

@@ -224,6 +224,7 @@ class CategoryResult:
         image_roc: Image-level ROC curve (overall).
         pixel_roc: Pixel-level ROC curve (overall); empty for an image-level category.
         has_masks: Whether the category has ground-truth masks (else pixel AUROC and PRO are ``nan``).
+        warnings: Ground truth that is likely wrong (see ``CategoryPredictions.warnings``).
     """
 
     name: str
@@ -233,6 +234,7 @@ class CategoryResult:
     image_roc: RocCurve
     pixel_roc: RocCurve
     has_masks: bool = True
+    warnings: tuple[str, ...] = ()
 
 
 def evaluate_category(
@@ -298,6 +300,7 @@ def evaluate_category(
         image_roc=image_curve,
         pixel_roc=pixel_curve,
         has_masks=masks is not None,
+        warnings=tuple(predictions.warnings),
     )
 
 

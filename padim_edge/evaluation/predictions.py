@@ -8,12 +8,12 @@ maps come out in the model's geometry and masks are mapped into it with
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from padim_edge.datasets import Category, load_mask
+from padim_edge.datasets import Category, MaskProblems, load_mask
 from padim_edge.geometry import Geometry
 from padim_edge.images import iter_batches
 from padim_edge.metadata import ModelInfo
@@ -51,6 +51,8 @@ class CategoryPredictions:
         threshold: The model's threshold, if any.
         resize: The model's resize edge.
         crop: The model's crop edge.
+        warnings: Ground truth that is likely wrong (masks that are not binary or mark most of their
+            image, masks of good images), one line each; the metrics use the masks as they are.
     """
 
     category: Category
@@ -63,6 +65,7 @@ class CategoryPredictions:
     threshold: float | None
     resize: int
     crop: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def predict_category(
@@ -98,6 +101,7 @@ def predict_category(
     geometry = Geometry(resize, crop)
     scores = np.empty(count, dtype=np.float64)
     decisions: list[bool | None] = []
+    problems = MaskProblems(category.root)
     index = 0
     for batch in iter_batches([s.path for s in samples], batch_size):
         images = [image for _, image in batch]
@@ -119,7 +123,8 @@ def predict_category(
             decisions.append(prediction.is_anomalous)
             sample = samples[index]
             if masks is not None and sample.mask_path is not None:
-                masks[index] = geometry.mask_view(load_mask(sample.mask_path, image.shape[:2]))
+                mask = load_mask(sample.mask_path, image.shape[:2], problems=problems)
+                masks[index] = geometry.mask_view(mask)
             index += 1
         if progress is not None:
             progress(len(batch))
@@ -135,4 +140,5 @@ def predict_category(
         threshold=threshold,
         resize=resize,
         crop=crop,
+        warnings=[*category.warnings, *problems.warnings()],
     )

@@ -91,6 +91,7 @@ class EvaluationSummary:
                 {
                     "category": c.name,
                     "has_masks": c.has_masks,
+                    "warnings": list(c.warnings),
                     **_without_name(c.overall),
                     **({"confusion": c.confusion.to_dict()} if c.confusion is not None else {}),
                 }
@@ -249,6 +250,8 @@ def format_markdown(summary: EvaluationSummary) -> str:
             lines += [NO_MASKS, ""]
         if result.confusion is not None:
             lines += [format_confusion(result.confusion), ""]
+        if result.warnings:
+            lines += [f"**Warning:** {line}" for line in result.warnings] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
