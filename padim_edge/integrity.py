@@ -7,8 +7,14 @@ file's name, size and SHA-256 (:func:`data_record`), and at load time :func:`ver
 
 * ``size`` always (a ``stat``; catches truncated and half-copied files);
 * the SHA-256 according to the mode: ``always``; ``once`` (the default), which hashes a file the first
-  time it is seen and remembers ``(path, size, mtime, inode) -> sha256`` in the user's cache folder, so
-  a device pays the hash (about 1-2 s per GB) once per file, not per start; or ``size`` only.
+  time it is seen and remembers ``(path, size, mtime, ctime, device, inode) -> sha256`` in the user's
+  cache folder, so a device pays the hash (about 1-2 s per GB) once per file, not per start; or
+  ``size`` only. The ctime is in the key because a file rewritten in place keeps its inode and can
+  get its size and mtime back (``touch -d``), but no user can set its ctime back.
+
+The record itself is checked first (:func:`padim_edge.metadata.external_data_problem`): its ``file``
+must be a plain name, since a model's data file sits beside it. A model whose pair was renamed (both
+files) is told apart from one whose data file is missing: the data-file name is stored in the graph.
 
 Pure Python (hashlib); the runtime imports this.
 """
@@ -23,7 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from padim_edge import atomic
+from padim_edge import atomic, metadata
+from padim_edge.naming import DATA_SUFFIX, data_file
 
 #: How :func:`verify_data_file` checks the external-data file.
 VERIFY_MODES = ("once", "always", "size")
@@ -63,7 +70,9 @@ def _cache_file() -> Path:
 
 def _stat_key(path: Path) -> str:
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    return (
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_dev}|{stat.st_ino}"
+    )
 
 
 def _read_cache() -> dict[str, str]:
@@ -105,20 +114,21 @@ def verify_data_file(
     if not record:
         return
     model_path = Path(model_path)
-    data_path = model_path.with_name(str(record["file"]))
+    problem = metadata.external_data_problem(record)
+    if problem:
+        raise IntegrityError(f"{model_path}: metadata key {metadata.prop('external_data')} {problem}")
+    data_path = model_path.with_name(record["file"])
     advice = (
         f"{model_path.name} and {data_path.name} must come from the same export: copy both files together "
         "from where the model was written"
     )
     if not data_path.is_file():
-        raise IntegrityError(
-            f"{model_path} needs its external-data file {data_path}, which is missing; {advice}"
-        )
+        raise IntegrityError(_missing(model_path, data_path, advice))
     size = data_path.stat().st_size
-    if size != int(record["bytes"]):
+    if size != record["bytes"]:
         raise IntegrityError(
             f"{data_path} has {size} bytes but {model_path} was saved with a {record['bytes']}-byte data "
-            f"file (truncated, or from another model); {advice}"
+            f"file (truncated, or from another model){_saving(model_path)}; {advice}"
         )
     if mode == "size":
         return
@@ -129,7 +139,56 @@ def verify_data_file(
     if digest != record["sha256"]:
         raise IntegrityError(
             f"{data_path} is not the data file {model_path} was saved with (sha256 {digest[:12]}... instead "
-            f"of {str(record['sha256'])[:12]}...): its constants belong to another model; {advice}"
+            f"of {record['sha256'][:12]}...): its constants belong to another model{_saving(model_path)}; "
+            f"{advice}"
         )
     if mode == "once":
         _remember(key, digest)
+
+
+def renamed_pair_error(model_path: Path, saved_data: str) -> str | None:
+    """The message for a model whose pair was renamed (both files), or ``None`` if it was not.
+
+    The graph names its data file by the name it was saved under (``part.onnx`` -> ``part.onnx.data``)
+    and onnxruntime opens that name, so ``part.onnx`` + ``part.onnx.data`` renamed to ``new.onnx`` +
+    ``new.onnx.data`` cannot load. ``saved_data`` is the name the graph (or the record) holds.
+    """
+    expected = data_file(model_path)
+    if saved_data == expected.name or not expected.is_file() or model_path.with_name(saved_data).exists():
+        return None
+    saved_model = saved_data[: -len(DATA_SUFFIX)] if saved_data.endswith(DATA_SUFFIX) else None
+    back = (
+        f"rename both back ({saved_model} and {saved_data})"
+        if saved_model
+        else f"name the data file {saved_data}"
+    )
+    return (
+        f"{model_path} was saved under another name: its graph names its data file {saved_data}, not "
+        f"{expected.name}, so a renamed pair does not load; {back}, or keep the new names and point it "
+        f"at {expected.name} with padim_edge.onnx_files.relink_data_file('{model_path}')"
+    )
+
+
+def _missing(model_path: Path, data_path: Path, advice: str) -> str:
+    renamed = renamed_pair_error(model_path, data_path.name)
+    if renamed:
+        return renamed
+    return f"{model_path} needs its external-data file {data_path}, which is missing; {advice}"
+
+
+def _saving(model_path: Path) -> str:
+    """A note while a save to ``model_path`` is committing (the mix seen is its window), else ``""``."""
+    lock = atomic.lock_path(model_path)
+    if atomic.fcntl is None or not lock.exists():
+        return ""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        atomic.fcntl.flock(fd, atomic.fcntl.LOCK_SH | atomic.fcntl.LOCK_NB)
+    except OSError:
+        return f" (another process is saving {model_path.name} right now: open it again when that save ends)"
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return ""

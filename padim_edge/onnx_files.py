@@ -9,6 +9,9 @@ Shared by the exporter, the calibrator and the benchmarks, so every model is wri
   an optional caller's check such as the exporter's parity test), fsynced, and only then renamed over
   the old pair: the data file first, then the model. An interrupted or failed save leaves the old
   model as it was; a crash between the two renames leaves a pair the runtime refuses by name.
+* the two renames (and an inline save's removal of an older data file) run under the pair's commit
+  lock (:func:`padim_edge.atomic.locked`), so two processes saving to one path leave one writer's
+  whole pair, and an inline save never deletes the data file another process has just committed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import onnx.external_data_helper
 from onnx import numpy_helper
 
 from padim_edge import metadata
-from padim_edge.atomic import OutputError, Stage
+from padim_edge.atomic import OutputError, Stage, locked
 from padim_edge.integrity import data_record, sha256
 from padim_edge.naming import data_file
 
@@ -32,11 +35,13 @@ __all__ = [
     "ExternalData",
     "data_file",
     "default_opset",
+    "graph_outputs",
     "graph_versions",
     "initializer_bytes",
     "needs_external_data",
     "pin_ir_version",
     "prefers_external_data",
+    "relink_data_file",
     "save_model",
     "set_props",
     "sha256",
@@ -106,6 +111,18 @@ def pin_ir_version(proto: onnx.ModelProto) -> int:
                 del node.metadata_props[:]
     proto.ir_version = onnx.helper.find_min_ir_version_for(known) if known else 3
     return proto.ir_version
+
+
+def graph_outputs(proto: onnx.ModelProto) -> dict[str, list[int | str | None]]:
+    """``{output name: shape}`` of the graph (an int, a symbolic name or ``None`` per axis), as
+    :func:`padim_edge.metadata.check_graph` takes it (onnxruntime's ``get_outputs()`` gives the same)."""
+    return {
+        output.name: [
+            dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
+            for dim in output.type.tensor_type.shape.dim
+        ]
+        for output in proto.graph.output
+    }
 
 
 def graph_versions(proto: onnx.ModelProto) -> dict[str, int]:
@@ -189,9 +206,10 @@ def save_model(
             onnx.checker.check_model(str(staged), full_check=True)
         if verify is not None:
             verify(staged)
-        files = stage.commit([data_name, path.name] if external else [path.name])
-    if not external:
-        data_file(path).unlink(missing_ok=True)  # a stale data file of an earlier export
+        if external:
+            files = stage.commit([data_name, path.name])
+        else:  # a data file of an earlier save is stale now: removed inside the same locked commit
+            files = stage.commit([path.name], remove=[data_name])
     return files[::-1]  # the model first
 
 
@@ -199,11 +217,48 @@ def update_props(path: str | Path, updates: dict[str, str | None]) -> Path:
     """Rewrite only the ``.onnx`` of a saved model with its metadata ``updates`` applied, atomically.
 
     The constants are not read: an external-data file stays as it is (and its recorded size and hash
-    stay valid), so adding a report to a 2 GB model costs a small write, not a copy of the model.
+    stay valid), so adding a report to a 2 GB model costs a small write, not a copy of the model. The
+    read, edit and write hold the pair's commit lock: a save to the same path meanwhile waits, rather
+    than its new data file ending beside this old model.
     """
     path = Path(path)
-    proto = onnx.load(str(path), load_external_data=False)
-    set_props(proto, updates)
-    with Stage(path.parent) as stage:
+    with Stage(path.parent) as stage, locked(path):
+        proto = onnx.load(str(path), load_external_data=False)
+        set_props(proto, updates)
         onnx.save_model(proto, str(stage.path(path.name)))
-        return stage.commit([path.name])[0]
+        return stage.commit([path.name], lock=False)[0]
+
+
+def relink_data_file(path: str | Path) -> Path:
+    """Make a renamed pair load: point ``path``'s graph (and its record) at ``data_file(path)``.
+
+    The graph names its data file by the name the model was saved under, so ``part.onnx`` +
+    ``part.onnx.data`` renamed to ``new.onnx`` + ``new.onnx.data`` does not load. This rewrites only the
+    ``.onnx`` (the constants are not read or copied), after checking that ``new.onnx.data`` is the
+    data file the model was saved with (size and SHA-256).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        padim_edge.integrity.IntegrityError: ``data_file(path)`` is missing or is another model's.
+    """
+    from padim_edge.integrity import verify_data_file
+
+    path = Path(path)
+    name = data_file(path).name
+    with Stage(path.parent) as stage, locked(path):
+        proto = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in proto.metadata_props}
+        text = props.get(metadata.prop("external_data"))
+        record = metadata.KEYS["external_data"].decode(text) if text else None
+        if record is not None:
+            record = {**record, "file": name}
+            verify_data_file(path, record, mode="always")
+            set_props(proto, metadata.encode_updates({"external_data": record}))
+        for tensor in proto.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = name
+        onnx.save_model(proto, str(stage.path(path.name)))
+        return stage.commit([path.name], lock=False)[0]

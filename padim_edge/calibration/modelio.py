@@ -17,7 +17,7 @@ from padim_edge import graph_names, metadata
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.integrity import IntegrityError, verify_data_file
 from padim_edge.metadata import ModelInfo
-from padim_edge.onnx_files import data_file, needs_external_data, save_model, set_props, sha256
+from padim_edge.onnx_files import data_file, graph_outputs, needs_external_data, save_model, set_props, sha256
 
 __all__ = [
     "SourceModel",
@@ -113,7 +113,7 @@ def load_model(path: str | Path) -> SourceModel:
         raise CalibrationError(f"{path} is not an ONNX model (no graph in it)")
     props = {p.key: p.value for p in proto.metadata_props}
     try:
-        info = metadata.parse(props, source=str(path))
+        info = metadata.parse(props, source=str(path), outputs=graph_outputs(proto))
     except metadata.NotAPadimModelError as exc:
         raise CalibrationError(str(exc)) from exc
     inputs = [i.name for i in proto.graph.input]

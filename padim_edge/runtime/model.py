@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from padim_edge import graph_names, metadata
-from padim_edge.integrity import IntegrityError, verify_data_file
+from padim_edge.integrity import IntegrityError, renamed_pair_error, verify_data_file
 from padim_edge.metadata import ModelInfo
 from padim_edge.naming import data_file
 from padim_edge.runtime import providers as _providers
 from padim_edge.runtime import tensorrt as _tensorrt
+from padim_edge.runtime.modelfile import ModelFileError, external_locations
 from padim_edge.runtime.session import open_session
 
 INPUT_NAME = graph_names.INPUT
@@ -47,23 +48,48 @@ class Prediction:
 
 
 def _load_error(path: Path, exc: Exception) -> ModelLoadError:
-    message = str(exc)
+    """One line for a model onnxruntime could not open; the external-data cases are told apart by what
+    the graph names (:func:`padim_edge.runtime.modelfile.external_locations`), not by onnxruntime's
+    wording, which differs between versions."""
+    message = str(exc).strip()
     expected = data_file(path)
+    try:
+        locations = external_locations(path)
+    except (ModelFileError, OSError):
+        locations = []
+    for name in locations:
+        normal = os.path.normpath(name)
+        if os.path.isabs(name) or normal == ".." or normal.startswith(".." + os.sep) or name[1:2] == ":":
+            return ModelLoadError(
+                f"{path} refers to its external-data file as {name!r}, which is outside the model's folder "
+                f"{path.parent}; onnxruntime refuses that (a padim-edge model keeps {expected.name} beside "
+                "it): re-save the model, or copy the data file beside it and point the graph at it with "
+                "padim_edge.onnx_files.relink_data_file"
+            )
+    for name in locations:
+        if not (path.parent / name).is_file():
+            renamed = renamed_pair_error(path, name)
+            if renamed:
+                return ModelLoadError(renamed)
+            return ModelLoadError(
+                f"{path} keeps its constants in {name} beside it, which is missing: copy both files "
+                "together as padim-export wrote them"
+            )
     lowered = message.lower()
     if "outside" in lowered or "escape" in lowered or (".." in message and "external" in lowered):
         return ModelLoadError(
             f"{path} refers to an external-data file outside its own folder, which onnxruntime refuses (a "
-            f"padim-edge model keeps {expected.name} beside it). onnxruntime said: {message.strip()[:300]}"
+            f"padim-edge model keeps {expected.name} beside it). onnxruntime said: {message[:300]}"
         )
-    if "external" in lowered or (not expected.exists() and ".data" in message):
+    if locations or "external" in lowered or (not expected.exists() and ".data" in message):
         state = "is missing" if not expected.exists() else "could not be read (truncated, or another model's)"
         return ModelLoadError(
-            f"{path} keeps its constants in {expected.name} beside it, which {state}: copy both files "
-            f"together as padim-export wrote them. onnxruntime said: {message.strip()[:300]}"
+            f"{path} keeps its constants in {(locations or [expected.name])[0]} beside it, which {state}: "
+            f"copy both files together as padim-export wrote them. onnxruntime said: {message[:300]}"
         )
     if "protobuf" in lowered or "parse" in lowered or "invalid_graph" in lowered:
-        return ModelLoadError(f"{path} is not a readable ONNX model: {message.strip()[:300]}")
-    return ModelLoadError(f"cannot load {path}: {message.strip()[:500]}")
+        return ModelLoadError(f"{path} is not a readable ONNX model: {message[:300]}")
+    return ModelLoadError(f"cannot load {path}: {message[:500]}")
 
 
 def as_batches(images: np.ndarray | Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
@@ -198,6 +224,8 @@ class PadimModel:
                 self.session.get_modelmeta().custom_metadata_map, source=str(self.path)
             )
             verify_data_file(self.path, self.info.get("external_data"), mode=verify_data)
+            shapes = {o.name: o.shape for o in self.session.get_outputs()}
+            metadata.check_graph(self.info, shapes, source=str(self.path))
         except (metadata.NotAPadimModelError, IntegrityError) as exc:
             raise ModelLoadError(str(exc)) from exc
         inputs = [i.name for i in self.session.get_inputs()]

@@ -70,7 +70,8 @@ def test_fidelity_property_and_summary() -> None:
     info = metadata.parse(metadata.encode({**REQUIRED, "fidelity": record}))
     assert info.fidelity == record
     assert metadata.parse(metadata.encode(REQUIRED)).fidelity is None
-    assert metadata.parse(metadata.encode({**REQUIRED, "fidelity": [1, 2]})).fidelity is None  # not a report
+    with pytest.raises(metadata.MetadataError, match=r"fidelity = '\[1, 2\]' must be a JSON object;"):
+        metadata.parse(metadata.encode({**REQUIRED, "fidelity": [1, 2]}))  # not a report
     line = metadata.fidelity_summary(record)
     assert line.startswith("LOW FIDELITY: Spearman 0.9500, map error median 0.100 (worst 0.400)")
     assert "image auroc 0.980 -> 0.910" in line and "pixel auroc" not in line
