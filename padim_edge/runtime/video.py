@@ -159,9 +159,9 @@ class OpenCVSource:
             raise VideoError(f"video file not found: {spec.target}")
         if spec.kind == "gstreamer" and not _has_gstreamer(cv2):
             raise VideoError(
-                f"{source!r} looks like a GStreamer pipeline ('!'), but this OpenCV ({cv2.__version__}) is "
-                "built without GStreamer (pip's opencv-python-headless is; JetPack's python3-opencv is not): "
-                "use an OpenCV built with GStreamer, or give a file, camera index or URL"
+                f"{source!r} looks like a GStreamer pipeline ('!'), but this OpenCV ({cv2.__version__}) has "
+                "no GStreamer backend (pip's opencv-python-headless wheels have none; JetPack's OpenCV has "
+                "one): use an OpenCV built with GStreamer, or give a file, camera index or URL"
             )
         self.capture = self._open(timeout)
         fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -235,10 +235,8 @@ class OpenCVSource:
             if index % every == 0:
                 ok, image = capture.retrieve()
                 stamp = self._time(index, start, capture.get(cv2.CAP_PROP_POS_MSEC))
-                if not ok or image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-                    yield Frame(index, stamp, None, f"frame {index} could not be decoded")
-                else:
-                    yield Frame(index, stamp, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+                rgb, error = _to_rgb(cv2, image if ok else None, index)
+                yield Frame(index, stamp, rgb, error)
             index += 1
         if bad > MAX_BAD_FRAMES:
             yield from pending
@@ -262,6 +260,19 @@ class OpenCVSource:
     def release(self) -> None:
         """Close the capture (a camera is free for others again)."""
         self.capture.release()
+
+
+def _to_rgb(cv2: Any, image: np.ndarray | None, index: int) -> tuple[np.ndarray | None, str | None]:
+    """OpenCV's decoded frame (BGR, or gray / BGRA from some cameras) as uint8 RGB, or why it cannot be."""
+    if image is None or image.size == 0:
+        return None, f"frame {index} could not be decoded"
+    if image.dtype != np.uint8:
+        return None, f"frame {index} has {image.dtype} pixels; only 8-bit video is scored"
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    codes = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+    if image.ndim not in (2, 3) or channels not in codes:
+        return None, f"frame {index} has shape {list(image.shape)}; expected a gray, BGR or BGRA image"
+    return cv2.cvtColor(image, codes[channels]), None
 
 
 def _has_gstreamer(cv2: Any) -> bool:
@@ -617,8 +628,9 @@ def run_video(
         batch_size: Most frames per graph run.
         video_out: Annotated video to write (``.avi``: MJPG, ``.mp4``: mp4v), at the source's frame rate
             divided by ``every``.
-        buffer_frames: Frames buffered between reader and scorer (default ``2 * batch_size``); a live
-            source drops the oldest beyond this.
+        buffer_frames: Frames buffered between reader and scorer (default: ``batch_size`` for a live
+            source, which drops the oldest beyond it, so results stay recent; ``2 * batch_size`` for a
+            file, whose reader waits for room).
         live: Override whether the source is live (default: files are not, cameras / URLs / pipelines are).
         timeout: Seconds a URL may take to answer, and to deliver each frame.
         results: Stream for the JSON lines when ``output`` is ``None``.
@@ -635,7 +647,9 @@ def run_video(
         raise ValueError(f"every must be >= 1, got {every}")
     frames_source = OpenCVSource(source, timeout=timeout, live=live) if isinstance(source, str) else source
     run = VideoRun(source=frames_source.name)
-    buffer = FrameBuffer(buffer_frames or 2 * batch_size, drop_oldest=bool(frames_source.live))
+    live_source = bool(frames_source.live)
+    capacity = buffer_frames or (batch_size if live_source else 2 * batch_size)
+    buffer = FrameBuffer(capacity, drop_oldest=live_source)
     annotated: AnnotatedVideo | None = None
     sink: IO[str] = sys.stdout if results is None else results
     opened: IO[str] | None = None
@@ -702,13 +716,16 @@ def video_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         options = {name: kwargs.pop(name) for name in _OPTION_NAMES}
+        context = click.get_current_context()
         if options["video"] is None:
-            context = click.get_current_context()
-            for name in _OPTION_NAMES[1:]:
-                if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
-                    flag = "--buffer" if name == "buffer_frames" else f"--{name.replace('_', '-')}"
-                    raise click.UsageError(f"{flag} needs --video SOURCE")
+            for name in _given(context, _OPTION_NAMES[1:]):
+                raise click.UsageError(f"{_hint(context, name)} needs --video SOURCE")
             return command(*args, **kwargs)
+        for name in _given(context, [name for name in kwargs if name not in _USED]):
+            raise click.UsageError(
+                f"{_hint(context, name)} does not apply to --video, which scores one source (no image PATH, "
+                "--files-from, overlay or --ray options)"
+            )
         return _video_command(options, kwargs)
 
     for option in reversed(_OPTIONS):
@@ -745,8 +762,8 @@ _OPTIONS = [
         "buffer_frames",
         type=click.IntRange(min=1),
         metavar="N",
-        help="--video: frames held between decoding and scoring (default 2 x --batch-size); a live source "
-        "drops the oldest beyond N.",
+        help="--video: frames held between decoding and scoring (default: --batch-size for a live source, "
+        "which drops the oldest beyond N; 2 x --batch-size for a file).",
     ),
     click.option(
         "--timeout",
@@ -758,6 +775,23 @@ _OPTIONS = [
     ),
 ]
 _OPTION_NAMES = ("video", "every", "video_out", "buffer_frames", "timeout")
+#: padim-predict's own parameters that --video uses; any other given with it is refused.
+_USED = {
+    "model_path", "output", "device", "batch_size", "threads", "trt_cache", "trt_profile",
+    "trt_workspace_mib", "quiet",
+}  # fmt: skip
+
+
+def _given(context: click.Context, names: Any) -> list[str]:
+    """The parameters among ``names`` given on the command line (or by environment), not defaulted."""
+    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    return [name for name in names if context.get_parameter_source(name) in explicit]
+
+
+def _hint(context: click.Context, name: str) -> str:
+    """How the user wrote a parameter: ``--every``, ``PATH...``."""
+    param = next(p for p in context.command.params if p.name == name)
+    return max(param.opts, key=len) if isinstance(param, click.Option) else param.human_readable_name
 
 
 def _video_command(options: dict[str, Any], kwargs: dict[str, Any]) -> None:
@@ -766,8 +800,6 @@ def _video_command(options: dict[str, Any], kwargs: dict[str, Any]) -> None:
     from padim_edge.extras import MissingExtraError
     from padim_edge.runtime.cli import open_model
 
-    if kwargs.get("paths") or kwargs.get("files_from") or kwargs.get("ray_address"):
-        raise click.UsageError("--video scores one source: give no image PATH, --files-from or --ray with it")
     if kwargs.get("model_path") is None:
         raise click.MissingParameter(
             ctx=click.get_current_context(), param_type="argument", param_hint="'MODEL'"

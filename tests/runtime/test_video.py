@@ -191,7 +191,32 @@ def test_cli_writes_jsonl_and_an_annotated_video(small_onnx: Path, tmp_path: Pat
     capture.release()
 
     done = CliRunner().invoke(main, [str(small_onnx), str(video), "--every", "2"])
-    assert done.exit_code == 2 and "--every needs --video SOURCE" in done.output
+    assert done.exit_code == 2 and "Error: --every needs --video SOURCE" in done.output
+    for extra in ([str(video)], ["--overlays", "all"], ["-o", str(tmp_path / "x"), "--files-from", "-"]):
+        done = CliRunner().invoke(main, [str(small_onnx), "--video", str(video), *extra], input="")
+        wrong = {"--overlays": "--overlays", "-o": "--files-from"}.get(extra[0], "PATH...")
+        assert done.exit_code == 2
+        assert f"Error: {wrong} does not apply to --video, which scores one source" in done.output
+    assert not (tmp_path / "x").exists()
+
+
+@needs_cv2
+def test_gray_and_bgra_frames_become_rgb_and_16_bit_frames_fail() -> None:
+    from padim_edge.runtime.video import _to_rgb
+
+    cv2 = load_cv2()
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgb, error = _to_rgb(cv2, gray, 0)
+    assert error is None and rgb.shape == (3, 4, 3) and (rgb == gray[..., None]).all()
+    bgra = np.zeros((3, 4, 4), np.uint8)
+    bgra[..., 0], bgra[..., 3] = 200, 255  # blue, opaque
+    rgb, error = _to_rgb(cv2, bgra, 1)
+    assert error is None and rgb[0, 0].tolist() == [0, 0, 200]
+    assert _to_rgb(cv2, np.zeros((3, 4), np.uint16), 7) == (
+        None,
+        "frame 7 has uint16 pixels; only 8-bit video is scored",
+    )
+    assert _to_rgb(cv2, None, 2) == (None, "frame 2 could not be decoded")
 
 
 def test_a_slow_scorer_drops_frames_of_a_live_source_and_counts_them(tmp_path: Path) -> None:
@@ -364,9 +389,15 @@ def test_gstreamer_pipeline_without_gstreamer_is_one_line(small_onnx: Path) -> N
 
     if video._has_gstreamer(load_cv2()):
         pytest.skip("this OpenCV has GStreamer")
+    cv2 = load_cv2()
     done = CliRunner().invoke(main, [str(small_onnx), "--video", "videotestsrc num-buffers=3 ! appsink"])
     assert done.exit_code == 1
-    assert "is built without GStreamer" in done.output.splitlines()[-1]
+    assert done.output.splitlines()[-1] == (
+        "Error: 'videotestsrc num-buffers=3 ! appsink' looks like a GStreamer pipeline ('!'), but this "
+        f"OpenCV ({cv2.__version__}) has no GStreamer backend (pip's opencv-python-headless wheels have "
+        "none; JetPack's OpenCV has one): use an OpenCV built with GStreamer, or give a file, camera index "
+        "or URL"
+    )
 
 
 def test_fixed_size_model_fails_only_the_frames_of_another_size(small_trt_onnx: Path, tmp_path: Path) -> None:
