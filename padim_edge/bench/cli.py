@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from padim_edge import atomic
 from padim_edge.bench.config import DEFAULT_BATCH_SIZES, BenchConfig
 from padim_edge.bench.timing import TimingPolicy
 from padim_edge.devices import CONCRETE_DEVICES
@@ -88,6 +89,12 @@ def default_output(now: _dt.datetime | None = None, *, parent: Path | None = Non
     return path
 
 
+def _given(name: str) -> bool:
+    """Whether option ``name`` was set on the command line (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
 def parse_frame(text: str) -> tuple[int, int]:
     """``"224"`` -> (224, 224); ``"480x640"`` -> (480, 640) as (H, W).
 
@@ -143,27 +150,32 @@ def parse_frame(text: str) -> tuple[int, int]:
 )
 @click.option(
     "--min-seconds",
-    type=float,
+    type=click.FloatRange(min=0.0),
     default=3.0,
     show_default=True,
     help="Time each batch size for at least this long...",
 )
 @click.option(
     "--min-reps",
-    type=int,
+    type=click.IntRange(min=1),
     default=100,
     show_default=True,
     help="...and for at least this many calls, whichever comes later.",
 )
 @click.option(
     "--max-seconds",
-    type=float,
+    type=click.FloatRange(min=0.0),
     default=30.0,
     show_default=True,
-    help="Cap per batch size: stop after this long even below --min-reps (never below 5 calls).",
+    help="Cap per batch size: stop after this long even below --min-reps (never below 5 calls). At least "
+    "--min-seconds (the default cap is raised to it).",
 )
 @click.option(
-    "--warmup", type=int, default=3, show_default=True, help="Untimed warm-up calls per batch size."
+    "--warmup",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Untimed warm-up calls per batch size.",
 )
 @click.option(
     "--frame-size",
@@ -207,15 +219,23 @@ def parse_frame(text: str) -> tuple[int, int]:
 )
 @click.option(
     "--dims",
-    type=int,
+    type=click.IntRange(min=1),
     help="Embedding dims of built models (default: PaDiM 100 for r18/mnv2, 550 for wr50; PatchCore 256 for "
     "r18, 1024 for wr50, 192 for mnv2).",
 )
-@click.option("--resize", type=int, default=256, show_default=True, help="Resize edge of built models.")
-@click.option("--crop", type=int, default=224, show_default=True, help="Crop edge of built models.")
+@click.option(
+    "--resize",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Resize edge of built models.",
+)
+@click.option(
+    "--crop", type=click.IntRange(min=1), default=224, show_default=True, help="Crop edge of built models."
+)
 @click.option(
     "--fit-frames",
-    type=int,
+    type=click.IntRange(min=1),
     default=8,
     show_default=True,
     help="Synthetic frames the built models are fitted on.",
@@ -234,7 +254,7 @@ def parse_frame(text: str) -> tuple[int, int]:
 )
 @click.option(
     "--wait-idle",
-    type=float,
+    type=click.FloatRange(min=0.0),
     default=0.0,
     show_default=True,
     help="Before each configuration wait up to this many seconds for other processes to leave the CPU "
@@ -242,7 +262,7 @@ def parse_frame(text: str) -> tuple[int, int]:
 )
 @click.option(
     "--retries",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Measure a configuration again (up to this many times) when other processes used more than 10% of "
@@ -291,6 +311,11 @@ def main(
     A variant:   padim-bench --model model_int8.onnx --threads all
     PatchCore:   padim-bench --method patchcore --coreset 0.01 --fit-frames 240 --batch-sizes 1,8
     """
+    if max_seconds < min_seconds and _given("max_seconds"):
+        raise click.BadParameter(
+            f"{max_seconds:g} is below --min-seconds {min_seconds:g}; the cap must be at least that",
+            param_hint="--max-seconds",
+        )
     try:
         policy = TimingPolicy(
             warmup=warmup,
@@ -322,7 +347,7 @@ def main(
         isolate=not in_process,
         workdir=workdir,
         wait_idle=wait_idle,
-        retries=max(0, retries),
+        retries=retries,
         progress=not quiet,
     )
     builds = bool(config.backbones) or config.eager or config.backbone
@@ -334,11 +359,20 @@ def main(
         raise click.ClickException(str(exc)) from None
     from padim_edge.bench import report, runner
 
+    folder = output or default_output()
+    created = not folder.exists()
+    try:  # before the run, not after minutes of timing
+        atomic.check_output_folder(folder, what="--output")
+    except atomic.OutputError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         result = runner.run_benchmark(config)
     except ValueError as exc:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
         raise click.ClickException(str(exc)) from None
-    paths = report.write_all(result, output or default_output(), stem=name)
+    with atomic.write_errors(folder, error=click.ClickException):
+        paths = report.write_all(result, folder, stem=name)
     for line in report.summary_lines(result):
         click.echo(line, err=True)
     click.echo(f"{len(result.rows)} rows in {result.seconds:.0f} s", err=True)

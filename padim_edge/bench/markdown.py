@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 from padim_edge.bench.analysis import (
-    ANOMALIB_QUOTED,
     PAPER_HARDWARE,
     PAPER_TABLE7,
     contention,
@@ -126,21 +125,11 @@ def _failures(result: BenchResult) -> list[str]:
 
 
 def _table7(rows: list[dict[str, Any]]) -> list[str]:
-    """The paper's Table VII, anomalib's quoted figures and this run's batch-1 rows, with ratios."""
+    """The paper's Table VII and this run's batch-1 rows, with ratios."""
     body = [
         [f"{p['method']}", PAPER_HARDWARE, _num(p["seconds_per_image"]), "paper Table VII", "—"]
         for p in PAPER_TABLE7
     ]
-    for ms_batch in ("1", "8"):
-        body.append(
-            [
-                f"PaDiM {ANOMALIB_QUOTED['model']}, anomalib ONNX export (batch {ms_batch})",
-                "this machine class, CPU",
-                _num(ANOMALIB_QUOTED["ms_per_image"][ms_batch] / 1e3),
-                "**quoted in the issue, not measured**",
-                "—",
-            ]
-        )
     versus = {
         (c["model"], c["threads"]): c
         for c in reference_comparisons(rows)
@@ -166,43 +155,25 @@ def _table7(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[str]:
-    """The issue's checks, then the fused time against anomalib's quoted figures."""
+    """The target checks that were measured (none: no section)."""
     checks = targets(rows)
+    if not checks:
+        return []
     body = []
     for check in checks:
-        verdict = "not measured" if check["passed"] is None else ("PASS" if check["passed"] else "FAIL")
+        verdict = "PASS" if check["passed"] else "FAIL"
         if check["warning"]:
             verdict += f" † ({contention(check['background_cpu'], brief=True)})"
-        value = "—" if check["value"] is None else f"{check['value']:.2f}x"
-        threads = check["threads"] if check["threads"] is not None else "—"
         body.append(
             [
                 check["check"],
-                str(threads),
-                value,
+                str(check["threads"]),
+                f"{check['value']:.2f}x",
                 check["target"],
                 verdict + (f" ({check['note']})" if check["note"] else ""),
             ]
         )
-    threads = checks[0]["threads"]
-    quoted = {
-        c["batch"]: c
-        for c in reference_comparisons(rows)
-        if c["what"].startswith("anomalib") and c["threads"] == threads
-    }
-    for batch in (1, 8):
-        match = quoted.get(batch)
-        reference = ANOMALIB_QUOTED["ms_per_image"][str(batch)]
-        body.append(
-            [
-                f"fused ms/image vs anomalib ONNX (quoted {reference:g} ms), batch {batch}",
-                str(threads) if threads is not None else "—",
-                "—" if match is None else f"{_num(match['measured_ms'])} ms, {_versus(match)}",
-                "reference only",
-                "info",
-            ]
-        )
-    heading = "## Targets (R18-Rd100, CPU EP, 2 threads, 224x224)"
+    heading = "## Targets (R18-Rd100 fp32, CPU EP, 2 threads, 224x224)"
     return [heading, "", _table(["Check", "Threads", "Measured", "Target", "Result"], body), ""]
 
 

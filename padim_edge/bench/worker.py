@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from padim_edge.bench.config import CONTENDED
 from padim_edge.bench.system import BackgroundLoad, peak_rss_mb, rss_mb
 from padim_edge.bench.timing import TimingPolicy, summarize, time_calls
 from padim_edge.graph_names import INPUT as INPUT_NAME
@@ -217,9 +218,12 @@ def measure(spec: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
         }
         emit(point)
         result["points"].append(point)
+        busy = point["background_cpu"]
         log(
             f"  {name} batch {batch:>3}: p50 {summary.p50 * 1e3:9.2f} ms  "
-            f"({summary.p50 / batch * 1e3:8.2f} ms/img, {summary.reps} reps)"
+            f"({summary.p50 / batch * 1e3:8.2f} ms/img, {summary.reps} reps"
+            + ("" if busy is None else f", bg CPU {busy:.0%}")
+            + (" † contended)" if busy is not None and busy > CONTENDED else ")")
         )
     return result
 
