@@ -68,7 +68,7 @@ def summary_lines(result: BenchResult) -> list[str]:
         line = f"{check['check']}: {check['value']:.2f}x (target {check['target']}) {verdict}"
         lines.append(line + (f"  † {check['warning']}" if check["warning"] else ""))
     for c in reference_comparisons(result.rows):
-        threads = "" if c["threads"] is None else f", {c['threads']} threads"
+        threads = "" if c["threads"] is None else f", {c['threads']} thread{'' if c['threads'] == 1 else 's'}"
         line = (
             f"{c['model']} fused, batch {c['batch']}{threads}: {c['measured_ms']:.3g} ms/image vs "
             f"{c['reference_ms']:.3g} ms, {c['what']}: {c['phrase']}"

@@ -150,6 +150,10 @@ def test_model_rows_are_checked_not_called_unmeasured(
     assert f"| speed-up (PyTorch eager / fused), batch 1 | 1 | 1.67x | >= 3x | FAIL {note}" in targets
     assert "batch 8" not in targets  # not timed: no row at all, rather than a "not measured" one
     assert "head overhead (fused / backbone alone), batch 1: 1.33x (target <= 1.5x) PASS" in outcome.stderr
+    paper = (
+        "R18-Rd100 fp32 fused, batch 1, 1 thread: 120 ms/image vs 230 ms, paper Table VII (i7-4710HQ): 1.9x"
+    )
+    assert f"{paper} faster" in outcome.stderr.splitlines()
     texts = [markdown, (tmp_path / "bench.json").read_text(), outcome.output]
     for text in texts:
         assert "not measured" not in text and "anomalib" not in text
