@@ -1,7 +1,11 @@
-"""The device names every command accepts, and the onnxruntime providers each asks for (pure data).
+"""The device names every command accepts, and the runtime (providers) each asks for (pure data).
 
-:mod:`padim_edge.runtime.providers` resolves them against the installed onnxruntime; command-line
-options take their choices and help text from here, so ``--help`` works without onnxruntime.
+:mod:`padim_edge.runtime.providers` resolves them against the installed onnxruntime (and openvino);
+command-line options take their choices and help text from here, so ``--help`` works without either.
+``openvino`` is not an onnxruntime provider: it runs the graph on OpenVINO's own CPU plugin
+(:mod:`padim_edge.runtime.openvino`). ``auto`` stays onnxruntime's best provider: it never picks
+OpenVINO, whose INT8 / bf16 gains need a CPU this table cannot see (VNNI, AMX), and whose fp32 is not
+faster than onnxruntime's CPU EP on AVX2 machines.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from dataclasses import dataclass
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: What ``PadimModel.providers`` lists for the OpenVINO backend (not an onnxruntime provider).
+OPENVINO_CPU = "OpenVINO-CPU"
+#: :attr:`Device.backend` values.
+ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
 
 
 @dataclass(frozen=True)
@@ -18,15 +26,17 @@ class Device:
     """A device name users pass, and the onnxruntime providers it asks for, best first.
 
     Attributes:
-        name: ``auto``, ``cpu``, ``cuda`` or ``tensorrt``.
+        name: ``auto``, ``cpu``, ``cuda``, ``tensorrt`` or ``openvino``.
         providers: Providers to open a session with; the first is the one the name promises, the
             others take the nodes it cannot (the CPU EP behind the GPU ones).
         help: One line for ``--help``.
+        backend: ``onnxruntime`` or ``openvino`` (the runtime that runs the graph).
     """
 
     name: str
     providers: tuple[str, ...]
     help: str
+    backend: str = ONNXRUNTIME
 
     @property
     def concrete(self) -> bool:
@@ -45,11 +55,26 @@ DEVICES: dict[str, Device] = {
         Device(
             "tensorrt", (TENSORRT, CUDA, CPU), "the TensorRT execution provider (onnxruntime-gpu + TensorRT)"
         ),
+        Device(
+            "openvino",
+            (OPENVINO_CPU,),
+            "OpenVINO's CPU plugin, float32 (pip install 'padim-edge[openvino]')",
+            backend=OPENVINO,
+        ),
     )
 }
 #: ``click.Choice`` values of every ``--device`` option that runs a model.
 DEVICE_NAMES = tuple(DEVICES)
 #: Devices a benchmark can measure one by one.
 CONCRETE_DEVICES = tuple(name for name, device in DEVICES.items() if device.concrete)
+#: Devices that open an onnxruntime session (:func:`padim_edge.runtime.session.open_session`).
+ORT_DEVICES = tuple(name for name, device in DEVICES.items() if device.backend == ONNXRUNTIME)
 #: ``--device`` help text shared by the commands.
 DEVICE_HELP = "Execution provider. " + "; ".join(f"{d.name}: {d.help}" for d in DEVICES.values()) + "."
+#: ``--ov-precision`` choices (OpenVINO's ``INFERENCE_PRECISION_HINT``): fp32 unless bf16 is asked for.
+OPENVINO_PRECISIONS = ("fp32", "bf16")
+#: ``--ov-precision`` help text.
+OPENVINO_PRECISION_HELP = (
+    "--device openvino only: inference precision. fp32 (default) computes what onnxruntime computes; "
+    "bf16 (CPUs with AVX512-BF16 / AMX) is faster and moves PaDiM scores by about 1 %; refused for PatchCore."
+)

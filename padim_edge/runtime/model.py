@@ -16,7 +16,8 @@ from padim_edge.naming import data_file
 from padim_edge.runtime import providers as _providers
 from padim_edge.runtime import tensorrt as _tensorrt
 from padim_edge.runtime.modelfile import ModelFileError, external_locations
-from padim_edge.runtime.session import open_session
+from padim_edge.runtime.openvino.errors import OpenVinoModelError
+from padim_edge.runtime.session import open_openvino, open_session
 
 INPUT_NAME = graph_names.INPUT
 REQUIRED_OUTPUTS = (graph_names.ANOMALY_MAP, graph_names.SCORE)
@@ -158,12 +159,12 @@ class PadimModel:
     """A padim-edge ONNX model opened for inference.
 
     Safe to share between threads: :meth:`predict` keeps no state between calls (onnxruntime's
-    ``InferenceSession.run`` is thread-safe).
+    ``InferenceSession.run`` is thread-safe; the OpenVINO backend gives each call its own request).
 
     Args:
         path: The ``.onnx`` file (its ``.onnx.data`` file beside it, if it has one).
         device: ``auto`` (TensorRT, then CUDA, then CPU, whichever this build has), ``cpu``,
-            ``cuda`` or ``tensorrt``.
+            ``cuda``, ``tensorrt`` or ``openvino`` (OpenVINO's CPU plugin, not onnxruntime).
         threads: Intra-op threads for the CPU provider (``None``: onnxruntime's default, all cores).
         verify_data: How the external-data file (big models only) is checked against the model's
             record of it: ``once`` (hash the first time a file is seen, then its size and mtime),
@@ -176,6 +177,12 @@ class PadimModel:
             Default: the model's fixed frame size with 1-8 frames, else
             :data:`padim_edge.runtime.tensorrt.DEFAULT_DYNAMIC_PROFILE`.
         trt_workspace: TensorRT EP only: workspace limit in bytes (default 1 GiB).
+        precision: ``device="openvino"`` only: ``fp32`` (default, pinned: never OpenVINO's silent bf16)
+            or ``bf16`` (opt-in, CPUs with bf16 arithmetic; refused for PatchCore).
+        ov_cache_dir: ``device="openvino"`` only: folder of compiled models (default
+            ``~/.cache/padim-edge/openvino``; ``""``: no cache). Each ``(batch, frame size)`` is compiled
+            once, static, with the default graph's antialiased resize rewritten as the frame size's
+            MatMuls (OpenVINO would silently drop the antialias).
 
     A model exported with ``--target tensorrt`` takes frames of its one size only
     (``info.input_size``); :meth:`predict` refuses others with an :class:`InputError` that names it.
@@ -201,35 +208,60 @@ class PadimModel:
         trt_cache_dir: str | os.PathLike[str] | None = None,
         trt_profile: _tensorrt.TrtProfile | str | None = None,
         trt_workspace: int = _tensorrt.DEFAULT_WORKSPACE_BYTES,
+        precision: str | None = None,
+        ov_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
         self.device = device
         self.threads = threads
-        self.tensorrt_options: dict[str, object] | None = _tensorrt.options_for_file(
-            self.path, device, cache=trt_cache_dir, profile=trt_profile, workspace_bytes=trt_workspace
+        on_openvino = (
+            device in _providers.DEVICES and _providers.DEVICES[device].backend == _providers.OPENVINO
         )
-        try:
-            self.session = open_session(
-                self.path, device=device, threads=threads, tensorrt=self.tensorrt_options
+        self.tensorrt_options: dict[str, object] | None = (
+            None
+            if on_openvino
+            else _tensorrt.options_for_file(
+                self.path, device, cache=trt_cache_dir, profile=trt_profile, workspace_bytes=trt_workspace
             )
+        )
+        #: The OpenVINO backend (``device="openvino"``), else ``None`` and :attr:`session` is onnxruntime's.
+        self.openvino = None
+        self.session = None
+        try:
+            if on_openvino:
+                self.openvino = open_openvino(
+                    self.path, threads=threads, precision=precision, cache_dir=ov_cache_dir
+                )
+            elif precision not in (None, "fp32"):
+                raise ValueError(f"precision={precision!r} applies to device='openvino' only")
+            if self.openvino is None:
+                self.session = open_session(
+                    self.path, device=device, threads=threads, tensorrt=self.tensorrt_options
+                )
+        except OpenVinoModelError as exc:
+            raise ModelLoadError(str(exc)) from exc
         except (_providers.ProviderError, ValueError):
             raise
         except Exception as exc:
             raise _load_error(self.path, exc) from exc
-        self.providers: list[str] = list(self.session.get_providers())
+        backend = self.openvino
+        self.providers: list[str] = list(backend.providers if backend else self.session.get_providers())
         try:
             self.info: ModelInfo = metadata.parse(
-                self.session.get_modelmeta().custom_metadata_map, source=str(self.path)
+                backend.props if backend else self.session.get_modelmeta().custom_metadata_map,
+                source=str(self.path),
             )
             verify_data_file(self.path, self.info.get("external_data"), mode=verify_data)
-            shapes = {o.name: o.shape for o in self.session.get_outputs()}
+            shapes = (
+                backend.output_shapes if backend else {o.name: o.shape for o in self.session.get_outputs()}
+            )
             metadata.check_graph(self.info, shapes, source=str(self.path))
         except (metadata.NotAPadimModelError, IntegrityError) as exc:
             raise ModelLoadError(str(exc)) from exc
-        inputs = [i.name for i in self.session.get_inputs()]
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        inputs = list(backend.inputs) if backend else [i.name for i in self.session.get_inputs()]
+        self.outputs = list(backend.outputs) if backend else [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or any(o not in self.outputs for o in REQUIRED_OUTPUTS):
             raise ModelLoadError(f"{self.path}: unexpected inputs {inputs} / outputs {self.outputs}")
 
@@ -258,6 +290,8 @@ class PadimModel:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one validated uint8 ``[N, H, W, 3]`` batch; returns every graph output by name."""
+        if self.openvino is not None:
+            return self.openvino.run(batch)
         values = self.session.run(None, {INPUT_NAME: batch})
         return dict(zip(self.outputs, values))  # one value per output (no zip(strict=): Python 3.8)
 

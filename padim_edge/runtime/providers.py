@@ -6,6 +6,7 @@ onnxruntime); every session the toolkit opens resolves its device here.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import onnxruntime as ort
@@ -17,6 +18,9 @@ from padim_edge.devices import (  # noqa: F401  (re-exported: the runtime's view
     DEVICE_HELP,
     DEVICE_NAMES,
     DEVICES,
+    OPENVINO,
+    OPENVINO_CPU,
+    ORT_DEVICES,
     TENSORRT,
     Device,
 )
@@ -31,9 +35,16 @@ def available() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def openvino_installed() -> bool:
+    """Whether the ``openvino`` package can be imported (without importing it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
 def available_devices() -> list[str]:
-    """Concrete devices whose provider this onnxruntime build has, CPU first."""
+    """Concrete devices this install can run: onnxruntime's providers, CPU first, then openvino."""
     have = set(available())
+    if openvino_installed():
+        have.add(OPENVINO_CPU)
     return [name for name in CONCRETE_DEVICES if DEVICES[name].providers[0] in have]
 
 
@@ -50,6 +61,11 @@ def resolve(device: str) -> list[str]:
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if DEVICES[device].backend == OPENVINO:
+        raise ValueError(
+            f"device {device!r} is not an onnxruntime provider: open the model with "
+            f"PadimModel(path, device={device!r}) (choose from {', '.join(ORT_DEVICES)} for a session)"
+        )
     have = set(available())
     wanted = DEVICES[device].providers
     if device != "auto" and wanted[0] not in have:

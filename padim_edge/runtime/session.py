@@ -1,4 +1,4 @@
-"""Opening onnxruntime sessions: the one place session options and providers are chosen.
+"""Opening onnxruntime sessions and OpenVINO runners: the one place their options are chosen.
 
 :class:`padim_edge.runtime.PadimModel` opens its model here, and so do the benchmarks for the graphs
 they compare against it, so every measurement runs with the settings users get.
@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
 from padim_edge.runtime import providers as _providers
+
+if TYPE_CHECKING:
+    from padim_edge.runtime.openvino import OpenVinoRunner
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -66,3 +69,42 @@ def open_session(
             f"libraries); the session only got {got}"
         )
     return session
+
+
+def open_openvino(
+    path: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    precision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> OpenVinoRunner:
+    """Open ``path`` on OpenVINO's CPU plugin (``device="openvino"``).
+
+    Args:
+        path: An ``.onnx`` file.
+        threads: ``INFERENCE_NUM_THREADS`` (``None``: all cores).
+        precision: ``fp32`` (default: ``INFERENCE_PRECISION_HINT`` pinned to f32) or ``bf16``.
+        cache_dir: Compiled-model cache (``None``: ``~/.cache/padim-edge/openvino``; ``""``: none).
+
+    Returns:
+        A runner with ``run(batch) -> {output: array}``, ``providers``, ``inputs``, ``outputs`` and the
+        file's ``props`` (``metadata_props``, read without onnx).
+
+    Raises:
+        padim_edge.runtime.openvino.OpenVinoModelError: Not readable, a QOperator model, bf16 on
+            PatchCore, or preprocessing the resize rewrite does not know.
+        padim_edge.runtime.providers.ProviderError: openvino is missing, or bf16 on a CPU without it.
+        ValueError: Bad precision or thread count.
+        Exception: Whatever OpenVINO raises for a file it cannot load (callers word it).
+    """
+    from padim_edge.runtime.modelfile import ModelFileError, read_metadata
+    from padim_edge.runtime.openvino import CompileOptions, ModelLoader, OpenVinoModelError, OpenVinoRunner
+
+    try:
+        props = read_metadata(path)
+    except ModelFileError as exc:
+        raise OpenVinoModelError(f"{path} is not a readable ONNX model: {exc}") from exc
+    options = CompileOptions(precision=precision or "fp32", threads=threads, cache_dir=cache_dir)
+    runner = OpenVinoRunner(ModelLoader(path, props, options))
+    runner.props = props
+    return runner

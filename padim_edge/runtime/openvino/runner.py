@@ -1,0 +1,87 @@
+"""Run uint8 frame batches on OpenVINO: one compiled model per ``(N, H, W)``, infer requests pooled.
+
+The first batch of a shape compiles it (or, with a warm ``CACHE_DIR``, imports the compiled blob);
+later batches of that shape reuse it. An ``InferRequest`` serves one call at a time, so each shape
+keeps a small pool: concurrent :meth:`OpenVinoRunner.run` calls from several threads each take their
+own request (:class:`padim_edge.runtime.PadimModel` is documented thread-safe). Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from padim_edge.runtime.openvino.loader import PROVIDER, ModelLoader
+
+
+class _Compiled:
+    """One compiled shape and its idle infer requests."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.idle: list[Any] = []
+        self.lock = threading.Lock()
+
+    def take(self) -> Any:
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+        return self.compiled.create_infer_request()
+
+    def give(self, request: Any) -> None:
+        with self.lock:
+            self.idle.append(request)
+
+
+class OpenVinoRunner:
+    """Scores batches of one model on OpenVINO's CPU plugin.
+
+    Args:
+        loader: The read model and its compile options.
+
+    Attributes:
+        providers: ``["OpenVINO-CPU"]`` (what ``PadimModel.providers`` reports).
+        inputs: Graph input names.
+        outputs: Graph output names, in graph order.
+        output_shapes: ``{output: shape}`` of the read graph (``None`` for a dynamic axis).
+        props: The file's ``metadata_props`` (set by :func:`padim_edge.runtime.session.open_openvino`).
+    """
+
+    def __init__(self, loader: ModelLoader) -> None:
+        self.loader = loader
+        self.providers = [PROVIDER]
+        self.inputs = list(loader.input_names)
+        self.outputs = list(loader.output_names)
+        self.props: dict[str, str] = {}
+        self.output_shapes = {
+            o.get_any_name(): [d.get_length() if d.is_static else None for d in o.get_partial_shape()]
+            for o in loader.model.outputs
+        }
+        self._shapes: dict[tuple[int, ...], _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, shape: tuple[int, ...]) -> _Compiled:
+        """The compiled model for a ``[N, H, W, 3]`` batch shape (compiled on first use)."""
+        entry = self._shapes.get(shape)
+        if entry is None:
+            with self._lock:
+                entry = self._shapes.get(shape)
+                if entry is None:
+                    entry = _Compiled(self.loader.compile(shape[0], shape[1], shape[2]))
+                    self._shapes[shape] = entry
+        return entry
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one validated uint8 ``[N, H, W, 3]`` batch; returns every graph output by name (copies)."""
+        entry = self.compiled(tuple(batch.shape))
+        request = entry.take()
+        try:
+            request.infer({0: batch})
+            return {
+                name: np.array(request.get_output_tensor(i).data, copy=True)
+                for i, name in enumerate(self.outputs)
+            }
+        finally:
+            entry.give(request)
