@@ -20,6 +20,9 @@ refit alone); a :class:`BuildRequest` may override both. The refit images are
 the request's ``refit_images`` (``--refit-data``, ideally the training images; the pipeline's default is
 every ``--data`` image), else the calibration images.
 
+A build function takes a :class:`BuildRequest` and returns a :class:`Built`
+(:mod:`padim_edge.calibration.variant_build`, their home; importable from here too).
+
 A backbone row and a head row combine into one variant (:func:`combine`: ``int8-qoperator+head-int8``
 -> ``<stem>-int8-head-int8.onnx``), built one after the other. :data:`VARIANTS` is the single source of
 truth: the CLI, the default file names and the metadata all read it.
@@ -27,12 +30,13 @@ truth: the CLI, the default file names and the metadata all read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from padim_edge.calibration import settings
 from padim_edge.calibration.errors import CalibrationError
+from padim_edge.calibration.variant_build import BuildRequest, Built
 from padim_edge.naming import variant_file
 
 if TYPE_CHECKING:
@@ -40,55 +44,8 @@ if TYPE_CHECKING:
 
     import onnx
 
-    from padim_edge.calibration import int8
-
 # The build functions import onnx and the variant modules (fp16, head, int8, refit) when they run:
 # importing this table (the CLI's --help lists it) needs only the standard library.
-
-
-@dataclass
-class Built:
-    """What a variant's build function returns.
-
-    Attributes:
-        proto: The model (without decision outputs; the pipeline bakes the threshold).
-        changed: Whether the graph differs from the input (else its scores are the input's).
-        props: Metadata to set (``padim_edge.`` keys without the prefix; ``None`` removes a key).
-        details: Lines for the summary.
-        warnings: Caveats for the user.
-        quantization: The quantisation result, for INT8 variants.
-    """
-
-    proto: onnx.ModelProto
-    changed: bool
-    props: dict[str, object | None] = field(default_factory=dict)
-    details: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    quantization: int8.Int8Result | None = None
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    """Inputs a build function may need.
-
-    Attributes:
-        calibration_images: INT8 calibration images.
-        progress: Show progress bars.
-        input_size: ``(H, W)`` of a fixed-size model (TensorRT target): calibration frames are resized
-            to it.
-        head_blocks: Column blocks of a rewritten head (``None``: as many as it has).
-        refit: Refit the head's Gaussians through an INT8 backbone (``None``: the variant's default).
-        refit_images: Images of the refit (empty: the calibration images).
-        float_convs: Backbone ``Conv`` nodes kept float32 by INT8 (``None``: the variant's default).
-    """
-
-    calibration_images: list[Path] = field(default_factory=list)
-    progress: bool = True
-    input_size: tuple[int, int] | None = None
-    head_blocks: int | None = None
-    refit: bool | None = None
-    refit_images: list[Path] = field(default_factory=list)
-    float_convs: int | None = None
 
 
 @dataclass(frozen=True)

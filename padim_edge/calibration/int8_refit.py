@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from padim_edge.calibration import refit
 
 if TYPE_CHECKING:
-    from padim_edge.calibration.formats import BuildRequest, Built
+    from padim_edge.calibration.variant_build import BuildRequest, Built
 
 
 def refit_head(built: Built, request: BuildRequest, fmt: str) -> None:

@@ -13,10 +13,11 @@ from padim_edge import __version__, metadata
 from padim_edge.atomic import OutputError, check_free_space, check_output_file, write_errors
 from padim_edge.calibration import decision, fidelity, int8, threshold
 from padim_edge.calibration.errors import CalibrationError
-from padim_edge.calibration.formats import VARIANTS, BuildRequest, Built, Variant, combine
+from padim_edge.calibration.formats import VARIANTS, Variant, combine
 from padim_edge.calibration.modelio import SourceModel, load_model, save_model, set_props
 from padim_edge.calibration.scoring import labeled_images, normal_images, score_images
 from padim_edge.calibration.settings import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FPR
+from padim_edge.calibration.variant_build import BuildRequest, Built
 from padim_edge.datasets import Category
 from padim_edge.onnx_files import graph_versions, initializer_bytes, pin_ir_version
 

@@ -14,11 +14,12 @@ from onnx import numpy_helper
 from PIL import Image
 
 from padim_edge import graph_names
-from padim_edge.calibration import fidelity, formats, scoring
+from padim_edge.calibration import fidelity, scoring
 from padim_edge.calibration.cli import main
 from padim_edge.calibration.errors import CalibrationError
-from padim_edge.calibration.formats import VARIANTS, Built
+from padim_edge.calibration.formats import VARIANTS
 from padim_edge.calibration.pipeline import calibrate
+from padim_edge.calibration.variant_build import BuildRequest, Built
 from padim_edge.images import list_images
 from padim_edge.metadata import fidelity_summary
 from padim_edge.runtime import PadimModel
@@ -225,7 +226,7 @@ def test_head_variant_report_in_metadata_and_predict(
     assert PadimModel(again, device="cpu").info.fidelity == record
 
 
-def _broken_head(proto: onnx.ModelProto, request: formats.BuildRequest) -> Built:
+def _broken_head(proto: onnx.ModelProto, request: BuildRequest) -> Built:
     """The head with every float constant perturbed: a variant that scores nothing like its model."""
     rng = np.random.default_rng(0)
     for tensor in proto.graph.initializer:
