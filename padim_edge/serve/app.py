@@ -130,8 +130,33 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}"[:500], None)
 
 
-def build_app(registry: Registry, metrics: Metrics, limits: Limits, *, access_log: bool = True) -> Any:
-    """The service's ASGI application.
+class Service:
+    """The ASGI application (``app``) and the drain it starts when the server is told to stop.
+
+    Attributes:
+        app: What uvicorn serves.
+    """
+
+    def __init__(self, app: Any, registry: Registry, handlers: Handlers) -> None:
+        self.app = app
+        self._registry = registry
+        self._handlers = handlers
+
+    def begin_drain(self) -> None:
+        """Readiness turns 503 and queued frames run without waiting for batches to fill.
+
+        Call on the event loop (uvicorn's signal handler: ``loop.call_soon_threadsafe``); uvicorn
+        itself stops accepting connections and waits for the open requests.
+        """
+        if self._handlers.draining:
+            return
+        self._handlers.draining = True
+        self._registry.flush()
+        log_event("draining", queued_frames=sum(self._registry.queue_depths().values()))
+
+
+def build_app(registry: Registry, metrics: Metrics, limits: Limits, *, access_log: bool = True) -> Service:
+    """The service's ASGI application, and its drain.
 
     Args:
         registry: The opened models (batchers not started yet; the lifespan starts them).
@@ -159,9 +184,7 @@ def build_app(registry: Registry, metrics: Metrics, limits: Limits, *, access_lo
             log_event("serving", model=name, version=entry.version, file=str(entry.path),
                       providers=list(entry.model.providers))  # fmt: skip
         yield
-        handlers.draining = True
-        queued = sum(registry.queue_depths().values())
-        log_event("draining", queued_frames=queued)
+        service.begin_drain()
         await registry.close()
         log_event("stopped")
 
@@ -190,4 +213,5 @@ def build_app(registry: Registry, metrics: Metrics, limits: Limits, *, access_lo
             Exception: _server_error,
         },
     )
-    return AccessLog(app, metrics, log=access_log)
+    service = Service(AccessLog(app, metrics, log=access_log), registry, handlers)
+    return service

@@ -107,6 +107,11 @@ class MicroBatcher:
         self._wake.set()
         return job.future
 
+    def flush(self) -> None:
+        """Stop waiting for batches to fill (shutdown): what is queued runs as soon as the model is free."""
+        self.max_delay = 0.0
+        self._wake.set()
+
     async def close(self) -> None:
         """Score every frame already queued, then stop the runner."""
         self._closing = True
@@ -131,9 +136,8 @@ class MicroBatcher:
                 continue
             key = min(self._groups, key=lambda k: self._groups[k][0].arrived)
             group = self._groups[key]
-            deadline = group[0].arrived + self.max_delay
             while not self._closing and self._frames(group) < self.max_batch:
-                left = deadline - time.monotonic()
+                left = group[0].arrived + self.max_delay - time.monotonic()  # flush() zeroes the delay
                 if left <= 0:
                     break
                 await self._wait(left)

@@ -121,6 +121,7 @@ def main(
         parse_model_args,
     )
     from padim_edge.serve.routes import Limits
+    from padim_edge.serve.server import DrainingServer
 
     try:
         paths: dict[str, Path] = parse_model_args(models)
@@ -135,11 +136,17 @@ def main(
             raise click.ClickException(f"model '{name}': {exc}") from exc
     batching = BatchSettings(max_batch=max_batch, max_delay=max_delay_ms / 1000.0, max_queue=max_queue)
     registry = Registry(entries, settings, batching, Metrics())
-    app = build_app(registry, registry.metrics, Limits(max_request_bytes, timeout), access_log=access_log)
+    service = build_app(registry, registry.metrics, Limits(max_request_bytes, timeout), access_log=access_log)
     config = uvicorn.Config(
-        app, host=host, port=port, access_log=False, log_level="warning", lifespan="on", server_header=False
+        service.app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        server_header=False,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, service).run()
 
 
 if __name__ == "__main__":  # python -m padim_edge.serve.cli

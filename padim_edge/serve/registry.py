@@ -196,6 +196,12 @@ class Registry:
         """Score everything queued, then stop every batcher and worker thread."""
         await asyncio.gather(*(self._retire(e) for e in self.entries.values()), *self._retiring)
 
+    def flush(self) -> None:
+        """Stop every batcher waiting for its batch to fill (the start of a drain)."""
+        for entry in self.entries.values():
+            if entry.batcher is not None:
+                entry.batcher.flush()
+
     def get(self, name: str, version: str | None = None) -> ModelEntry:
         """The entry serving ``name`` now.
 
