@@ -31,12 +31,14 @@ class Device:
             others take the nodes it cannot (the CPU EP behind the GPU ones).
         help: One line for ``--help``.
         backend: ``onnxruntime`` or ``openvino`` (the runtime that runs the graph).
+        precision: OpenVINO's inference precision (``fp32``, or ``bf16`` for ``openvino-bf16``).
     """
 
     name: str
     providers: tuple[str, ...]
     help: str
     backend: str = ONNXRUNTIME
+    precision: str = "fp32"
 
     @property
     def concrete(self) -> bool:
@@ -61,6 +63,14 @@ DEVICES: dict[str, Device] = {
             "OpenVINO's CPU plugin, float32 (pip install 'padim-edge[openvino]')",
             backend=OPENVINO,
         ),
+        Device(
+            "openvino-bf16",
+            (OPENVINO_CPU,),
+            "OpenVINO in bf16, opt-in: CPUs with AVX512-BF16 / AMX, PaDiM scores move by about 1 %, "
+            "refused for PatchCore",
+            backend=OPENVINO,
+            precision="bf16",
+        ),
     )
 }
 #: ``click.Choice`` values of every ``--device`` option that runs a model.
@@ -71,10 +81,7 @@ CONCRETE_DEVICES = tuple(name for name, device in DEVICES.items() if device.conc
 ORT_DEVICES = tuple(name for name, device in DEVICES.items() if device.backend == ONNXRUNTIME)
 #: ``--device`` help text shared by the commands.
 DEVICE_HELP = "Execution provider. " + "; ".join(f"{d.name}: {d.help}" for d in DEVICES.values()) + "."
-#: ``--ov-precision`` choices (OpenVINO's ``INFERENCE_PRECISION_HINT``): fp32 unless bf16 is asked for.
+#: OpenVINO inference precisions (``INFERENCE_PRECISION_HINT``): fp32 unless bf16 is asked for.
 OPENVINO_PRECISIONS = ("fp32", "bf16")
-#: ``--ov-precision`` help text.
-OPENVINO_PRECISION_HELP = (
-    "--device openvino only: inference precision. fp32 (default) computes what onnxruntime computes; "
-    "bf16 (CPUs with AVX512-BF16 / AMX) is faster and moves PaDiM scores by about 1 %; refused for PatchCore."
-)
+#: ``/proc/cpuinfo`` flags of x86 CPUs with bf16 arithmetic (OpenVINO's CPU plugin runs bf16 on them).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -177,8 +177,9 @@ class PadimModel:
             Default: the model's fixed frame size with 1-8 frames, else
             :data:`padim_edge.runtime.tensorrt.DEFAULT_DYNAMIC_PROFILE`.
         trt_workspace: TensorRT EP only: workspace limit in bytes (default 1 GiB).
-        precision: ``device="openvino"`` only: ``fp32`` (default, pinned: never OpenVINO's silent bf16)
-            or ``bf16`` (opt-in, CPUs with bf16 arithmetic; refused for PatchCore).
+        precision: OpenVINO only: ``fp32`` (default, pinned: never OpenVINO's silent bf16) or ``bf16``
+            (opt-in, CPUs with bf16 arithmetic; refused for PatchCore); ``device="openvino-bf16"`` is
+            the same as ``device="openvino", precision="bf16"``.
         ov_cache_dir: ``device="openvino"`` only: folder of compiled models (default
             ``~/.cache/padim-edge/openvino``; ``""``: no cache). Each ``(batch, frame size)`` is compiled
             once, static, with the default graph's antialiased resize rewritten as the frame size's
@@ -231,8 +232,13 @@ class PadimModel:
         self.session = None
         try:
             if on_openvino:
+                wanted = _providers.DEVICES[device].precision
+                if precision not in (None, wanted) and wanted != "fp32":
+                    raise ValueError(
+                        f"device {device!r} runs in {wanted}; precision={precision!r} contradicts it"
+                    )
                 self.openvino = open_openvino(
-                    self.path, threads=threads, precision=precision, cache_dir=ov_cache_dir
+                    self.path, threads=threads, precision=precision or wanted, cache_dir=ov_cache_dir
                 )
             elif precision not in (None, "fp32"):
                 raise ValueError(f"precision={precision!r} applies to device='openvino' only")

@@ -12,6 +12,7 @@ from typing import Any
 import onnxruntime as ort
 
 from padim_edge.devices import (  # noqa: F401  (re-exported: the runtime's view of the table)
+    BF16_CPU_FLAGS,
     CONCRETE_DEVICES,
     CPU,
     CUDA,
@@ -40,12 +41,27 @@ def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU lists a bf16 flag in ``/proc/cpuinfo`` (``False`` where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
+            flags = set(stream.read().split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
 def available_devices() -> list[str]:
-    """Concrete devices this install can run: onnxruntime's providers, CPU first, then openvino."""
+    """Concrete devices this install can run: onnxruntime's providers, CPU first, then OpenVINO's
+    (``openvino-bf16`` only on a CPU with bf16)."""
     have = set(available())
     if openvino_installed():
         have.add(OPENVINO_CPU)
-    return [name for name in CONCRETE_DEVICES if DEVICES[name].providers[0] in have]
+    return [
+        name
+        for name in CONCRETE_DEVICES
+        if DEVICES[name].providers[0] in have and (DEVICES[name].precision != "bf16" or cpu_has_bf16())
+    ]
 
 
 def resolve(device: str) -> list[str]:

@@ -103,7 +103,7 @@ def variant_path(request: pytest.FixtureRequest, held_out: Path):
 def _open(path: Path, device: str, cache: Path, **kwargs: object):
     from padim_edge.runtime import PadimModel
 
-    if device == "openvino":
+    if device.startswith("openvino"):
         return PadimModel(path, device=device, threads=2, ov_cache_dir=cache, **kwargs)
     return PadimModel(path, device=device, threads=2)
 
@@ -251,6 +251,8 @@ def test_compiled_models_are_f32_static_and_cached(
 
     with pytest.raises(ProviderError, match="precision bf16: this CPU has no bf16 arithmetic"):
         _open(small_onnx, "openvino", cache, precision="bf16")
+    with pytest.raises(ProviderError, match="precision bf16: this CPU has no bf16 arithmetic"):
+        _open(small_onnx, "openvino-bf16", cache)
 
 
 def _bf16_capable() -> bool:

@@ -39,7 +39,7 @@ def test_every_command_offers_the_same_devices() -> None:
         (option,) = [p for p in command.params if p.name == "device"]
         assert isinstance(option.type, click.Choice)
         assert tuple(option.type.choices) == providers_mod.DEVICE_NAMES, command.name
-    assert providers_mod.CONCRETE_DEVICES == ("cpu", "cuda", "tensorrt", "openvino")
+    assert providers_mod.CONCRETE_DEVICES == ("cpu", "cuda", "tensorrt", "openvino", "openvino-bf16")
     assert providers_mod.available_devices()[0] == "cpu"
 
 
