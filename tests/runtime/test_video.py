@@ -190,6 +190,10 @@ def test_cli_writes_jsonl_and_an_annotated_video(small_onnx: Path, tmp_path: Pat
     assert int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 64  # the model's 64 x 64 view, then the bar
     capture.release()
 
+    done = CliRunner().invoke(main, [str(small_onnx), "--video", str(video), "--video-out", "x.gif"])
+    assert done.exit_code == 1 and done.output.splitlines()[-1] == (
+        "Error: --video-out x.gif: unknown video type '.gif'; use one of .avi, .m4v, .mkv, .mov, .mp4"
+    )
     done = CliRunner().invoke(main, [str(small_onnx), str(video), "--every", "2"])
     assert done.exit_code == 2 and "Error: --every needs --video SOURCE" in done.output
     for extra in ([str(video)], ["--overlays", "all"], ["-o", str(tmp_path / "x"), "--files-from", "-"]):
@@ -311,6 +315,48 @@ def test_a_stream_that_ends_midway_is_one_line_and_keeps_its_frames(small_onnx: 
         "Error: camera 7 could not be opened (no such device, or in use by another program); list "
         "cameras with `v4l2-ctl --list-devices`"
     )
+
+
+@needs_cv2
+def test_a_url_that_drops_or_stalls_midway_is_one_line_and_keeps_its_frames(tmp_path: Path) -> None:
+    """An HTTP stream that sends half its bytes, then closes (or goes silent past --timeout)."""
+    import http.server
+
+    data = _write_video(tmp_path / "belt.avi", _frames(12)).read_bytes()
+    release = threading.Event()
+
+    class Half(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            if self.path.endswith("stall.avi"):
+                release.wait(10)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Half)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("drop.avi", "stall.avi"):
+            url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+            start = time.monotonic()
+            run = run_video(MeanModel(), url, tmp_path / name, timeout=1.0, buffer_frames=20)
+            assert time.monotonic() - start < 6.0
+            assert run.error == (
+                f"url {url} stopped delivering frames after {run.frames} (disconnected, the stream ended, or "
+                "no frame within --timeout)"
+            )
+            assert 3 <= run.frames < 12 and run.dropped == 0
+            lines = _lines(tmp_path / name / "frames.jsonl")
+            assert [line["frame"] for line in lines] == list(range(run.frames))
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
 
 
 @needs_cv2
