@@ -127,6 +127,14 @@ def parse_frame(text: str) -> tuple[int, int]:
     "Sigma^-1 for eager).",
 )
 @click.option(
+    "--files",
+    "files_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Measure what padim-predict delivers on the images of DIR with the one --model: decoding alone, "
+    "the graph alone, and the command sequential and pipelined, with and without overlays, with decode, "
+    "graph and write time separated (batch 8, or the one --batch-sizes value).",
+)
+@click.option(
     "--batch-sizes",
     default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
@@ -272,6 +280,7 @@ def parse_frame(text: str) -> tuple[int, int]:
 def main(
     backbones: tuple[str, ...],
     models: tuple[Path, ...],
+    files_dir: Path | None,
     batch_sizes: str,
     threads: str,
     device: str | None,
@@ -350,6 +359,13 @@ def main(
         retries=retries,
         progress=not quiet,
     )
+    if files_dir is not None:  # padim-predict on real files: padim_edge.bench.files
+        from padim_edge.bench.files import run_command
+
+        batch = 8 if batch_sizes == ",".join(map(str, DEFAULT_BATCH_SIZES)) else config.batch_sizes[0]
+        run_command(models, files_dir, batch_size=batch, threads=config.threads[-1], devices=config.devices,
+                    output=output, name=name, quiet=quiet)  # fmt: skip
+        return
     builds = bool(config.backbones) or config.eager or config.backbone
     try:  # building or eager rows need torch; reading a --model's metadata needs onnx
         require("padim-bench", "runtime", "bench", "export" if builds else "check")

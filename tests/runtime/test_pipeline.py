@@ -268,3 +268,31 @@ def test_ctrl_c_keeps_the_results_so_far(small_onnx: Path, tmp_path: Path, monke
     assert sorted(json.loads((out / "scores.json").read_text())) == [f"img_00{i}.png" for i in range(6)]
     assert len(list(out.glob("*_overlay.png"))) == 6 and not list(out.glob(".*.tmp"))
     assert not [t for t in threading.enumerate() if "padim-" in t.name]
+
+
+def test_bench_files_separates_decode_graph_and_write(small_onnx: Path, tmp_path: Path) -> None:
+    """`padim-bench --files DIR --model M`: every row measured, the pipeline's stage times, both reports."""
+    pytest.importorskip("psutil", reason="padim-bench needs the [bench] extra")
+    from padim_edge.bench.cli import main as bench_main
+
+    data = tmp_path / "frames"
+    write_images(data, 6, seed=8)
+    out = tmp_path / "report"
+    args = ["--files", str(data), "--model", str(small_onnx), "--batch-sizes", "4", "-o", str(out), "-q"]
+    result = CliRunner().invoke(bench_main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    assert report["files"] == 6 and report["batch_size"] == 4 and report["frame"] == [80, 96]
+    rows = ["decode", "graph", "sequential", "pipelined", "sequential + overlays", "pipelined + overlays"]
+    assert list(report["rates"]) == rows and all(rate > 0 for rate in report["rates"].values())
+    stages = report["stages"]["pipelined + overlays"]
+    assert (
+        stages["images"] == 6 and stages["decode_s"] > 0 and stages["graph_s"] > 0 and stages["write_s"] > 0
+    )
+    assert report["stages"]["pipelined"]["write_s"] == 0
+    assert "| pipelined + overlays |" in (out / "bench.md").read_text()
+    result = CliRunner().invoke(bench_main, ["--files", str(data), "-o", str(out)])
+    assert (
+        result.exit_code == 2
+        and "--files DIR measures one model: give it with --model MODEL" in result.output
+    )
