@@ -48,9 +48,19 @@ class _Command(click.Command):
     metavar="VERSION",
     help=f"onnxruntime version to check for ({', '.join(ONNXRUNTIME_VERSIONS)}). Repeatable.",
 )
+@click.option(
+    "--openvino",
+    is_flag=True,
+    help="Check for OpenVINO's CPU plugin (--device openvino): what it computes differently, what it cannot "
+    "read. Alone: only OpenVINO.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def main(
-    model: Path, tensorrt_versions: tuple[str, ...], ort_versions: tuple[str, ...], as_json: bool
+    model: Path,
+    tensorrt_versions: tuple[str, ...],
+    ort_versions: tuple[str, ...],
+    openvino: bool,
+    as_json: bool,
 ) -> None:
     """Check MODEL against TensorRT and onnxruntime versions (all of them unless some are named).
 
@@ -77,6 +87,10 @@ def main(
         raise click.BadParameter(str(exc)) from exc
     try:
         report = check_file(model, targets or None)
+        if openvino:
+            from padim_edge.compat.openvino import add_openvino
+
+            add_openvino(report, model, only=not targets)
     except CheckError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -277,3 +277,27 @@ def test_without_the_rewrite_openvino_drops_the_antialias(
     raw = core.compile_model(core.read_model(str(small_onnx)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     scores = raw({0: batch})["score"]
     assert np.abs(scores - reference).max() / reference.max() > 1e-3
+
+
+def _check(path: Path) -> tuple[int, dict[str, str]]:
+    """``padim-check --openvino --json``: exit code and ``{rule: effect}`` of the OpenVINO target."""
+    import json
+
+    from click.testing import CliRunner
+
+    from padim_edge.compat.cli import main
+
+    result = CliRunner().invoke(main, [str(path), "--openvino", "--json"])
+    (target,) = json.loads(result.output)["targets"]
+    assert target["target"] == "openvino-cpu"
+    return result.exit_code, {f["rule"]: f["effect"] for f in target["findings"]}
+
+
+def test_padim_check_openvino(variant_path) -> None:
+    """Antialias and bf16 notes on the default graph, no antialias on the fixed-size one; QOperator fails."""
+    assert _check(variant_path("default")) == (0, {"resize-antialias": "note", "bf16-default": "note"})
+    assert _check(variant_path("fixed-size")) == (0, {"bf16-default": "note"})
+    code, findings = _check(variant_path("int8-qoperator"))
+    assert code == 1 and findings["qoperator"] == "fails"
+    assert _check(variant_path("int8-qdq"))[1]["int8-without-vnni"] == "note"
+    assert _check(variant_path("fp16"))[1]["fp16-arithmetic"] == "note"
