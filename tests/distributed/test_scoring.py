@@ -109,3 +109,20 @@ def test_ray_scores_the_files_of_a_list(ray_cluster, small_onnx: Path, tmp_path:
     scores = json.loads((remote / "scores.json").read_text())
     assert sorted(scores) == ["img_001.png", "img_003.png"]
     assert (remote / "scores.json").read_text() == (local / "scores.json").read_text()
+
+
+def test_the_ray_scorer_does_not_import_the_command_line() -> None:
+    """Dependencies run one way: runtime/cli -> distributed/commands -> distributed/scoring -> runtime's
+    pipeline and output modules; the scorer never imports the CLI (the cycle it had through _write_json)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, padim_edge.distributed.scoring, padim_edge.distributed.commands\n"
+        "assert 'padim_edge.runtime.cli' not in sys.modules, 'runtime.cli imported'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    source = Path(__file__).resolve().parents[2] / "padim_edge" / "distributed" / "scoring.py"
+    assert "runtime.cli" not in source.read_text()
