@@ -85,6 +85,8 @@ def format_summary(report: CalibrationReport) -> list[str]:
         lines.append("outputs       is_anomalous = score > threshold, normalized_score = score / threshold")
     if report.fidelity is not None:
         lines.append(f"fidelity      {fidelity_summary(report.fidelity.record())}")
+        if report.fidelity.verdict is not None:
+            lines.append(f"verdict       {report.fidelity.verdict}")
     if report.tensorrt is not None:
         lines.append(f"tensorrt      {report.tensorrt}")
     for f in report.files:
@@ -227,11 +229,13 @@ _VARIANT_TABLE = "\n".join(
     "these frames with and without a pasted synthetic defect, no labels needed; then Spearman rank "
     "correlation of the scores, map error, score ratio). Default: the good test images of --labeled, else "
     f"a part of --data that INT8 does not calibrate on (FP16 / head: --data). At most {settings.MAX_FRAMES} "
-    f"images, spread evenly; fewer than {settings.MIN_FRAMES}: no report. LOW FIDELITY when the synthetic "
-    f"image / pixel AUROC drops by more than {settings.MAX_SYNTHETIC_AUROC_DROP} / "
-    f"{settings.MAX_SYNTHETIC_PIXEL_AUROC_DROP}, Spearman is below {settings.MIN_SPEARMAN}, the median map "
-    f"error is above {settings.MAX_MAP_ERROR}, or (--labeled) the image / pixel AUROC drops by more than "
-    f"{settings.MAX_AUROC_DROP} / {settings.MAX_PIXEL_AUROC_DROP}.",
+    f"images, spread evenly; fewer than {settings.MIN_FRAMES}: no report. Verdict: LOW FIDELITY when the "
+    "95 % bootstrap interval of the synthetic image or pixel AUROC drop lies wholly above "
+    f"{settings.MAX_SYNTHETIC_AUROC_DROP}, or (--labeled) the image / pixel AUROC drops by more than "
+    f"{settings.MAX_AUROC_DROP} / {settings.MAX_PIXEL_AUROC_DROP}; ok when the intervals rule out a drop "
+    f"past {settings.MAX_PLAUSIBLE_DROP} or the maps barely move; NOT ENOUGH EVIDENCE otherwise (fewer than "
+    f"{settings.MIN_VERDICT_FRAMES} frames, or the input model's own synthetic AUROC near chance): pass "
+    "more images.",
 )
 @click.option(
     "--threads",
@@ -269,8 +273,9 @@ def main(
     most --target-fpr of the --data images, or maximises F1 on --labeled test images.
 
     Every --int8/--fp16/--head-precision run also compares the new model with MODEL on held-out
-    defect-free frames (--validate, see there) and prints a fidelity report, LOW FIDELITY when the
-    variant scores unlike MODEL, NO FIDELITY REPORT when there were too few frames.
+    defect-free frames (--validate, see there) and prints a fidelity report with a verdict: ok, LOW
+    FIDELITY when the variant lost accuracy beyond doubt, NOT ENOUGH EVIDENCE when the frames cannot tell,
+    NO FIDELITY REPORT when there were too few frames.
 
     \b
     Examples:

@@ -6,8 +6,10 @@ the input model (the reference) and with the new variant, both through the torch
 
 * ``synthetic_image_auroc`` / ``synthetic_pixel_auroc``: ``[reference, variant]`` image and pixel
   AUROC on the held-out frames with and without pasted synthetic defects
-  (:mod:`padim_edge.calibration.synthetic_defects`): the label-free estimate of the AUROC the variant
-  loses, flagged past :data:`MAX_SYNTHETIC_AUROC_DROP` / :data:`MAX_SYNTHETIC_PIXEL_AUROC_DROP`.
+  (:mod:`padim_edge.calibration.synthetic_defects`), and ``synthetic_*_drop``: the 95 % paired
+  bootstrap interval over the frames of ``reference - variant`` (:mod:`.fidelity_stats`).
+* ``separation``: the variant's change of the anomaly maps in units of the reference's own gap between
+  defect and normal pixels (:func:`.fidelity_stats.separation`).
 * ``spearman``: Spearman rank correlation of the normal frames' image scores (secondary: normal frames
   score close together, so it reorders near-equal scores without any AUROC change).
 * ``map_error_median`` / ``map_error_worst``: per-frame relative L2 error of the anomaly maps,
@@ -19,10 +21,21 @@ the input model (the reference) and with the new variant, both through the torch
   :data:`MAX_AUROC_DROP` / :data:`MAX_PIXEL_AUROC_DROP`.
 
 The frames are chosen by :mod:`.fidelity_frames`; the figures are computed by :mod:`.fidelity_figures`.
-A report past a limit prints ``LOW FIDELITY``; with fewer than :data:`MIN_FRAMES` frames it prints
-``NO FIDELITY REPORT`` and how to get one. The figures are stored as JSON in the model's
-``padim_edge.fidelity`` metadata (:attr:`padim_edge.metadata.ModelInfo.fidelity`). Needs numpy and
-onnxruntime only (no torch, no scipy); the labelled AUROC figures import the evaluation package.
+The ``verdict`` (:attr:`Fidelity.verdict`) is one of:
+
+* ``low fidelity`` (``LOW FIDELITY``): a labelled AUROC lost more than :data:`MAX_AUROC_DROP`, or the
+  whole interval of a synthetic drop lies above :data:`MAX_SYNTHETIC_AUROC_DROP` (a loss beyond doubt),
+  or NaN / inf scores;
+* ``ok``: the labelled AUROCs held, or every synthetic check with power rules out a drop past
+  :data:`MAX_PLAUSIBLE_DROP`, or the maps moved less than :data:`MAX_SEPARATION` of the reference's
+  defect-to-normal gap;
+* ``not enough evidence`` (``NOT ENOUGH EVIDENCE``): neither can be told from these frames (too few, or
+  the reference's own synthetic AUROC too close to chance), with how to give it more.
+
+With fewer than :data:`MIN_FRAMES` frames it prints ``NO FIDELITY REPORT`` and how to get one. The
+figures and the verdict are stored as JSON in the model's ``padim_edge.fidelity`` metadata
+(:attr:`padim_edge.metadata.ModelInfo.fidelity`). Needs numpy and onnxruntime only (no torch, no
+scipy); the labelled AUROC figures import the evaluation package.
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from padim_edge.calibration import scoring, synthetic_defects
+from padim_edge.calibration import fidelity_stats, scoring, synthetic_defects
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.fidelity_figures import (  # noqa: F401 (the report's names, importable here)
     auroc,
@@ -56,13 +69,17 @@ from padim_edge.calibration.fidelity_frames import (  # noqa: F401
 from padim_edge.calibration.fidelity_labeled import labeled_auroc
 from padim_edge.calibration.settings import (  # their home; importable from here too
     MAX_AUROC_DROP,
-    MAX_FRAMES,  # noqa: F401
+    MAX_FRAMES,
     MAX_MAP_ERROR,
     MAX_PIXEL_AUROC_DROP,
+    MAX_PLAUSIBLE_DROP,
+    MAX_SEPARATION,
     MAX_SYNTHETIC_AUROC_DROP,
     MAX_SYNTHETIC_PIXEL_AUROC_DROP,
     MIN_FRAMES,
+    MIN_REFERENCE_AUROC,
     MIN_SPEARMAN,
+    MIN_VERDICT_FRAMES,
     SOURCE_DATA,  # noqa: F401
     SOURCE_LABELED,  # noqa: F401
     SOURCE_SPLIT,  # noqa: F401
@@ -72,10 +89,40 @@ from padim_edge.images import ImageError, iter_batches
 
 Pair = tuple[float, float]
 
+OK = "ok"
+LOW = "low fidelity"
+UNSURE = "not enough evidence"
+#: How to give the verdict more to go on.
+MORE_EVIDENCE = (
+    "pass --validate DIR with more held-out defect-free images (up to {most} are used), or check the "
+    "variant on labelled images (--labeled ROOT, or padim-eval)"
+)
+
 
 def drop(pair: Pair | None) -> float | None:
     """``reference - variant`` of a ``(reference, variant)`` pair (positive: the variant lost)."""
     return None if pair is None else pair[0] - pair[1]
+
+
+@dataclass
+class SyntheticFigures:
+    """The synthetic-defect figures of one comparison (see :mod:`.fidelity_stats`).
+
+    Attributes:
+        image: ``(reference, variant)`` image AUROC, ``None`` where undefined.
+        pixel: ``(reference, variant)`` pixel AUROC, ``None`` where undefined.
+        image_drop: 95 % interval of the image AUROC drop, ``None`` where undefined.
+        pixel_drop: The same for the pixel AUROC.
+        reference_low: Lower ends of the reference's own ``(image, pixel)`` AUROC intervals.
+        separation: :func:`.fidelity_stats.separation`.
+    """
+
+    image: Pair | None
+    pixel: Pair | None
+    image_drop: Pair | None = None
+    pixel_drop: Pair | None = None
+    reference_low: tuple[float | None, float | None] = (None, None)
+    separation: float | None = None
 
 
 @dataclass
@@ -93,6 +140,10 @@ class Fidelity:
         score_ratio_median: Median of ``score_variant / score_reference``.
         synthetic_image_auroc: ``(reference, variant)`` image AUROC on the synthetic-defect set.
         synthetic_pixel_auroc: ``(reference, variant)`` pixel AUROC on it.
+        synthetic_image_drop: 95 % bootstrap interval ``(low, high)`` of the image AUROC drop.
+        synthetic_pixel_drop: The same for the pixel AUROC.
+        synthetic_reference_low: Lower ends of the reference's own ``(image, pixel)`` AUROC intervals.
+        separation: Map change over the reference's defect-to-normal gap (``None``: undefined).
         image_auroc: ``(reference, variant)`` image AUROC on ``--labeled``, else ``None``.
         pixel_auroc: ``(reference, variant)`` pixel AUROC on ``--labeled`` (with masks), else ``None``.
         nonfinite_frames: Frames whose variant score or map holds NaN / inf (left out of the figures).
@@ -110,6 +161,10 @@ class Fidelity:
     score_ratio_median: float | None = None
     synthetic_image_auroc: Pair | None = None
     synthetic_pixel_auroc: Pair | None = None
+    synthetic_image_drop: Pair | None = None
+    synthetic_pixel_drop: Pair | None = None
+    synthetic_reference_low: tuple[float | None, float | None] = (None, None)
+    separation: float | None = None
     image_auroc: Pair | None = None
     pixel_auroc: Pair | None = None
     nonfinite_frames: int = 0
@@ -135,41 +190,106 @@ class Fidelity:
             score_ratio_median=record.get("score_ratio_median"),
             synthetic_image_auroc=pair("synthetic_image_auroc"),
             synthetic_pixel_auroc=pair("synthetic_pixel_auroc"),
+            synthetic_image_drop=pair("synthetic_image_drop"),
+            synthetic_pixel_drop=pair("synthetic_pixel_drop"),
+            synthetic_reference_low=tuple(record.get("synthetic_reference_low") or (None, None)),
+            separation=record.get("separation"),
             image_auroc=pair("image_auroc"),
             pixel_auroc=pair("pixel_auroc"),
             nonfinite_frames=int(record.get("nonfinite_frames", 0)),
             error=record.get("error"),
         )
 
-    @property
-    def problems(self) -> list[str]:
-        """The figures past their limits, one phrase each (empty: not low)."""
-        if self.error is not None:
-            return []
+    def take(self, synthetic: SyntheticFigures) -> None:
+        """Store the synthetic-defect figures of :func:`synthetic_figures`."""
+        self.synthetic_image_auroc, self.synthetic_pixel_auroc = synthetic.image, synthetic.pixel
+        self.synthetic_image_drop, self.synthetic_pixel_drop = synthetic.image_drop, synthetic.pixel_drop
+        self.synthetic_reference_low, self.separation = synthetic.reference_low, synthetic.separation
+
+    def _losses(self) -> list[str]:
+        """The losses beyond doubt, one phrase each."""
         found = []
         if self.nonfinite_frames:
             found.append(f"NaN / inf scores or maps on {self.nonfinite_frames} of {self.frames} frames")
+        for name, pair, interval, limit in (
+            ("synthetic-defect image AUROC", self.synthetic_image_auroc, self.synthetic_image_drop,
+             MAX_SYNTHETIC_AUROC_DROP),
+            ("synthetic-defect pixel AUROC", self.synthetic_pixel_auroc, self.synthetic_pixel_drop,
+             MAX_SYNTHETIC_PIXEL_AUROC_DROP),
+        ):  # fmt: skip
+            if pair is not None and interval is not None and interval[0] > limit:
+                found.append(
+                    f"{name} {pair[0]:.4f} -> {pair[1]:.4f} (drop {pair[0] - pair[1]:.4f}, 95 % interval "
+                    f"{interval[0]:.4f} to {interval[1]:.4f}, all of it above {limit})"
+                )
         for name, pair, limit in (
-            ("synthetic-defect image AUROC", self.synthetic_image_auroc, MAX_SYNTHETIC_AUROC_DROP),
-            ("synthetic-defect pixel AUROC", self.synthetic_pixel_auroc, MAX_SYNTHETIC_PIXEL_AUROC_DROP),
             ("image AUROC", self.image_auroc, MAX_AUROC_DROP),
             ("pixel AUROC", self.pixel_auroc, MAX_PIXEL_AUROC_DROP),
         ):
             lost = drop(pair)
             if pair is not None and lost is not None and lost > limit:
-                found.append(f"{name} {pair[0]:.4f} -> {pair[1]:.4f} (drop > {limit})")
-        if self.spearman is None:
-            found.append("Spearman undefined (constant image scores)")
-        elif self.spearman < MIN_SPEARMAN:
-            found.append(f"Spearman {self.spearman:.4f} < {MIN_SPEARMAN} (image-score ranking)")
-        if self.map_error_median is not None and self.map_error_median > MAX_MAP_ERROR:
-            found.append(f"median anomaly-map error {self.map_error_median:.3f} > {MAX_MAP_ERROR}")
+                found.append(f"{name} {pair[0]:.4f} -> {pair[1]:.4f} on --labeled (drop > {limit})")
         return found
+
+    def _doubts(self) -> list[str]:
+        """Why the synthetic checks cannot rule a loss out (empty: they do)."""
+        if self.frames < MIN_VERDICT_FRAMES:
+            return [f"{self.frames} frames, at least {MIN_VERDICT_FRAMES} needed for a verdict"]
+        doubts, powered = [], 0
+        checks = (
+            ("image", self.synthetic_image_auroc, self.synthetic_image_drop, self.synthetic_reference_low[0]),
+            ("pixel", self.synthetic_pixel_auroc, self.synthetic_pixel_drop, self.synthetic_reference_low[1]),
+        )
+        for name, pair, interval, reference_low in checks:
+            if pair is None or interval is None or reference_low is None:
+                doubts.append(f"no synthetic-defect {name} AUROC interval")
+            elif reference_low <= MIN_REFERENCE_AUROC:
+                doubts.append(
+                    f"the input model's own synthetic-defect {name} AUROC {pair[0]:.4f} is too close to "
+                    f"chance (95 % interval from {reference_low:.4f}, at most {MIN_REFERENCE_AUROC}) to test "
+                    "a loss"
+                )
+            elif interval[1] > MAX_PLAUSIBLE_DROP:
+                powered += 1
+                doubts.append(
+                    f"synthetic-defect {name} AUROC {pair[0]:.4f} -> {pair[1]:.4f}: its drop may be "
+                    f"anywhere from {interval[0]:.4f} to {interval[1]:.4f} (95 %), which does not rule out a "
+                    f"loss past {MAX_PLAUSIBLE_DROP}"
+                )
+            else:
+                powered += 1
+        if powered and all("too close to chance" in d for d in doubts):
+            return []  # the checks with power rule a loss out; the others say nothing either way
+        return doubts
+
+    @property
+    def verdict(self) -> str | None:
+        """``ok``, ``low fidelity`` or ``not enough evidence`` (``None``: the variant was not measured)."""
+        if self.error is not None:
+            return None
+        losses = self._losses()
+        if losses and (self.frames >= MIN_VERDICT_FRAMES or self.nonfinite_frames or self.image_auroc):
+            return LOW
+        if self.image_auroc is not None:
+            return OK  # the labelled AUROC is the real check, and it held
+        separation = self.separation
+        if self.frames >= MIN_VERDICT_FRAMES and separation is not None and separation <= MAX_SEPARATION:
+            return OK
+        return UNSURE if self._doubts() else OK
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the verdict is not ``ok``, one phrase each (empty: ``ok`` or not measured)."""
+        verdict = self.verdict
+        if verdict == LOW:
+            return self._losses()
+        return self._doubts() if verdict == UNSURE else []
 
     @property
     def low(self) -> bool | None:
-        """Whether a figure is past its limit (``None`` when the variant could not be measured)."""
-        return None if self.error is not None else bool(self.problems)
+        """Whether the verdict is ``low fidelity`` (``None``: not measured, or not enough evidence)."""
+        verdict = self.verdict
+        return None if verdict in (None, UNSURE) else verdict == LOW
 
     def record(self) -> dict[str, Any]:
         """The JSON stored in the ``padim_edge.fidelity`` metadata key."""
@@ -184,6 +304,10 @@ class Fidelity:
             "device": self.device,
             "synthetic_image_auroc": pair(self.synthetic_image_auroc),
             "synthetic_pixel_auroc": pair(self.synthetic_pixel_auroc),
+            "synthetic_image_drop": pair(self.synthetic_image_drop),
+            "synthetic_pixel_drop": pair(self.synthetic_pixel_drop),
+            "synthetic_reference_low": [rounded(v) for v in self.synthetic_reference_low],
+            "separation": rounded(self.separation),
             "spearman": rounded(self.spearman),
             "map_error_median": rounded(self.map_error_median),
             "map_error_worst": rounded(self.map_error_worst),
@@ -197,6 +321,12 @@ class Fidelity:
             "max_synthetic_pixel_auroc_drop": MAX_SYNTHETIC_PIXEL_AUROC_DROP,
             "max_auroc_drop": MAX_AUROC_DROP,
             "max_pixel_auroc_drop": MAX_PIXEL_AUROC_DROP,
+            "max_plausible_drop": MAX_PLAUSIBLE_DROP,
+            "max_separation": MAX_SEPARATION,
+            "min_reference_auroc": MIN_REFERENCE_AUROC,
+            "min_verdict_frames": MIN_VERDICT_FRAMES,
+            "verdict": self.verdict,
+            "reasons": self.problems,
             "low": self.low,
             "error": self.error,
         }
@@ -207,11 +337,16 @@ class Fidelity:
         lines = list(self.notes)
         if self.error is not None:
             lines.append(f"NO FIDELITY REPORT: {where}: {self.error}")
-        elif self.problems:
+        elif self.verdict == LOW:
             lines.append(
                 f"LOW FIDELITY: {where}: {'; '.join(self.problems)}. This variant does not score like "
                 "the model it was made from and may miss defects that one finds: check it on labelled "
                 "images (--labeled ROOT, or padim-eval) before deploying it"
+            )
+        elif self.verdict == UNSURE:
+            lines.append(
+                f"NOT ENOUGH EVIDENCE: {where}: {'; '.join(self.problems)}. No verdict on whether it scores "
+                f"like the model it was made from: {MORE_EVIDENCE.format(most=MAX_FRAMES)}"
             )
         return lines
 
@@ -229,10 +364,10 @@ def _compare_frames(
     return summarise(np.array(ref_scores), np.array(var_scores), np.array(errors))
 
 
-def synthetic_auroc(
+def synthetic_figures(
     reference: scoring.FrameModel, variant: scoring.FrameModel, frames: list[Path]
-) -> tuple[Pair | None, Pair | None]:
-    """``(image, pixel)`` ``(reference, variant)`` AUROC pairs on the synthetic-defect set of ``frames``.
+) -> SyntheticFigures:
+    """Both models on the synthetic-defect set of ``frames``: the AUROCs, their drop intervals, separation.
 
     Raises:
         CalibrationError: An image cannot be decoded.
@@ -242,12 +377,31 @@ def synthetic_auroc(
     except ImageError as exc:
         raise CalibrationError(str(exc)) from exc
     synthetic = synthetic_defects.make_set(images, synthetic_defects.crop_of(reference))
-    (ref_image, ref_pixel), (var_image, var_pixel) = (
-        synthetic_defects.score(model, synthetic) for model in (reference, variant)
+    (ref_scores, ref_maps), (var_scores, var_maps) = (
+        synthetic_defects.predict(model, synthetic) for model in (reference, variant)
     )
-    image = (ref_image, var_image) if all(finite(v) is not None for v in (ref_image, var_image)) else None
-    pixel = (ref_pixel, var_pixel) if all(finite(v) is not None for v in (ref_pixel, var_pixel)) else None
-    return image, pixel
+    ref_image, ref_pixel = synthetic_defects.aurocs(ref_scores, ref_maps, synthetic)
+    var_image, var_pixel = synthetic_defects.aurocs(var_scores, var_maps, synthetic)
+    figures = SyntheticFigures(
+        image=(ref_image, var_image) if all(finite(v) is not None for v in (ref_image, var_image)) else None,
+        pixel=(ref_pixel, var_pixel) if all(finite(v) is not None for v in (ref_pixel, var_pixel)) else None,
+    )
+    if not (np.isfinite(var_scores).all() and np.isfinite(var_maps).all()):
+        return figures  # counted as NaN / inf frames by the normal-frame pass
+    count = len(synthetic.clean)
+    reference_low: list[float | None] = [None, None]
+    if figures.image is not None:
+        interval = fidelity_stats.image_interval(
+            (ref_scores[:count], ref_scores[count:]), (var_scores[:count], var_scores[count:])
+        )
+        figures.image_drop, reference_low[0] = (interval.low, interval.high), interval.reference_low
+    masks = synthetic_defects.all_masks(synthetic)
+    if figures.pixel is not None:
+        interval = fidelity_stats.pixel_interval(ref_maps, var_maps, masks, exact=figures.pixel)
+        figures.pixel_drop, reference_low[1] = (interval.low, interval.high), interval.reference_low
+    figures.reference_low = (reference_low[0], reference_low[1])
+    figures.separation = fidelity_stats.separation(ref_maps, var_maps, masks)
+    return figures
 
 
 def measure(
@@ -292,14 +446,13 @@ def measure(
     report.device = var_model.providers[0] if var_model.providers else device
     try:
         figures = _compare_frames(ref_model, var_model, plan.frames, progress=progress)
-        report.synthetic_image_auroc, report.synthetic_pixel_auroc = synthetic_auroc(
-            ref_model, var_model, plan.frames
-        )
+        synthetic = synthetic_figures(ref_model, var_model, plan.frames)
     except CalibrationError:
         raise
     except Exception as exc:  # onnxruntime: e.g. no kernel for a float16 op on this EP
         report.error = f"the variant failed on --device {device}: {str(exc)[:300]}"
         return report
+    report.take(synthetic)
     report.spearman = figures["spearman"]
     report.map_error_median = figures["map_error_median"]
     report.map_error_worst = figures["map_error_worst"]

@@ -151,14 +151,20 @@ def make_set(frames: Sequence[np.ndarray], geometry: Geometry, *, seed: int = SY
     return SyntheticSet(clean, defected, np.stack(masks) if masks else empty, kinds)
 
 
-def score(model, synthetic: SyntheticSet, *, batch_size: int = 8) -> tuple[float, float]:
-    """``(image AUROC, pixel AUROC)`` of one model on the synthetic set (``nan`` where undefined).
+def predict(model, synthetic: SyntheticSet, *, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """One model's image scores and anomaly maps on the synthetic set: the clean frames, then the defected.
 
     Args:
         model: Anything with ``predict(frames, batch_size)`` returning predictions with ``score`` and
             ``anomaly_map`` (:class:`padim_edge.calibration.scoring.FrameModel`).
         synthetic: From :func:`make_set`.
         batch_size: Frames per call.
+
+    Returns:
+        ``(scores float64 [2n], maps float32 [2n, crop, crop])``.
+
+    Raises:
+        ValueError: The maps do not match the crop of the masks.
     """
     frames = synthetic.clean + synthetic.defected
     scores, maps = [], []
@@ -166,13 +172,33 @@ def score(model, synthetic: SyntheticSet, *, batch_size: int = 8) -> tuple[float
         for prediction in model.predict(frames[start : start + batch_size], batch_size=batch_size):
             scores.append(prediction.score)
             maps.append(np.asarray(prediction.anomaly_map, dtype=np.float32))
-    count = len(synthetic.clean)
-    labels = np.arange(len(frames)) >= count
-    masks = np.concatenate([np.zeros_like(synthetic.masks), synthetic.masks])
     stacked = np.stack(maps)
-    if stacked.shape != masks.shape:
-        raise ValueError(f"anomaly maps {stacked.shape[1:]} do not match the crop {masks.shape[1:]}")
-    return auroc(np.asarray(scores, np.float64), labels), auroc(stacked, masks)
+    if stacked.shape[1:] != synthetic.masks.shape[1:]:
+        crop = synthetic.masks.shape[1:]
+        raise ValueError(f"anomaly maps {stacked.shape[1:]} do not match the crop {crop}")
+    return np.asarray(scores, np.float64), stacked
+
+
+def all_masks(synthetic: SyntheticSet) -> np.ndarray:
+    """``bool [2n, crop, crop]`` defect pixels of :func:`predict`'s frames (none on the clean ones)."""
+    return np.concatenate([np.zeros_like(synthetic.masks), synthetic.masks])
+
+
+def aurocs(scores: np.ndarray, maps: np.ndarray, synthetic: SyntheticSet) -> tuple[float, float]:
+    """``(image AUROC, pixel AUROC)`` of :func:`predict`'s output (``nan`` where undefined)."""
+    labels = np.arange(len(scores)) >= len(synthetic.clean)
+    return auroc(scores, labels), auroc(maps, all_masks(synthetic))
+
+
+def score(model, synthetic: SyntheticSet, *, batch_size: int = 8) -> tuple[float, float]:
+    """``(image AUROC, pixel AUROC)`` of one model on the synthetic set (``nan`` where undefined).
+
+    Args:
+        model: As for :func:`predict`.
+        synthetic: From :func:`make_set`.
+        batch_size: Frames per call.
+    """
+    return aurocs(*predict(model, synthetic, batch_size=batch_size), synthetic)
 
 
 def crop_of(model) -> Geometry:

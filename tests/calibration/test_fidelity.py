@@ -98,29 +98,45 @@ def test_map_error_and_summary_against_numpy() -> None:
         fidelity.map_error(ref[0], ref[0, :8])
 
 
-def test_low_flags_and_record() -> None:
+def test_verdicts_and_record() -> None:
     good = fidelity.Fidelity(
-        "m.onnx (fp32)", fidelity.SOURCE_VALIDATE, 10, spearman=0.999, map_error_median=0.01
-    )
-    assert good.low is False and not good.problems and not good.warnings("int8-qoperator")
+        "m.onnx (fp32)", fidelity.SOURCE_VALIDATE, 30, spearman=0.999, map_error_median=0.01,
+        synthetic_image_auroc=(0.9, 0.899), synthetic_pixel_auroc=(0.95, 0.951),
+        synthetic_image_drop=(-0.01, 0.008), synthetic_pixel_drop=(-0.004, 0.003),
+        synthetic_reference_low=(0.85, 0.93), separation=0.2,
+    )  # fmt: skip
+    assert good.verdict == fidelity.OK and good.low is False and not good.problems
+    assert not good.warnings("int8-qoperator")
     record = good.record()
+    assert record["verdict"] == "ok" and record["synthetic_image_drop"] == [-0.01, 0.008]
     assert (
         record["min_spearman"] == fidelity.MIN_SPEARMAN and record["max_map_error"] == fidelity.MAX_MAP_ERROR
     )
     assert json.loads(json.dumps(record)) == record
-    bad = dataclasses.replace(good, spearman=0.7)
-    assert bad.low and "Spearman 0.7000 < 0.8" in bad.warnings("int8-qoperator")[0]
+    assert fidelity.Fidelity.from_record(record).record() == record
+    # Spearman and map error are figures, not verdicts: normal frames reorder without any AUROC change
+    assert dataclasses.replace(good, spearman=0.3, map_error_median=0.3).verdict == fidelity.OK
+    # a drop whose whole interval lies above the limit is a loss
+    bad = dataclasses.replace(good, synthetic_image_auroc=(0.9, 0.85), synthetic_image_drop=(0.02, 0.08))
+    assert bad.low is True and bad.problems[0].startswith("synthetic-defect image AUROC 0.9000 -> 0.8500")
     assert "LOW FIDELITY" in bad.warnings("int8-qoperator")[0]
-    blurred = dataclasses.replace(good, map_error_median=0.3)
-    assert blurred.low and "map error 0.300 > 0.05" in blurred.problems[0]
-    auroc = dataclasses.replace(good, image_auroc=(0.95, 0.90))
-    assert auroc.low and "image AUROC" in auroc.problems[0]
-    assert dataclasses.replace(good, spearman=None).low
+    assert fidelity_summary(bad.record()).startswith("LOW FIDELITY: synthetic-defect image AUROC 0.9000")
+    # a labelled AUROC loss is a loss; a labelled AUROC that held settles it
+    assert dataclasses.replace(good, image_auroc=(0.95, 0.90)).low is True
+    wide = dataclasses.replace(good, synthetic_pixel_drop=(-0.02, 0.03))
+    assert wide.verdict == fidelity.UNSURE and wide.low is None
+    assert "does not rule out a loss past 0.01" in wide.problems[0]
+    assert "NOT ENOUGH EVIDENCE" in wide.warnings("int8-qoperator")[0]
+    assert dataclasses.replace(wide, image_auroc=(0.95, 0.95)).verdict == fidelity.OK
+    # maps that barely move cannot reorder defects and normal parts, however wide the intervals
+    assert dataclasses.replace(wide, separation=0.01).verdict == fidelity.OK
+    # a record stored before the intervals existed: no verdict from raw drops
+    old = {k: v for k, v in record.items() if k not in ("synthetic_image_drop", "synthetic_pixel_drop")}
+    assert fidelity.Fidelity.from_record({**old, "separation": None}).verdict == fidelity.UNSURE
     failed = dataclasses.replace(good, error="no kernel")
-    assert failed.low is None and failed.record()["low"] is None
+    assert failed.verdict is None and failed.low is None and failed.record()["low"] is None
     assert failed.warnings("fp16")[0].startswith("NO FIDELITY REPORT")
     assert fidelity_summary(failed.record()).startswith("NOT MEASURED")
-    assert fidelity_summary(bad.record()).startswith("LOW FIDELITY: Spearman 0.7000")
 
 
 # --------------------------------------------------------------------------- which frames
@@ -251,7 +267,7 @@ def test_broken_variant_is_low_fidelity(
     assert "warning: LOW FIDELITY: fp16 vs r18.onnx" in result.stderr
     record = json.loads(props_of(out)["padim_edge.fidelity"])
     assert record["low"] is True and record["source"] == fidelity.SOURCE_VALIDATE
-    assert record["spearman"] < fidelity.MIN_SPEARMAN or record["map_error_median"] > fidelity.MAX_MAP_ERROR
+    assert record["verdict"] == "low fidelity" and record["synthetic_pixel_drop"][0] > 0.005, record
     printed = CliRunner().invoke(
         predict_main, [str(out), str(list_images(synthetic["holdout"])[0]), "-q", "--device", "cpu"]
     )
