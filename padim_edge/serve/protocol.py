@@ -39,17 +39,6 @@ DATATYPES: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-#: onnxruntime type strings -> v2 datatype.
-_ORT_TYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(int8)": "INT8",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-}
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -58,11 +47,6 @@ def datatype_of(array: np.ndarray) -> str:
         if array.dtype == dtype:
             return name
     raise TypeError(f"no v2 datatype for numpy dtype {array.dtype}")
-
-
-def ort_datatype(ort_type: str) -> str:
-    """The v2 datatype of an onnxruntime type string (``tensor(float)`` -> ``FP32``)."""
-    return _ORT_TYPES.get(ort_type, ort_type)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from padim_edge.naming import data_file
 from padim_edge.serve.batching import MicroBatcher
 from padim_edge.serve.errors import RequestError
 from padim_edge.serve.metrics import Metrics
+from padim_edge.serve.protocol import datatype_of
 
 #: Characters of the SHA-256 that make a model's version string.
 VERSION_CHARS = 12
@@ -62,6 +63,8 @@ class ModelEntry:
         model: The opened :class:`~padim_edge.runtime.PadimModel`.
         sha256: SHA-256 of the file (and of its ``.onnx.data`` file, when it has one).
         loaded: Unix time of the load.
+        executor: The thread its batches run on.
+        outputs: ``(name, v2 datatype, shape)`` of each graph output, from the warm-up frame (``-1``: batch).
         batcher: Its micro-batcher (started by :meth:`Registry.start`).
     """
 
@@ -71,6 +74,7 @@ class ModelEntry:
     sha256: str
     loaded: float
     executor: ThreadPoolExecutor
+    outputs: list[tuple[str, str, list[int]]]
     batcher: MicroBatcher | None = field(default=None, repr=False)
 
     @property
@@ -136,11 +140,12 @@ def open_entry(name: str, path: Path, settings: ModelSettings) -> ModelEntry:
         )
     edge = model.info.input_size or (model.info.resize, model.info.resize)
     try:
-        model.run(np.zeros((1, *edge, 3), np.uint8))
+        warm = model.run(np.zeros((1, *edge, 3), np.uint8))
     except Exception as exc:
         raise ReloadError(f"{path} loads but cannot score a frame: {str(exc).strip()[:300]}") from exc
+    outputs = [(n, datatype_of(np.asarray(warm[n])), [-1, *np.shape(warm[n])[1:]]) for n in model.outputs]
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"padim-{name}")
-    return ModelEntry(name, path, model, before, time.time(), executor)
+    return ModelEntry(name, path, model, before, time.time(), executor, outputs)
 
 
 class Registry:

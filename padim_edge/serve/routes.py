@@ -184,14 +184,7 @@ class Handlers:
         model = entry.model
         size = model.info.input_size
         inputs = [{"name": graph_names.INPUT, "datatype": "UINT8", "shape": [-1, *(size or (-1, -1)), 3]}]
-        outputs = [
-            {
-                "name": o.name,
-                "datatype": protocol.ort_datatype(o.type),
-                "shape": [d if isinstance(d, int) else -1 for d in o.shape],
-            }
-            for o in model.session.get_outputs()
-        ]
+        outputs = [{"name": n, "datatype": t, "shape": shape} for n, t, shape in entry.outputs]
         body = {
             "name": name,
             "versions": [entry.version],
