@@ -79,6 +79,10 @@ DEVICE_NAMES = tuple(DEVICES)
 CONCRETE_DEVICES = tuple(name for name, device in DEVICES.items() if device.concrete)
 #: Devices that open an onnxruntime session (:func:`padim_edge.runtime.session.open_session`).
 ORT_DEVICES = tuple(name for name, device in DEVICES.items() if device.backend == ONNXRUNTIME)
+#: Devices OpenVINO runs (not onnxruntime): only whole padim-edge models, through ``PadimModel``.
+OPENVINO_DEVICES = tuple(name for name, device in DEVICES.items() if device.backend == OPENVINO)
+#: Devices that run on the CPU and take ``--threads``.
+CPU_DEVICES = ("cpu", *OPENVINO_DEVICES)
 #: ``--device`` help text shared by the commands.
 DEVICE_HELP = "Execution provider. " + "; ".join(f"{d.name}: {d.help}" for d in DEVICES.values()) + "."
 #: OpenVINO inference precisions (``INFERENCE_PRECISION_HINT``): fp32 unless bf16 is asked for.

@@ -20,6 +20,7 @@ from padim_edge.bench.config import CONTENDED, DEFAULT_BATCH_SIZES, VARIANTS, Be
 from padim_edge.bench.subjects import Subject, plan_subjects, progress, read_model_metadata
 from padim_edge.bench.timing import Summary
 from padim_edge.bench.worker import files_bytes, run_job
+from padim_edge.devices import CPU_DEVICES, OPENVINO_DEVICES
 
 __all__ = [
     "CONTENDED",
@@ -43,8 +44,8 @@ def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
     from padim_edge.runtime.providers import CONCRETE_DEVICES, DEVICES, available_devices
 
     have = available_devices()
-    if requested is None:
-        return have, []
+    if requested is None:  # OpenVINO is another runtime: its rows are asked for (--device cpu,openvino)
+        return [d for d in have if d not in OPENVINO_DEVICES], []
     notes = []
     devices = []
     for device in requested:
@@ -52,6 +53,10 @@ def plan_devices(requested: list[str] | None) -> tuple[list[str], list[str]]:
             raise ValueError(f"unknown device {device!r}; choose from {', '.join(CONCRETE_DEVICES)}")
         if device in have:
             devices.append(device)
+        elif device in OPENVINO_DEVICES:
+            bf16 = DEVICES[device].precision == "bf16"
+            why = "this CPU has no bf16 (AVX512-BF16 / AMX)" if bf16 else "pip install 'padim-edge[openvino]'"
+            notes.append(f"{device}: skipped, {why}")
         else:
             notes.append(
                 f"{device}: skipped, {DEVICES[device].providers[0]} is not in this onnxruntime build "
@@ -140,7 +145,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         outcomes: list[tuple[Subject, str, dict[str, Any], dict[str, Any]]] = []
         for subject in subjects:
             for device in devices:
-                settings_for_device = threads if device == "cpu" else [("-", None)]
+                settings_for_device = threads if device in CPU_DEVICES else [("-", None)]
                 for threads_label, count in settings_for_device:
                     for variant in VARIANTS:
                         job = _job(config, subject, variant, device, threads_label, count, notes)
@@ -248,6 +253,12 @@ def _job(
         "policy": config.policy.to_dict(),
         "isolate": config.isolate,
     }
+    if device in OPENVINO_DEVICES:  # whole models only (PadimModel): the fused rows, beside onnxruntime's
+        return (
+            {**base, "engine": "openvino", "path": subject.fused}
+            if subject.fused and variant == "fused"
+            else None
+        )
     if variant == "fused":
         return {**base, "engine": "ort", "path": subject.fused} if subject.fused else None
     if variant == "backbone":

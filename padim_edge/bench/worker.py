@@ -33,6 +33,7 @@ import numpy as np
 from padim_edge.bench.config import CONTENDED
 from padim_edge.bench.system import BackgroundLoad, peak_rss_mb, rss_mb
 from padim_edge.bench.timing import TimingPolicy, summarize, time_calls
+from padim_edge.devices import CPU_DEVICES
 from padim_edge.graph_names import INPUT as INPUT_NAME
 from padim_edge.naming import data_file
 
@@ -76,7 +77,7 @@ def _open_ort(spec: dict[str, Any]) -> tuple[Callable[[np.ndarray], object], dic
     from padim_edge.runtime import PadimModel
     from padim_edge.runtime.session import open_session
 
-    threads = spec["threads"] if spec["device"] == "cpu" else None
+    threads = spec["threads"] if spec["device"] in CPU_DEVICES else None
     if spec["variant"] == "fused":
         model = PadimModel(spec["path"], device=spec["device"], threads=threads)
         facts = {"precision": model.info.precision, "head_precision": model.info.head_precision}
@@ -157,6 +158,12 @@ def measure(spec: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
         importlib.import_module("padim_edge.export.pipeline")  # torchvision & co.
 
         opener, engine, version = _open_torch, "torch", torch.__version__
+    elif spec["engine"] == "openvino":  # PadimModel(device="openvino"): the same opener, OpenVINO's version
+        import openvino
+
+        importlib.import_module("padim_edge.runtime")
+
+        opener, engine, version = _open_ort, "openvino", openvino.get_version().split("-")[0]
     else:
         import onnxruntime as ort
 

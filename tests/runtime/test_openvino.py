@@ -301,3 +301,22 @@ def test_padim_check_openvino(variant_path) -> None:
     assert code == 1 and findings["qoperator"] == "fails"
     assert _check(variant_path("int8-qdq"))[1]["int8-without-vnni"] == "note"
     assert _check(variant_path("fp16"))[1]["fp16-arithmetic"] == "note"
+
+
+def test_bench_plans_openvino_rows_beside_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """padim-bench: OpenVINO only when asked for, fused rows only, with --threads like the CPU EP."""
+    from padim_edge.bench import runner
+    from padim_edge.runtime import providers
+
+    monkeypatch.setattr(providers, "openvino_installed", lambda: True)
+    monkeypatch.setattr(providers, "cpu_has_bf16", lambda: False)
+    assert runner.plan_devices(None) == (["cpu"], [])
+    assert runner.plan_devices(["cpu", "openvino", "openvino-bf16"]) == (
+        ["cpu", "openvino"],
+        ["openvino-bf16: skipped, this CPU has no bf16 (AVX512-BF16 / AMX)"],
+    )
+    monkeypatch.setattr(providers, "openvino_installed", lambda: False)
+    assert runner.plan_devices(["openvino"]) == (
+        [],
+        ["openvino: skipped, pip install 'padim-edge[openvino]'"],
+    )
