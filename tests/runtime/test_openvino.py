@@ -320,3 +320,23 @@ def test_bench_plans_openvino_rows_beside_onnxruntime(monkeypatch: pytest.Monkey
         [],
         ["openvino: skipped, pip install 'padim-edge[openvino]'"],
     )
+
+
+@needs_openvino
+def test_frames_of_many_sizes_share_one_model_with_the_matrices_as_inputs(
+    small_onnx: Path, tmp_path: Path
+) -> None:
+    """Past STATIC_SIZES frame sizes, new sizes run on one any-size model per batch size, as exactly."""
+    from padim_edge.runtime.openvino.runner import STATIC_SIZES
+
+    rng = np.random.default_rng(3)
+    sizes = [(90, 120), (64, 64), (50, 300), (80, 80), (100, 77), (333, 71), (72, 72)]
+    frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in sizes]
+    reference = _open(small_onnx, "cpu", tmp_path).predict(frames)
+    model = _open(small_onnx, "openvino", tmp_path / "cache")
+    got = model.predict(frames)
+    score_error, map_error = _errors(reference, got, max(p.score for p in reference))
+    assert score_error <= TOLERANCE and map_error <= TOLERANCE, (score_error, map_error)
+    shapes = model.openvino._shapes
+    assert sum(not e.any_size for e in shapes.values()) == STATIC_SIZES == 4
+    assert {shapes[(1, *size, 3)].any_size for size in sizes[STATIC_SIZES:]} == {True}

@@ -169,6 +169,25 @@ class ModelLoader:
         self.input_names = [i.get_any_name() for i in self.model.inputs]
         self.output_names = [o.get_any_name() for o in self.model.outputs]
 
+    def compile_any_size(self, batch: int) -> Any:
+        """An ``openvino.CompiledModel`` for ``[batch, H, W, 3]`` frames of any size.
+
+        A graph with the antialiased resize takes the frame size's matrices as two more inputs
+        (:func:`padim_edge.runtime.openvino.specialise.matrices_as_inputs`); one without it (the
+        TensorRT target) is compiled for its own size.
+        """
+        model = self.model.clone()
+        if self.geometry is None or not specialise.matrices_as_inputs(model, self.geometry):
+            return None
+        model.reshape(
+            {
+                self.input_names[0]: [batch, -1, -1, 3],
+                specialise.ROWS: [self.geometry.crop, -1],
+                specialise.COLS_T: [-1, self.geometry.crop],
+            }
+        )
+        return self.core.compile_model(model, PLUGIN, self.config)
+
     def compile(self, batch: int, height: int, width: int) -> Any:
         """An ``openvino.CompiledModel`` for ``[batch, height, width, 3]`` uint8 frames."""
         model = self.model.clone()

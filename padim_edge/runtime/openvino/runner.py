@@ -1,7 +1,11 @@
 """Run uint8 frame batches on OpenVINO: one compiled model per ``(N, H, W)``, infer requests pooled.
 
 The first batch of a shape compiles it (or, with a warm ``CACHE_DIR``, imports the compiled blob);
-later batches of that shape reuse it. An ``InferRequest`` serves one call at a time, so each shape
+later batches of that shape reuse it. A camera sends one frame size; a data set on disk may send
+hundreds (the magnetic tile: 590 sizes in 630 test images), where a compile (and a cached blob the size
+of the model) per size would not pay: past :data:`STATIC_SIZES` frame sizes, new sizes run on one
+model per batch size that takes the resize matrices as inputs (computed here in numpy, the same
+matrices). An ``InferRequest`` serves one call at a time, so each shape
 keeps a small pool: concurrent :meth:`OpenVinoRunner.run` calls from several threads each take their
 own request (:class:`padim_edge.runtime.PadimModel` is documented thread-safe). Python 3.8 compatible.
 """
@@ -14,13 +18,19 @@ from typing import Any
 import numpy as np
 
 from padim_edge.runtime.openvino.loader import PROVIDER, ModelLoader
+from padim_edge.runtime.openvino.resize import resize_crop_matrices
+from padim_edge.runtime.openvino.specialise import COLS_T, ROWS
+
+#: Frame sizes compiled statically (each its own compiled model per batch size); later sizes share one.
+STATIC_SIZES = 4
 
 
 class _Compiled:
     """One compiled shape and its idle infer requests."""
 
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, *, any_size: bool = False) -> None:
         self.compiled = compiled
+        self.any_size = any_size
         self.idle: list[Any] = []
         self.lock = threading.Lock()
 
@@ -69,16 +79,33 @@ class OpenVinoRunner:
             with self._lock:
                 entry = self._shapes.get(shape)
                 if entry is None:
-                    entry = _Compiled(self.loader.compile(shape[0], shape[1], shape[2]))
+                    entry = self._compile(shape)
                     self._shapes[shape] = entry
         return entry
+
+    def _compile(self, shape: tuple[int, ...]) -> _Compiled:
+        sizes = {s[1:3] for s, e in self._shapes.items() if not e.any_size}
+        if len(sizes | {shape[1:3]}) > STATIC_SIZES:
+            key = (shape[0], -1, -1, 3)
+            if key not in self._shapes:
+                compiled = self.loader.compile_any_size(shape[0])
+                if compiled is not None:
+                    self._shapes[key] = _Compiled(compiled, any_size=True)
+            if key in self._shapes:
+                return self._shapes[key]
+        return _Compiled(self.loader.compile(shape[0], shape[1], shape[2]))
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one validated uint8 ``[N, H, W, 3]`` batch; returns every graph output by name (copies)."""
         entry = self.compiled(tuple(batch.shape))
         request = entry.take()
+        inputs = {0: batch}
+        if entry.any_size:
+            rows, cols = resize_crop_matrices(self.loader.geometry, batch.shape[1], batch.shape[2])
+            inputs[ROWS] = rows.astype(np.float32)
+            inputs[COLS_T] = np.ascontiguousarray(cols.T, dtype=np.float32)
         try:
-            request.infer({0: batch})
+            request.infer(inputs)
             return {
                 name: np.array(request.get_output_tensor(i).data, copy=True)
                 for i, name in enumerate(self.outputs)

@@ -22,6 +22,10 @@ from padim_edge.runtime.openvino.resize import resize_crop_matrices
 FIX = "export it with padim-export --target tensorrt --input-size HxW (resize and crop as MatMuls)"
 
 
+#: Input names of the resize matrices in a model made for any frame size (:func:`matrices_as_inputs`).
+ROWS, COLS_T = "padim_resize_rows", "padim_resize_cols_t"
+
+
 class SpecialiseError(OpenVinoModelError):
     """The graph's preprocessing is not the resize + crop this rewrite knows."""
 
@@ -104,15 +108,51 @@ def specialise_resize(model: object, geometry: Geometry, height: int, width: int
     """
     from openvino import opset13 as ops
 
+    rows, cols = resize_crop_matrices(geometry, height, width)
+    left = ops.constant(rows.astype(np.float32))
+    right = ops.constant(np.ascontiguousarray(cols.T).astype(np.float32))
+    return _replace(model, geometry, left, right)
+
+
+def matrices_as_inputs(model: object, geometry: Geometry) -> bool:
+    """Replace the antialiased resize + crop by MatMuls with two new inputs, for frames of any size.
+
+    The inputs are :data:`ROWS` ``float32 [crop, H]`` and :data:`COLS_T` ``float32 [W, crop]`` (``R`` and
+    ``C.T`` of :func:`padim_edge.runtime.openvino.resize.resize_crop_matrices` for the frame size fed),
+    so one compiled model serves every frame size: what the runner falls back to for data sets whose
+    frames come in many sizes (one static compile per size would not pay).
+
+    Returns:
+        Whether the graph had the resize (``False``: nothing changed, no inputs added).
+
+    Raises:
+        SpecialiseError: As :func:`specialise_resize`.
+    """
+    from openvino import PartialShape
+    from openvino import opset13 as ops
+
+    left = ops.parameter(PartialShape([geometry.crop, -1]), np.float32, name=ROWS)
+    right = ops.parameter(PartialShape([-1, geometry.crop]), np.float32, name=COLS_T)
+    if not _replace(model, geometry, left, right, validate=False):
+        return False
+    for parameter in (left, right):
+        parameter.output(0).get_tensor().set_names({parameter.get_friendly_name()})
+    model.add_parameters([left, right])
+    model.validate_nodes_and_infer_types()
+    return True
+
+
+def _replace(model: object, geometry: Geometry, left: object, right: object, *, validate: bool = True) -> int:
+    """``MatMul(MatMul(left, frames), right)`` in place of each antialiased resize + crop."""
+    from openvino import opset13 as ops
+
     replaced = 0
     for resize in antialiased_resizes(model):
         last = check_resize(resize, geometry)[-1]
-        rows, cols = resize_crop_matrices(geometry, height, width)
-        frames = resize.input_value(0)
-        x = ops.matmul(ops.constant(rows.astype(np.float32)), frames, False, False)
-        x = ops.matmul(x, ops.constant(np.ascontiguousarray(cols.T).astype(np.float32)), False, False)
+        x = ops.matmul(left, resize.input_value(0), False, False)
+        x = ops.matmul(x, right, False, False)
         last.output(0).replace(x.output(0))
         replaced += 1
-    if replaced:
+    if replaced and validate:
         model.validate_nodes_and_infer_types()
     return replaced
