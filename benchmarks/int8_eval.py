@@ -1,4 +1,7 @@
-"""INT8 benchmark (:mod:`int8_accuracy`), accuracy part: fit, calibrate the variants, score them all."""
+"""Accuracy benchmarks: score a model on a test split, and make (or reuse) a calibrated variant of it.
+
+Used by :mod:`accuracy` (``int8``, ``patchcore-int8``) and :mod:`fidelity_verdicts`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from int8_report import num
-from int8_sets import (
-    CROP,
-    DIMS,
-    RESIZE,
-    VARIANTS,
-    WEIGHTS,
-    even_spread,
-    finite,
-    log,
-    prepare_fit,
-)
+from harness import even_spread, finite, log
 
 from padim_edge.atomic import write_json
 
@@ -122,94 +114,3 @@ def make_variant(
     }
     write_json(record_path, record)
     return record
-
-
-def accuracy_set(
-    name: str, workdir: Path, *, max_train: int | None, max_test: int | None, calibration_images: int
-) -> dict[str, Any]:
-    """One data set's section: fit, five variants, evaluation of all six models."""
-    from padim_edge.calibration.fidelity import spearman
-    from padim_edge.export.pipeline import run_export
-
-    started = time.perf_counter()
-    log(f"{name}: preparing the data")
-    folder = f"{name}-train{max_train or 'all'}-cal{calibration_images}"
-    ready, description = prepare_fit(name, workdir, folder=folder, max_train=max_train)
-    if ready is None:
-        return {"skipped": description}
-    root, here, fit_dir, train_images = ready
-    fp32 = here / "mnv2.onnx"
-    fit_s = None
-    if not fp32.is_file():
-        log(f"{name}: fitting + exporting mnv2 on {train_images} images")
-        t = time.perf_counter()
-        run_export(
-            fit_dir, fp32, backbone="mnv2", dims=DIMS, resize=RESIZE, crop=CROP, weights_file=WEIGHTS,
-            device="cpu", parity_images=2, progress=False,
-        )  # fmt: skip
-        fit_s = time.perf_counter() - t
-    log(f"{name}: scoring fp32")
-    reference = evaluate(fp32, root, max_test)
-    rows: dict[str, dict[str, Any]] = {"fp32": {"variant": "fp32", **reference["row"]}}
-    for label, variant, refit, float_convs in VARIANTS:
-        out = here / f"mnv2-{label.replace(' ', '-')}.onnx"
-        log(f"{name}: calibrating {label}")
-        try:
-            record = make_variant(
-                fp32, out, variant, refit, float_convs, root=root, fit_dir=fit_dir,
-                calibration_images=calibration_images,
-            )  # fmt: skip
-        except Exception as exc:  # a variant that cannot be built is a result, not a crash
-            log(f"{name}: {label} FAILED to build: {exc}")
-            rows[label] = {"variant": variant, "error": f"build: {type(exc).__name__}: {exc}"}
-            continue
-        log(f"{name}: scoring {label}")
-        try:
-            result = evaluate(out, root, max_test)
-        except Exception as exc:  # e.g. fp16 on an EP without float16 kernels
-            log(f"{name}: {label} FAILED to run: {exc}")
-            rows[label] = {"variant": variant, **record, "error": f"run: {type(exc).__name__}: {exc}"}
-            continue
-        row = {"variant": variant, **record, **result["row"]}
-        for key in ("image_auroc", "pixel_auroc", "pro"):
-            a, b = row[key], rows["fp32"][key]
-            row[f"{key}_delta"] = None if a is None or b is None else a - b
-        row["test_score_spearman"] = finite(spearman(reference["scores"], result["scores"]))
-        rows[label] = row
-        fid = row.get("fidelity") or {}
-        log(
-            f"{name}: {label}: image {row['image_auroc']:.4f} ({row['image_auroc_delta']:+.4f}), "
-            f"pixel {num(row['pixel_auroc'])} ({num(row['pixel_auroc_delta'], '+.4f')}), "
-            f"Spearman {num(fid.get('spearman'))}"
-        )
-    return {
-        "description": description,
-        "root": str(root),
-        "train_images": train_images,
-        "train_available": len(list((root / "train" / "good").iterdir())),
-        "test_images": reference["row"]["test_images"],
-        "defect_images": reference["row"]["defect_images"],
-        "calibration_images": calibration_images,
-        "fit_export_seconds": fit_s,
-        "rows": rows,
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def run_accuracy(
-    workdir: Path, *, sets: tuple[str, ...], max_train: int | None, max_test: int | None,
-    calibration_images: int,
-) -> dict[str, Any]:  # fmt: skip
-    """The accuracy part's JSON section."""
-    return {
-        "model": f"mnv2 (ImageNet weights {WEIGHTS.name}), dims {DIMS}, resize {RESIZE}, crop {CROP}",
-        "max_train": max_train,
-        "max_test": max_test,
-        "calibration_images": calibration_images,
-        "sets": {
-            name: accuracy_set(
-                name, workdir, max_train=max_train, max_test=max_test, calibration_images=calibration_images
-            )
-            for name in sets
-        },
-    }

@@ -1,55 +1,53 @@
-"""Ray scaling on this machine: fit throughput with 1 and 2 Ray workers, scoring with 1 and 2 actors.
+"""Ray suite: the distributed fit and batch scoring on one machine, and PatchCore fitted in shards.
 
-A local Ray instance (``ray.init(num_cpus=<usable CPUs>)``), PaDiM R18-Rd100 at 224 (random-init
-backbone: throughput does not depend on the weights), 1 torch / onnxruntime thread per worker or actor.
-
-* Fit: :func:`padim_edge.distributed.fit.fit_statistics` on the same images with 1 and 2 workers,
-  interleaved, after a warm-up that starts the worker processes (torch imported). Timed: the module
-  rebuilt on each worker from the driver's ``state_dict``, decoding, preprocessing + backbone +
-  reduction, the float64 accumulation, the tree merge, the root fetched by the driver. Also one
-  merge of two partials alone, and the local fit (no Ray, 1 torch thread) for the overhead.
-* Scoring: :func:`padim_edge.distributed.scoring.score` into a fresh folder each time with 1 and 2
-  actors (actor start-up and model load included, as a user sees it), and the local runtime
-  (``PadimModel``, 1 thread, in this process) for reference.
-
-Images: the first N of ``../shared/data/magnetic_tile/train/good`` (real grayscale tiles of varying
-sizes) when present, else synthetic 256x256 RGB PNGs.
-
-Usage::
-
-    python benchmarks/ray_scaling.py                     # 48 fit images, 96 scored, 2 repeats
-    python benchmarks/ray_scaling.py --fit-images 96 --score-images 192 --repeats 3
-
-Writes ``benchmarks/results/ray_scaling.{json,md}``.
+* ``scaling``: a local Ray instance (``num_cpus`` = usable CPUs), PaDiM R18-Rd100 at 224 (random-init
+  backbone: throughput does not depend on the weights), 1 torch / onnxruntime thread per worker or
+  actor. Fit: :func:`padim_edge.distributed.fit.fit_statistics` with 1 and 2 workers, interleaved, after
+  a warm-up that starts the workers (module rebuilt on each worker, decoding, backbone, float64
+  accumulation, tree merge and the root fetched all timed), one merge of two partials alone, and the
+  local fit (no Ray, 1 thread). Scoring: :func:`padim_edge.distributed.scoring.score` into a fresh
+  folder with 1 and 2 actors (start-up and model load included), and the local runtime for reference.
+  Images: the magnetic tile's ``train/good`` when present, else synthetic. Writes ``ray_scaling.*``.
+* ``shards``: the distributed PatchCore fit's own steps without a cluster: the training list cut into
+  2 and 4 shards of whole batches (:func:`padim_edge.distributed.fit.split`), one coreset bank per shard
+  (``bank.partial(reduce=True)``), the driver's final greedy pass (:class:`CoresetPartial`), beside the
+  local single pass; each bank exported and scored with padim-eval's metrics on the magnetic tile test
+  split, MobileNetV2 ImageNet weights, coreset 0.1. Writes ``patchcore_shards.*``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
-SHARED_TRAIN = ROOT.parent / "shared" / "data" / "magnetic_tile" / "train" / "good"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    TILES,
+    WEIGHTS,
+    Run,
+    header,
+    log,
+    output_options,
+    require_shared,
+    synthetic_images,
+    workspace,
+    write_results,
+)
 
-from benchmarks.fit_memory import synthetic_images  # noqa: E402  (one home for the synthetic frames)
-
-#: Statistics of the paper's models, for the cluster paragraph: (name, patches, dims).
-PAPER_MODELS = [("R18-Rd100", 56 * 56, 100), ("WR50-Rd550", 56 * 56, 550)]
+#: Images per forward pass in the shards comparison, the distributed fit's default (``--batch-size``).
+BATCH = 16
 
 
 def _images(folder: Path, count: int, tmp: Path, data: Path | None) -> tuple[list[Path], dict[str, str]]:
     from padim_edge.images import list_images
 
-    data = data or (SHARED_TRAIN if SHARED_TRAIN.is_dir() else None)
+    data = data or (TILES / "train" / "good" if TILES.is_dir() else None)
     if data is not None and len(list_images(data)) >= count:
         source = {"source": str(data), "description": "real images (magnetic tiles: grayscale, sizes vary)"}
         files = list_images(data)[:count]
@@ -176,52 +174,11 @@ def bench_score(
     }
 
 
-def cluster_paragraph(fit: dict[str, Any]) -> list[str]:
-    """How the fit and the scoring scale on a real cluster, with this run's merge time."""
-    sizes = ", ".join(f"{name} {p * d * d * 8 / 1e9:.2f} GB" for name, p, d in PAPER_MODELS)
-    return [
-        "## On a real cluster",
-        "",
-        f"**What crosses the network per fit worker.** In: its shard's file paths (bytes) and the module's "
-        "weights, put in the object store once and fetched once per node (R18 layer1-3 11 MB, WR50 "
-        "layer1-3 100 MB in float32); the images themselves are read by the worker from a shared file "
-        f"system. Out: one partial statistic, P x d x d float64 plus the mean: {sizes} (this run's "
-        f"R18-Rd100 partial: {fit['partial_mb']:.0f} MB). The partial does not grow with the shard: a "
-        "worker sends the same 250 MB whether it fitted 100 images or 100,000.",
-        "",
-        "**How the reduce is arranged.** One Ray task per shard returns its partial; merge tasks take two "
-        "partials each (Chan et al.: mean and scatter combined exactly) and form a binary tree of "
-        "ceil(log2(W)) levels for W workers (W - 1 merges in all), each merge starting as soon as its two "
-        "inputs exist, so merging overlaps the slowest shards. Each level moves one partial per merge over "
-        "the network (Ray places a merge on a node that holds one of its inputs when it can), so the "
-        "critical path carries ceil(log2(W)) partial transfers, not W: for 64 workers of R18-Rd100, 6 "
-        "transfers of 250 MB (~2 s each on 1 Gbit/s, 0.2 s on 10 Gbit/s) plus 6 merges "
-        f"(~{fit['one_merge_s']:.1f} s each here, memory-bound). The driver receives only the root.",
-        "",
-        "**Peak memory per node.** A fit worker holds the module, one decoded batch and its accumulator "
-        "(1 x partial); a merge holds its two inputs plus its output in the object store (~3 x partial: "
-        "0.75 GB for R18-Rd100, 23 GB for WR50-Rd550), so WR50-Rd550 needs nodes with ~32 GB and at most one "
-        "merge per such node (give the merge task more memory or fewer CPUs there). The driver holds the "
-        "root and the float32 inverse (~1.5 x partial) for the export, as a local fit does. Storing only "
-        "the upper triangle of each scatter matrix would halve every figure above (not done).",
-        "",
-        "**Scoring** moves no statistics: each actor loads the model once (from a path every node sees), "
-        "reads its shards' images, and returns a Parquet shard (tens of bytes per image; ~8 KB per image "
-        "with 64x64 maps, 100 KB with 224x224 maps) to the driver, which writes it. Throughput scales with "
-        "actors until the file system or the driver's writes saturate; a re-run skips written shards.",
-        "",
-    ]
-
-
-def render(result: dict[str, Any]) -> str:
-    from padim_edge.bench.report import machine_line
-
+def render_scaling(result: dict[str, Any]) -> str:
+    """The scaling report."""
     fit, sc = result["fit"], result["score"]
     lines = [
-        "# Ray scaling: distributed fit and batch scoring on one machine",
-        "",
-        f"**Machine:** {machine_line(result['machine'])}.",
-        "",
+        *header(result, "Ray scaling: distributed fit and batch scoring on one machine"),
         f"**Load:** load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} "
         f"after, on {result['machine']['usable_cpus']} CPUs; numbers are medians of {result['repeats']} "
         "interleaved runs with their min-max"
@@ -247,7 +204,7 @@ def render(result: dict[str, Any]) -> str:
         f"**Setup:** local Ray instance with {result['ray_cpus']} CPUs; PaDiM {result['model']} at 224 "
         "(random-init backbone); 1 torch / onnxruntime thread per worker or actor; images: "
         f"{result['data']['source']} "
-        f"({result['data']['description']}). Command: `{result['command']}`.",
+        f"({result['data']['description']}).",
         "",
         f"## Fit ({fit['images']} images, batch {fit['batch_size']})",
         "",
@@ -285,56 +242,165 @@ def render(result: dict[str, Any]) -> str:
         f"2 actors vs 1: x{speed:.2f}. Ray's times include starting the actors and loading the model in "
         "each, and the driver writing the shards and the JSON files.",
         "",
-        *cluster_paragraph(fit),
+        "How the reduce tree, network traffic and memory per node scale on a real cluster: docs/ray.md "
+        f"(this run: a {fit['partial_mb']:.0f} MB partial, one merge {fit['one_merge_s']:.2f} s).",
     ]
     return "\n".join(lines)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def embed_all(module: Any, paths: list[Path]) -> np.ndarray:
+    """Every training patch vector ``[images * patches, dims]`` (float32), in image order."""
+    import torch
+
+    from padim_edge.export.patchcore.fit import patch_vectors
+    from padim_edge.images import iter_batches
+
+    out = np.empty((len(paths) * module.patches, module.config.dims), dtype=np.float32)
+    row = 0
+    with torch.inference_mode():
+        for batch in iter_batches(paths, BATCH):
+            vectors = patch_vectors(module.embed([image for _, image in batch]))
+            out[row : row + len(vectors)] = vectors
+            row += len(vectors)
+    return out
+
+
+def _fit_bank(module: Any, vectors: Any, paths: list[Path], shards: int) -> dict[str, Any]:
+    """Install into ``module`` the bank a fit with ``shards`` Ray workers (1: the local fit) selects."""
+    from padim_edge.distributed.fit import split, tree_reduce
+    from padim_edge.distributed.methods import CoresetPartial, plan_for
+    from padim_edge.export.patchcore import fit as patchcore_fit
+
+    per_batch = BATCH * module.patches
+    start = time.perf_counter()
+    if shards == 1:
+        bank = patchcore_fit.make_bank(module)
+        for lo in range(0, len(vectors), per_batch):
+            bank.add(vectors[lo : lo + per_batch])
+        patchcore_fit.install(module, bank)
+        held = len(bank.partial().vectors)
+    else:
+        partials, row = [], 0
+        for shard in split(paths, shards, batch_size=BATCH):
+            rows = vectors[row : row + len(shard) * module.patches]
+            row += len(rows)
+            bank = patchcore_fit.make_bank(module)  # what PatchCorePlan.partial_fit does on a worker
+            for lo in range(0, len(rows), per_batch):
+                bank.add(rows[lo : lo + per_batch])
+            part = bank.partial(reduce=True)
+            partials.append(
+                CoresetPartial(vectors=[part.vectors], seen=part.seen, chunks=part.chunks, count=len(shard))
+            )
+        merged = tree_reduce(partials, lambda a, b: a.merge(b))
+        held = sum(len(v) for v in merged.vectors)
+        plan_for(module).install(module, merged)
+    return {"selection_s": time.perf_counter() - start, "vectors_held_for_final_pass": held}
+
+
+def run_shards(workdir: Path, *, shard_counts: tuple[int, ...], coreset: float) -> dict[str, Any]:
+    """Every row of the comparison (magnetic tile, MobileNetV2)."""
+    from padim_edge.datasets import load_category
+    from padim_edge.evaluation.metrics import evaluate_category
+    from padim_edge.evaluation.predictions import predict_category
+    from padim_edge.export.pipeline import build_module, export
+    from padim_edge.images import list_images, load_image
+    from padim_edge.runtime import PadimModel
+
+    paths = list_images(TILES / "train" / "good")
+    module, weight_id = build_module("mnv2", method="patchcore", weights_file=WEIGHTS, coreset=coreset)
+    vectors = embed_all(module, paths)
+    sample = [load_image(p) for p in paths[:2]]
+    result: dict[str, Any] = {
+        "data": str(TILES),
+        "weights": weight_id,
+        "train_images": len(paths),
+        "test_images": len(load_category(TILES).samples),
+        "patches_per_image": module.patches,
+        "dims": module.config.dims,
+        "coreset": coreset,
+        "batch_size": BATCH,
+        "rows": [],
+    }
+    for shards in shard_counts:
+        model, _ = build_module("mnv2", method="patchcore", weights_file=WEIGHTS, coreset=coreset)
+        row: dict[str, Any] = {"shards": shards, **_fit_bank(model, vectors, paths, shards)}
+        path = workdir / f"shards{shards}.onnx"
+        export(model, path, weights=weight_id, train_images=len(paths), parity_images=sample)
+        row["bank_size"] = int(model.scorer.bank.shape[0])
+        log(f"{shards} shard(s): scoring the test split")
+        predictions = predict_category(PadimModel(path, device="cpu"), load_category(TILES), batch_size=8)
+        row["overall"] = evaluate_category(predictions).overall.to_dict()
+        result["rows"].append(row)
+        path.unlink()
+    return result
+
+
+def render_shards(result: dict[str, Any]) -> str:
+    """The Markdown table: each shard count's metrics and its difference from the single pass."""
+    keys = ("image_auroc", "pixel_auroc", "pro")
+    base = next((r["overall"] for r in result["rows"] if r["shards"] == 1), None)
+    lines = [
+        *header(result, "PatchCore on Ray: per-shard coresets vs one pass (magnetic tile, MobileNetV2)"),
+        f"Fit on {result['train_images']} training images ({result['patches_per_image']} patch vectors each, "
+        f"dims {result['dims']}), coreset {result['coreset']:g}, batches of {result['batch_size']}. "
+        "Shards: the distributed fit's own split, per-shard banks and final greedy pass "
+        "(`padim_edge.distributed`), run in one process. Metrics: padim-eval on the exported graph "
+        f"(CPU EP), test split of {result['test_images']} images.",
+        "",
+        "| Fit | Bank | Vectors into the final pass | Image AUROC | Pixel AUROC | PRO@0.3 "
+        "| d image | d pixel | d PRO |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        o = r["overall"]
+        diff = [f"{o[k] - base[k]:+.4f}" if base and r["shards"] != 1 else "" for k in keys]
+        name = "local single pass (streaming bank)" if r["shards"] == 1 else f"Ray fit, {r['shards']} shards"
+        lines.append(
+            f"| {name} | {r['bank_size']} | {r['vectors_held_for_final_pass']} | "
+            + " | ".join(f"{o[k]:.4f}" for k in keys)
+            + " | "
+            + " | ".join(diff)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """Ray benchmarks (see the module docstring)."""
+
+
+@main.command("scaling")
+@output_options
 @click.option("--fit-images", type=int, default=48, show_default=True, help="Images fitted per run.")
 @click.option("--score-images", type=int, default=96, show_default=True, help="Images scored per run.")
 @click.option("--repeats", type=int, default=2, show_default=True, help="Interleaved runs per setting.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per forward pass / run.")
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"Folder of images (default: {SHARED_TRAIN} when present, else synthetic).",
-)
-@click.option(
-    "--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=RESULTS, show_default=True
-)
-def main(
-    fit_images: int, score_images: int, repeats: int, batch_size: int, data: Path | None, output: Path
-) -> None:
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Images (default: see above).")
+def scaling(output, workdir, fit_images, score_images, repeats, batch_size, data) -> None:
     """Fit and scoring throughput on a local Ray instance with 1 and 2 workers / actors."""
-    import os
-
     import ray
 
-    from padim_edge import atomic
     from padim_edge.bench.artifacts import paper_name
-    from padim_edge.bench.system import machine_info, usable_cpus
+    from padim_edge.bench.system import usable_cpus
     from padim_edge.distributed.cluster import connect
     from padim_edge.export.fit import install
     from padim_edge.export.pipeline import build_module, export
 
-    load_before = list(os.getloadavg())
+    stamp = Run()
     cpus = usable_cpus()
     ray.init(
         address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
     )
     info = connect("local")
-    with tempfile.TemporaryDirectory(prefix="padim-ray-scaling-") as name:
-        tmp = Path(name)
+    with workspace(workdir, "padim-ray-scaling-") as tmp:
         paths, source = _images(tmp / "images", max(fit_images, score_images), tmp, data)
         model, weights = build_module("r18", random_init=True)
-        statistics_, fit = bench_fit(
-            model, paths[:fit_images], repeats=repeats, batch_size=batch_size, info=info
-        )
+        partial, fit = bench_fit(model, paths[:fit_images], repeats=repeats, batch_size=batch_size, info=info)
         click.echo("exporting the model for the scoring runs", err=True)
-        install(model, statistics_)
+        install(model, partial)
         model_path = tmp / "r18.onnx"
-        export(model, model_path, weights=weights, train_images=statistics_.count)
+        export(model, model_path, weights=weights, train_images=partial.count)
         score_folder = tmp / "score-images"
         score_folder.mkdir()
         for file in paths[:score_images]:
@@ -343,25 +409,27 @@ def main(
             model_path, score_folder, score_images, repeats=repeats, batch_size=batch_size, info=info, tmp=tmp
         )
     ray.shutdown()
-    result = {
-        "machine": machine_info(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/ray_scaling.py " + " ".join(sys.argv[1:]),
-        "model": paper_name("r18", 100),
-        "ray_cpus": cpus,
-        "ray": ray.__version__,
-        "repeats": repeats,
-        "data": source,
-        "load_before": load_before,
-        "load_after": list(os.getloadavg()),
-        "fit": fit,
-        "score": sc,
-    }
-    output.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(output / "ray_scaling.json", result, indent=1)
-    atomic.write_text(output / "ray_scaling.md", render(result))
-    click.echo(str(output / "ray_scaling.json"))
-    click.echo(str(output / "ray_scaling.md"))
+    result = stamp.stamp(
+        {
+            "model": paper_name("r18", 100), "ray_cpus": cpus, "ray": ray.__version__, "repeats": repeats,
+            "data": source, "fit": fit, "score": sc,
+        }
+    )  # fmt: skip
+    write_results(output, "ray_scaling", result, render_scaling(result))
+
+
+@main.command("shards")
+@output_options
+@click.option("--shards", "shard_counts", default="1,2,4", show_default=True, help="1 = the local fit.")
+@click.option("--coreset", type=float, default=0.1, show_default=True)
+def shards(output, workdir, shard_counts, coreset) -> None:
+    """Accuracy of PatchCore's distributed fit against the local one."""
+    require_shared(TILES, WEIGHTS)
+    stamp = Run()
+    counts = tuple(int(s) for s in shard_counts.split(","))
+    with workspace(workdir, "padim-patchcore-shards-") as work:
+        result = stamp.stamp(run_shards(work, shard_counts=counts, coreset=coreset))
+    write_results(output, "patchcore_shards", result, render_shards(result))
 
 
 if __name__ == "__main__":

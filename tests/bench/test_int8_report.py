@@ -1,56 +1,106 @@
-"""benchmarks/int8_*.py: the predictors-vs-loss analysis and the report (no models made)."""
+"""benchmarks/harness.py and the accuracy suite's goals and reports (no models made)."""
 
 from __future__ import annotations
 
+import json
+
+import click
 import pytest
 
 from tests.bench.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
-def modules():
-    with benchmark_script("int8_predictors") as predictors, benchmark_script("int8_report") as report:
-        yield predictors, report
+def suites():
+    with benchmark_script("harness") as harness, benchmark_script("accuracy") as accuracy:
+        yield harness, accuracy
 
 
-def _row(image_delta: float, pixel_delta: float, synthetic: float, spearman: float) -> dict:
+def _row(image_delta: float | None, pixel_delta: float | None, verdict: str = "ok") -> dict:
     return {
-        "image_auroc": 0.9 + image_delta, "image_auroc_delta": image_delta,
-        "pixel_auroc": 0.9 + pixel_delta, "pixel_auroc_delta": pixel_delta,
-        "fidelity": {
-            "spearman": spearman, "map_error_median": 0.02, "low": synthetic > 0.01,
-            "synthetic_image_auroc": [0.8, 0.8 - synthetic], "synthetic_pixel_auroc": [0.9, 0.9],
-        },
+        "image_auroc": None if image_delta is None else 0.9 + image_delta, "image_auroc_delta": image_delta,
+        "pixel_auroc": None if pixel_delta is None else 0.8 + pixel_delta, "pixel_auroc_delta": pixel_delta,
+        "pro": 0.7, "pro_delta": 0.0, "test_score_spearman": 0.99, "fidelity": {"verdict": verdict},
+        "calibration_seconds": 12.0,
     }  # fmt: skip
 
 
-def test_predictor_rows_correlation_and_report(modules) -> None:
-    predictors, report = modules
-    rows = {
-        "fp32": {"image_auroc": 0.9, "pixel_auroc": 0.9},
-        "a": _row(-0.02, 0.0, 0.03, 0.9),
-        "b": _row(-0.005, 0.0, 0.012, 0.95),
-        "c": _row(0.0, 0.0, 0.0, 0.5),
-        "d": _row(0.01, 0.0, -0.01, 0.99),
-    }
-    section = {"rows": rows, "description": "d", "train_images": 1, "train_available": 1, "test_images": 2,
-               "defect_images": 1}  # fmt: skip
-    acc = {"sets": {"s": section}, "model": "m", "max_train": 1, "max_test": None,
-           "calibration_images": 1, "finished": "2026-12-05T12:00:00+00:00"}  # fmt: skip
-    found = predictors.fidelity_rows(acc)
-    assert [r["variant"] for r in found] == ["a", "b", "c", "d"]  # by synthetic image drop
-    assert found[0]["image_loss"] == pytest.approx(0.02) and found[0][
-        "synthetic_image_drop"
-    ] == pytest.approx(0.03)
-    corr = predictors.fidelity_correlation(found)
-    assert corr["synthetic_image_drop_vs_image_loss"] == pytest.approx(1.0)
-    assert corr["spearman_vs_image_loss"] == pytest.approx(-0.4)
-    flags = predictors.flag_agreement(found)
-    assert flags == {"real_losses": 1, "synthetic_caught": 1, "synthetic_false": 1, "report_caught": 1,
-                     "report_false": 1}  # fmt: skip
-    latency = {"model": "r18", "rounds": 1, "background_cpu": [0.0], "file_mb": {}, "rows": [],
-               "finished": "2026-12-05T09:22:13+00:00"}  # fmt: skip
-    text = report.render({"accuracy": {**acc, "command": "x"}, "latency": latency})
-    assert "Kept from the run of 2026-12-05T09:22:13+00:00" in text
-    assert "| synthetic-defect image AUROC drop | +1.000 |" in text
-    assert "0.7700 (-0.0300)" in text  # variant a's synthetic image AUROC beside its drop
+SETS = {
+    "demo": {
+        "description": "generated", "train_images": 20, "test_images": 40, "defect_images": 20,
+        "rows": {
+            "fp32": {"image_auroc": 0.9, "pixel_auroc": 0.8, "pro": 0.7},
+            "int8-a": _row(-0.004, 0.009),
+            "int8-b": _row(0.015, 0.0),  # a gain over the limit: a distance, not a loss
+            "int8-c": _row(-0.011, 0.0, verdict="low fidelity"),
+            "int8-d": {"error": "RuntimeError: no kernel"},
+            "fp16": _row(-0.5, 0.0),  # not an INT8 row: not judged
+        },
+    },
+    "magnetic_tile": {"skipped": "not found"},
+}  # fmt: skip
+
+
+def test_goals_judge_distance_for_padim_and_loss_for_patchcore(suites) -> None:
+    _, accuracy = suites
+    padim = {g["variant"]: g["result"] for g in accuracy.goals(accuracy.PADIM, SETS)}
+    assert padim == {"int8-a": "PASS", "int8-b": "FAIL", "int8-c": "FAIL", "int8-d": "FAIL"}
+    patchcore = {g["variant"]: g["result"] for g in accuracy.goals(accuracy.PATCHCORE, SETS)}
+    assert patchcore == {"int8-a": "PASS", "int8-b": "PASS", "int8-c": "FAIL", "int8-d": "FAIL"}
+
+
+def test_model_files_keep_the_names_fidelity_verdicts_reuses(suites) -> None:
+    _, accuracy = suites
+    assert accuracy.PADIM.folder("demo", 200, 100, None) == "demo-train200-cal100"
+    assert accuracy.PADIM.file("int8-qdq refit + 2 float convs") == "mnv2-int8-qdq-refit-+-2-float-convs"
+    assert accuracy.PATCHCORE.folder("demo", None, 100, 0.1) == "patchcore-demo-coreset0.1-trainall-cal100"
+    assert accuracy.PATCHCORE.file("int8-qdq, bank kept") == "mnv2-patchcore-int8-qdq-bank-kept"
+
+
+def test_report_and_results_written(suites, tmp_path) -> None:
+    harness, accuracy = suites
+    result = harness.Run().stamp(
+        {"model": "m", "max_train": 20, "max_test": None, "calibration_images": 8, "sets": SETS}
+    )
+    result["goals"] = accuracy.goals(accuracy.PADIM, SETS)
+    text = accuracy.render(accuracy.PADIM, result)
+    assert text.startswith("# INT8 and FP16 vs float32")
+    assert "**Machine:** " in text and f"`{result['command']}`" in text
+    assert "| int8-a | 0.8960 (-0.0040) | 0.8090 (+0.0090) | 0.7000 (+0.0000) | 0.990 | ok | 12 | - |" in text
+    assert "| int8-d | failed: RuntimeError: no kernel |" in text
+    assert "Skipped: not found" in text
+    assert "| demo | int8-b | +0.0150 / +0.0000 | FAIL |" in text
+    harness.write_results(tmp_path / "out", "int8_accuracy", result, text)
+    assert json.loads((tmp_path / "out" / "int8_accuracy.json").read_text())["sets"]["demo"]["rows"]["fp32"]
+    assert (tmp_path / "out" / "int8_accuracy.md").read_text() == text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["int8_accuracy.json", "int8_accuracy.md"]
+
+
+def test_reduction_report_means_over_seeds(suites) -> None:
+    harness, accuracy = suites
+    rows = [
+        {"dims": 50, "reduction": r, "seed": s, "image_auroc": v, "pixel_auroc": v, "pro": None}
+        for r, values in (("select", (0.80, 0.82)), ("orthogonal", (0.85, 0.87)))
+        for s, v in enumerate(values)
+    ]
+    result = harness.Run().stamp({"description": "set", "train_images": 3, "rows": rows})
+    text = accuracy.render_reduction(result)
+    assert "| 50 | select | 2 | 0.8100 [0.8000-0.8200] | 0.8100 [0.8000-0.8200] | - |" in text
+    assert "| 50 | orthogonal - select |  | **+0.0500** | **+0.0500** | **-** |" in text
+
+
+def test_comma_list_names_the_option(suites) -> None:
+    harness, _ = suites
+    assert harness.comma_list("demo, dark_texture", harness.SETS, "--sets") == ("demo", "dark_texture")
+    with pytest.raises(click.BadParameter, match=r"--sets: \['nope'\]; choose from magnetic_tile"):
+        harness.comma_list("demo,nope", harness.SETS, "--sets")
+
+
+def test_workspace_removes_only_its_own_folder(suites, tmp_path) -> None:
+    harness, _ = suites
+    with harness.workspace(None, "padim-test-") as temporary:
+        (temporary / "model.onnx").write_bytes(b"x")
+    assert not temporary.exists()
+    with harness.workspace(tmp_path / "kept", "padim-test-") as kept:
+        (kept / "model.onnx").write_bytes(b"x")
+    assert (tmp_path / "kept" / "model.onnx").is_file()

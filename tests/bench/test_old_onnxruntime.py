@@ -1,25 +1,22 @@
-"""benchmarks/old_onnxruntime.py: the worker's output parsing and the score comparison (no venvs made)."""
+"""benchmarks/compatibility.py old-onnxruntime: the worker's output parsing and the score comparison.
+
+No virtual environments are made: the worker runs with this interpreter.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.bench.conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "old_onnxruntime", ROOT / "benchmarks" / "old_onnxruntime.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_onnxruntime"] = module
-    spec.loader.exec_module(module)
-    return module
+    with benchmark_script("compatibility") as module:
+        yield module
 
 
 def test_every_backbone_variant_is_built_on_both_graphs(script) -> None:
