@@ -12,6 +12,11 @@ file's name, size and SHA-256 (:func:`data_record`), and at load time :func:`ver
   ``size`` only. The ctime is in the key because a file rewritten in place keeps its inode and can
   get its size and mtime back (``touch -d``), but no user can set its ctime back.
 
+A save to the same path commits the data file, then the model, under a lock
+(:func:`padim_edge.atomic.locked`); a reader opening the model in the instant between those two
+renames sees the new data file beside the old model, which the hash check refuses, saying another
+process is saving the model (``size`` mode only catches it when the sizes differ).
+
 The record itself is checked first (:func:`padim_edge.metadata.external_data_problem`): its ``file``
 must be a plain name, since a model's data file sits beside it. A model whose pair was renamed (both
 files) is told apart from one whose data file is missing: the data-file name is stored in the graph.

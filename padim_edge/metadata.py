@@ -383,9 +383,10 @@ def check_graph(
         source: Name used in error messages (usually the file path).
 
     Raises:
-        MetadataError: A ``threshold`` key on a graph without the ``is_anomalous`` output (or the
-            reverse: every image would be labelled from one and not the other), or a ``crop`` that is
-            not the edge of the graph's anomaly map.
+        MetadataError: A ``threshold`` key on a graph without the ``is_anomalous`` output (nothing
+            would compute the decision it describes: every image would be labelled normal), or a
+            ``crop`` that is not the edge of the graph's anomaly map. (A graph with the output and no
+            key is accepted: its decision comes from the graph.)
     """
     from padim_edge import graph_names  # pure Python; keeps the table above importable on its own
 
@@ -398,14 +399,6 @@ def check_graph(
             text,
             f"is set but the graph has no {graph_names.IS_ANOMALOUS} output (a threshold is baked into the "
             "graph by padim-calibrate, not by editing the metadata)",
-        )
-    if info.threshold is None and flagged:
-        raise _refuse(
-            source,
-            "threshold",
-            None,
-            f"is missing but the graph has an {graph_names.IS_ANOMALOUS} output (padim-calibrate writes "
-            "both)",
         )
     shape = outputs.get(graph_names.ANOMALY_MAP)
     edges = [d for d in list(shape or [])[-2:] if isinstance(d, int) and not isinstance(d, bool) and d > 0]

@@ -321,6 +321,8 @@ def calibrate(
         float_convs=row.float_convs if float_convs is None else float_convs,
     )
     had_threshold = decision.strip_threshold(source.proto)
+    if had_threshold:  # the keys go with the graph's decision, or scoring.onnx is refused at load
+        set_props(source.proto, metadata.encode_updates(dict.fromkeys(metadata.THRESHOLD_KEYS)))
     built: Built = row.build(source.proto, request)
     report.details += built.details
     report.warnings += built.warnings

@@ -199,10 +199,10 @@ def test_metadata_is_checked_against_the_graph() -> None:
     )
     with pytest.raises(metadata.MetadataError, match=refusal("m.onnx", "threshold", "4.5", problem)):
         metadata.parse(props, source="m.onnx", outputs=onnx_files.graph_outputs(plain))
+    # the graph decides without the key: accepted, the decision is the graph's
     props = props_of(padim_graph(threshold=4.5, props={metadata.prop("threshold"): None}))
-    problem = "is missing but the graph has an is_anomalous output (padim-calibrate writes both)"
-    with pytest.raises(metadata.MetadataError, match=refusal("m.onnx", "threshold", None, problem)):
-        metadata.parse(props, source="m.onnx", outputs=onnx_files.graph_outputs(flagged))
+    info = metadata.parse(props, source="m.onnx", outputs=onnx_files.graph_outputs(flagged))
+    assert info.threshold is None
     # crop=32 on a crop-64 graph
     props = props_of(padim_graph(props={metadata.prop("crop"): "32"}))
     problem = "does not match the graph, whose anomaly_map is 64x64"
