@@ -52,10 +52,18 @@ def tiny_run(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[B
 
 @contextmanager
 def benchmark_script(name: str) -> Iterator[ModuleType]:
-    """``benchmarks/<name>.py`` imported as a module (its folder on ``sys.path`` meanwhile, as when run)."""
-    folder = str(ROOT / "benchmarks")
-    sys.path.insert(0, folder)
+    """``benchmarks/<name>.py`` imported as a module, its folder on ``sys.path`` meanwhile (as when run).
+
+    Afterwards ``sys.path`` is as it was and the benchmark modules this import loaded are forgotten,
+    so their short names (``harness``, ``accuracy``, ...) do not shadow anything in later tests.
+    """
+    folder = ROOT / "benchmarks"
+    path, loaded = list(sys.path), set(sys.modules)
+    sys.path.insert(0, str(folder))
     try:
         yield importlib.import_module(name)
     finally:
-        sys.path.remove(folder)
+        sys.path[:] = path
+        for module in set(sys.modules) - loaded:
+            if Path(getattr(sys.modules[module], "__file__", None) or "/").parent == folder:
+                del sys.modules[module]

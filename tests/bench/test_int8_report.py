@@ -104,3 +104,16 @@ def test_workspace_removes_only_its_own_folder(suites, tmp_path) -> None:
     with harness.workspace(tmp_path / "kept", "padim-test-") as kept:
         (kept / "model.onnx").write_bytes(b"x")
     assert (tmp_path / "kept" / "model.onnx").is_file()
+
+
+def test_benchmark_script_leaves_sys_path_and_modules_as_they_were() -> None:
+    import sys
+
+    path, before = list(sys.path), set(sys.modules)
+    with benchmark_script("latency") as latency:
+        assert latency.MAX_FIT_GROWTH == 0.10
+        assert "latency" in sys.modules
+    assert sys.path == path
+    added = set(sys.modules) - before
+    assert "latency" not in added
+    assert not [m for m in added if "benchmarks" in str(getattr(sys.modules[m], "__file__", None))]
