@@ -148,6 +148,7 @@ def decode_infer_request(
                 raise RequestError(400, f"unknown output {name!r}: this model's outputs are {output_names}")
             flag = _parameters(item, f"output '{name}'").get("binary_data", binary_default)
             requested.append((name, bool(flag)))
+        requested = requested or None  # an empty list asks for every output, as no list does
     timeout = params.get("timeout")
     if timeout is not None and (
         not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0

@@ -199,8 +199,8 @@ class Handlers:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         note(request, "infer", name)
+        body = await self.read_body(request)  # first: a refusal before the body is read can reset the client
         entry = self.registry.get(name, version)
-        body = await self.read_body(request)
         header = request.headers.get(protocol.HEADER_LENGTH)
         outputs = list(entry.model.outputs)
         args = (body, header)
@@ -268,6 +268,7 @@ class Handlers:
     # ------------------------------------------------------------------ v1: one encoded image
     async def predict(self, request: Request) -> Response:
         note(request, "predict")
+        body = await self.read_body(request)  # first: a refusal before the body is read can reset the client
         query = request.query_params
         name = query.get("model")
         if name is None:
@@ -280,7 +281,6 @@ class Handlers:
         output = query.get("output", "json")
         if output not in PREDICT_OUTPUTS:
             raise RequestError(400, f"?output={output!r} is not one of {', '.join(PREDICT_OUTPUTS)}")
-        body = await self.read_body(request)
         data = image_bytes(body, request.headers.get("content-type", ""))
         frame = await run_in_threadpool(decode_image, data)
         entry = self.registry.get(name)

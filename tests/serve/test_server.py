@@ -82,6 +82,8 @@ def test_tritonclient_scores_bit_identical(server: ServerProcess, serve_models, 
         np.testing.assert_array_equal(
             result.as_numpy("normalized_score"), [p.normalized_score for p in expected]
         )
+        compressed = client.infer("calibrated", [images], request_compression_algorithm="gzip")
+        np.testing.assert_array_equal(compressed.as_numpy("score"), [p.score for p in expected])
         # JSON tensors both ways, one output asked for
         images = triton.InferInput("images", list(batch.shape), "UINT8")
         images.set_data_from_numpy(batch, binary_data=False)
