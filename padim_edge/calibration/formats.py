@@ -12,7 +12,7 @@
   (:mod:`padim_edge.calibration.head`).
 
 The INT8 rows refit the head on the quantised backbone's own embeddings: PaDiM's Gaussians, or
-PatchCore's memory bank (:mod:`padim_edge.calibration.int8_refit`; ``refit``, on by default);
+PatchCore's memory bank (:mod:`padim_edge.calibration.int8.refit_head`; ``refit``, on by default);
 ``float_convs`` keeps the backbone's first convolutions float32 (0 by default: measured in
 ``benchmarks/int8_accuracy.py`` on three sets, two float convs cost 7 % of the INT8 speed-up at batch 8
 and did not bring AUROC closer to float32 than the
@@ -96,7 +96,8 @@ INT8_FLOAT_CONVS = 0
 
 
 def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Built:
-    from padim_edge.calibration import int8, refit
+    from padim_edge.calibration import int8
+    from padim_edge.calibration.int8 import refit
 
     float_convs = INT8_FLOAT_CONVS if request.float_convs is None else request.float_convs
     result = int8.quantize_backbone(
@@ -130,7 +131,7 @@ def _build_int8(proto: onnx.ModelProto, request: BuildRequest, fmt: str) -> Buil
             + ", ".join(result.float_convs)
         )
     if INT8_REFIT if request.refit is None else request.refit:
-        from padim_edge.calibration.int8_refit import refit_head
+        from padim_edge.calibration.int8.refit_head import refit_head
 
         refit_head(built, request, fmt)
     return built

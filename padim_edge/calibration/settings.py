@@ -52,7 +52,7 @@ SYNTHETIC_SIZES = (0.03, 0.06, 0.1)
 #: SYNTHETIC_MIN_STD grey levels per unit, so flat frames still get a visible defect).
 SYNTHETIC_CONTRASTS = (0.75, 1.5, 3.0)
 SYNTHETIC_MIN_STD = 4.0
-# The verdict (:mod:`.fidelity_stats`): the synthetic-defect AUROC drop of the variant is judged with a
+# The verdict (:mod:`.fidelity.stats`): the synthetic-defect AUROC drop of the variant is judged with a
 # paired bootstrap interval over the frames, not a raw threshold; a raw drop of 0.03 on 50 frames is
 # often noise (benchmarks/results/fidelity_verdicts.md: every row of the INT8 and PatchCore-INT8
 # benchmarks, the real AUROC loss beside the verdict).
@@ -65,7 +65,7 @@ MAX_SYNTHETIC_PIXEL_AUROC_DROP = 0.005
 #: is ruled out), or the map change below :data:`MAX_SEPARATION`.
 MAX_PLAUSIBLE_DROP = 0.01
 #: ``ok`` also when the variant moves the anomaly maps by less than this share of the reference's own
-#: gap between defect and normal pixels (:func:`.fidelity_stats.separation`): too little to reorder them.
+#: gap between defect and normal pixels (:func:`.fidelity.stats.separation`): too little to reorder them.
 MAX_SEPARATION = 0.05
 #: The synthetic check has no power when the lower end of the reference's own AUROC interval is at most
 #: this (it barely tells the pasted defects from the normal frames itself).

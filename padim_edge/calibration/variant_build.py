@@ -1,7 +1,7 @@
 """What a variant's build function takes and returns: :class:`BuildRequest` and :class:`Built`.
 
 Their own module, below both :mod:`padim_edge.calibration.formats` (the variant table, whose build
-functions use them) and the build steps it calls (:mod:`padim_edge.calibration.int8_refit`), so the
+functions use them) and the build steps it calls (:mod:`padim_edge.calibration.int8.refit_head`), so the
 steps need not import the table. Standard library only at run time.
 """
 

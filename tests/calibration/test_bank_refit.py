@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from padim_edge.calibration import refit
 from padim_edge.calibration.errors import CalibrationError
+from padim_edge.calibration.int8 import refit
 from padim_edge.calibration.pipeline import calibrate
 from padim_edge.images import list_images, load_image
 from padim_edge.runtime import PadimModel

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from padim_edge.calibration import fidelity, fidelity_stats, settings
-from padim_edge.calibration.fidelity_figures import auroc
+from padim_edge.calibration import fidelity, settings
+from padim_edge.calibration.fidelity import stats as fidelity_stats
+from padim_edge.calibration.fidelity.figures import auroc
 from padim_edge.metadata import fidelity_summary
 from tests.calibration.conftest import texture, write_folder
 

@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from padim_edge import graph_names, onnx_files
-from padim_edge.calibration import int8, modelio, refit
+from padim_edge.calibration import int8, modelio
 from padim_edge.calibration.cli import main
 from padim_edge.calibration.errors import CalibrationError
 from padim_edge.calibration.formats import VARIANTS, select_variant
+from padim_edge.calibration.int8 import refit
 from padim_edge.calibration.pipeline import calibrate
 from padim_edge.export.padim.graph_head import DISTANCE, unpack_panels
 from padim_edge.export.padim.head_io import head_layout, read_mean
@@ -115,8 +116,8 @@ def test_refit_gaussians_api(r18_model: Path, synthetic: dict[str, Path], tmp_pa
 def test_refit_module_does_not_import_torch() -> None:
     """(c) the refit (PaDiM Gaussians, PatchCore bank) runs where the runtime does: no torch."""
     code = (
-        "import sys, padim_edge.calibration.refit, padim_edge.calibration.formats; "
-        "import padim_edge.calibration.int8_refit; "
+        "import sys, padim_edge.calibration.int8.refit, padim_edge.calibration.formats; "
+        "import padim_edge.calibration.int8.refit_head; "
         # what refit_bank imports when it runs (PatchCore's bank selection and head)
         "import padim_edge.export.patchcore.bank, padim_edge.export.patchcore.neighbours; "
         "import padim_edge.export.patchcore.graph_head, padim_edge.export.patchcore.head_io; "

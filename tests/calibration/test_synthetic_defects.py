@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from padim_edge.calibration import fidelity, settings, synthetic_defects
+from padim_edge.calibration import fidelity, settings
 from padim_edge.calibration.cli import main
+from padim_edge.calibration.fidelity import synthetic_defects
 from padim_edge.calibration.formats import VARIANTS
 from padim_edge.geometry import Geometry
 from padim_edge.images import list_images, load_image

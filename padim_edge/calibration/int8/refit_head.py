@@ -1,7 +1,7 @@
 """The INT8 variants' refit step: the head re-estimated on the INT8 backbone's own embeddings.
 
-PaDiM's Gaussians (:func:`padim_edge.calibration.refit.refit_gaussians`) or PatchCore's memory bank
-(:func:`padim_edge.calibration.refit.refit_bank`), whichever the model's method has, recorded in the
+PaDiM's Gaussians (:func:`padim_edge.calibration.int8.refit.refit_gaussians`) or PatchCore's memory bank
+(:func:`padim_edge.calibration.int8.refit.refit_bank`), whichever the model's method has, recorded in the
 variant's metadata, summary lines and warnings. :mod:`padim_edge.calibration.formats` calls
 :func:`refit_head` after quantising the backbone, unless the request turns the refit off.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from padim_edge.calibration import refit
+from padim_edge.calibration.int8 import refit
 
 if TYPE_CHECKING:
     from padim_edge.calibration.variant_build import BuildRequest, Built

@@ -7,9 +7,9 @@ the input model (the reference) and with the new variant, both through the torch
 * ``synthetic_image_auroc`` / ``synthetic_pixel_auroc``: ``[reference, variant]`` image and pixel
   AUROC on the held-out frames with and without pasted synthetic defects
   (:mod:`padim_edge.calibration.synthetic_defects`), and ``synthetic_*_drop``: the 95 % paired
-  bootstrap interval over the frames of ``reference - variant`` (:mod:`.fidelity_stats`).
+  bootstrap interval over the frames of ``reference - variant`` (:mod:`.stats`).
 * ``separation``: the variant's change of the anomaly maps in units of the reference's own gap between
-  defect and normal pixels (:func:`.fidelity_stats.separation`).
+  defect and normal pixels (:func:`.stats.separation`).
 * ``spearman``: Spearman rank correlation of the normal frames' image scores (secondary: normal frames
   score close together, so it reorders near-equal scores without any AUROC change).
 * ``map_error_median`` / ``map_error_worst``: per-frame relative L2 error of the anomaly maps,
@@ -20,7 +20,7 @@ the input model (the reference) and with the new variant, both through the torch
   (:mod:`padim_edge.evaluation.metrics`, which needs scikit-learn and scipy), flagged past
   :data:`MAX_AUROC_DROP` / :data:`MAX_PIXEL_AUROC_DROP`.
 
-The frames are chosen by :mod:`.fidelity_frames`; the figures are computed by :mod:`.fidelity_figures`.
+The frames are chosen by :mod:`.frames`; the figures are computed by :mod:`.figures`.
 The ``verdict`` (:attr:`Fidelity.verdict`) is one of:
 
 * ``low fidelity`` (``LOW FIDELITY``): a labelled AUROC lost more than :data:`MAX_AUROC_DROP`, or the
@@ -46,9 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from padim_edge.calibration import fidelity_stats, scoring, synthetic_defects
+from padim_edge.calibration import scoring
 from padim_edge.calibration.errors import CalibrationError
-from padim_edge.calibration.fidelity_figures import (  # noqa: F401 (the report's names, importable here)
+from padim_edge.calibration.fidelity import stats, synthetic_defects
+from padim_edge.calibration.fidelity.figures import (  # noqa: F401 (the report's names, importable here)
     auroc,
     finite,
     map_error,
@@ -57,7 +58,7 @@ from padim_edge.calibration.fidelity_figures import (  # noqa: F401 (the report'
     spearman,
     summarise,
 )
-from padim_edge.calibration.fidelity_frames import (  # noqa: F401
+from padim_edge.calibration.fidelity.frames import (  # noqa: F401
     HOW_TO_GET_ONE,
     FramePlan,
     applies,
@@ -66,7 +67,7 @@ from padim_edge.calibration.fidelity_frames import (  # noqa: F401
     split_data,
     spread,
 )
-from padim_edge.calibration.fidelity_labeled import labeled_auroc
+from padim_edge.calibration.fidelity.labeled import labeled_auroc
 from padim_edge.calibration.settings import (  # their home; importable from here too
     MAX_AUROC_DROP,
     MAX_FRAMES,
@@ -106,7 +107,7 @@ def drop(pair: Pair | None) -> float | None:
 
 @dataclass
 class SyntheticFigures:
-    """The synthetic-defect figures of one comparison (see :mod:`.fidelity_stats`).
+    """The synthetic-defect figures of one comparison (see :mod:`.stats`).
 
     Attributes:
         image: ``(reference, variant)`` image AUROC, ``None`` where undefined.
@@ -114,7 +115,7 @@ class SyntheticFigures:
         image_drop: 95 % interval of the image AUROC drop, ``None`` where undefined.
         pixel_drop: The same for the pixel AUROC.
         reference_low: Lower ends of the reference's own ``(image, pixel)`` AUROC intervals.
-        separation: :func:`.fidelity_stats.separation`.
+        separation: :func:`.stats.separation`.
     """
 
     image: Pair | None
@@ -391,16 +392,16 @@ def synthetic_figures(
     count = len(synthetic.clean)
     reference_low: list[float | None] = [None, None]
     if figures.image is not None:
-        interval = fidelity_stats.image_interval(
+        interval = stats.image_interval(
             (ref_scores[:count], ref_scores[count:]), (var_scores[:count], var_scores[count:])
         )
         figures.image_drop, reference_low[0] = (interval.low, interval.high), interval.reference_low
     masks = synthetic_defects.all_masks(synthetic)
     if figures.pixel is not None:
-        interval = fidelity_stats.pixel_interval(ref_maps, var_maps, masks, exact=figures.pixel)
+        interval = stats.pixel_interval(ref_maps, var_maps, masks, exact=figures.pixel)
         figures.pixel_drop, reference_low[1] = (interval.low, interval.high), interval.reference_low
     figures.reference_low = (reference_low[0], reference_low[1])
-    figures.separation = fidelity_stats.separation(ref_maps, var_maps, masks)
+    figures.separation = stats.separation(ref_maps, var_maps, masks)
     return figures
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from padim_edge.calibration.fidelity_figures import auroc
+from padim_edge.calibration.fidelity.figures import auroc
 from padim_edge.calibration.settings import (
     SYNTHETIC_CONTRASTS,
     SYNTHETIC_MIN_STD,
