@@ -98,6 +98,11 @@ MORE_EVIDENCE = (
     "pass --validate DIR with more held-out defect-free images (up to {most} are used), or check the "
     "variant on labelled images (--labeled ROOT, or padim-eval)"
 )
+#: The same when the report already used :data:`MAX_FRAMES` frames.
+LABELLED_EVIDENCE = (
+    "these {most} frames are as many as the report uses: check the variant on labelled images "
+    "(--labeled ROOT, or padim-eval) before deploying it"
+)
 
 
 def drop(pair: Pair | None) -> float | None:
@@ -206,6 +211,11 @@ class Fidelity:
         self.synthetic_image_auroc, self.synthetic_pixel_auroc = synthetic.image, synthetic.pixel
         self.synthetic_image_drop, self.synthetic_pixel_drop = synthetic.image_drop, synthetic.pixel_drop
         self.synthetic_reference_low, self.separation = synthetic.reference_low, synthetic.separation
+
+    def _how_to_decide(self) -> str:
+        """How to give a ``not enough evidence`` verdict more to go on."""
+        text = MORE_EVIDENCE if self.frames < MAX_FRAMES else LABELLED_EVIDENCE
+        return text.format(most=MAX_FRAMES)
 
     def _losses(self) -> list[str]:
         """The losses beyond doubt, one phrase each."""
@@ -347,7 +357,7 @@ class Fidelity:
         elif self.verdict == UNSURE:
             lines.append(
                 f"NOT ENOUGH EVIDENCE: {where}: {'; '.join(self.problems)}. No verdict on whether it scores "
-                f"like the model it was made from: {MORE_EVIDENCE.format(most=MAX_FRAMES)}"
+                f"like the model it was made from: {self._how_to_decide()}"
             )
         return lines
 
