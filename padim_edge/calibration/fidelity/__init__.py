@@ -6,7 +6,7 @@ the input model (the reference) and with the new variant, both through the torch
 
 * ``synthetic_image_auroc`` / ``synthetic_pixel_auroc``: ``[reference, variant]`` image and pixel
   AUROC on the held-out frames with and without pasted synthetic defects
-  (:mod:`padim_edge.calibration.synthetic_defects`), and ``synthetic_*_drop``: the 95 % paired
+  (:mod:`.synthetic_defects`), and ``synthetic_*_drop``: the 95 % paired
   bootstrap interval over the frames of ``reference - variant`` (:mod:`.stats`).
 * ``separation``: the variant's change of the anomaly maps in units of the reference's own gap between
   defect and normal pixels (:func:`.stats.separation`).
