@@ -286,10 +286,10 @@ def main(
         kept = f"; the results so far are in {output}" if output is not None else ""
         click.echo(f"interrupted: {len(rows) + len(failed)} of {len(files)} images done{kept}", err=True)
         raise click.exceptions.Exit(130)
-    if isinstance(stopped, OSError):
-        raise click.ClickException(str(atomic.write_failure(output, stopped)))
+    if isinstance(stopped, OSError):  # an overlay (the results are written): name it
+        raise click.ClickException(str(atomic.write_failure(stopped.filename or output, stopped)))
     if isinstance(stopped, ScoringError):
-        raise click.ClickException(f"{stopped} ({len(rows)} images scored before it were written)")
+        raise click.ClickException(f"{stopped} (the {len(rows)} images scored before it are written)")
     if failed:
         for key, reason in failed.items():
             click.echo(f"error: {key}: {reason}", err=True)

@@ -334,3 +334,9 @@ class PadimModel:
                         normalized_score=None if norm is None else float(norm[k]),
                     )
         return [results[i] for i in range(len(results))]
+
+    def predict_files(self, paths, **options):
+        """Score image files and folders, pipelined: :func:`padim_edge.runtime.pipeline.predict_files`."""
+        from padim_edge.runtime.pipeline import predict_files
+
+        return predict_files(self, paths, **options)

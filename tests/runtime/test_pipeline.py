@@ -90,7 +90,7 @@ def test_predict_files_takes_folders_and_labels_like_predict(
     calibrated_onnx: Path, mixed: list[Path]
 ) -> None:
     model = PadimModel(calibrated_onnx, device="cpu")
-    results = list(predict_files(model, [mixed[0].parent.parent], batch_size=3))
+    results = list(model.predict_files([mixed[0].parent.parent], batch_size=3))  # predict_files(model, ...)
     assert [r.key for r in results] == image_keys(mixed)
     expected = sequential(model, mixed, 3)
     labels = [r.is_anomalous for r in results if r.ok]
