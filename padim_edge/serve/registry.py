@@ -134,6 +134,8 @@ def open_entry(name: str, path: Path, settings: ModelSettings) -> ModelEntry:
         model = PadimModel(path, device=settings.device, threads=settings.threads)
     except (ModelLoadError, ProviderError, ValueError, OSError) as exc:
         raise ReloadError(str(exc)) from exc
+    except Exception as exc:  # any runner's failure: a reload must leave the serving version in place
+        raise ReloadError(f"cannot load {path}: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
     if before is None or file_sha256(path) != before:
         raise ReloadError(
             f"{path} changed while it was being loaded; write a new file beside it, then rename it"
