@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from padim_edge.export.patchcore.canonical_distances import squared_distances
+
 __all__ = [
     "brute_force_greedy",
     "brute_force_on_projected",
@@ -109,24 +111,6 @@ def project_features(features: np.ndarray, projection_dims: int | None = 128, se
 def first_index(n: int, seed: int = 0) -> int:
     """The seeded random first pick in ``[0, n)``, from ``np.random.default_rng([seed, 1])``."""
     return int(np.random.default_rng([seed, 1]).integers(n))
-
-
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Canonical float64 squared distances of rows ``a [m, d]`` to ``b [d]`` (or row-paired ``[m, d]``).
-
-    Squared differences are summed by halving the columns (zero-padded to a power of two): a fixed
-    order, so a row's value never depends on the BLAS, SIMD paths or how many rows are evaluated.
-    """
-    s = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    s *= s
-    width = s.shape[1]
-    padded = 1 << max(width - 1, 0).bit_length()
-    if padded != width:
-        s = np.concatenate([s, np.zeros((s.shape[0], padded - width))], axis=1)
-    while s.shape[1] > 1:
-        half = s.shape[1] // 2
-        s = s[:, :half] + s[:, half:]
-    return s[:, 0]
 
 
 def _check(count: int, n: int, first: int) -> None:

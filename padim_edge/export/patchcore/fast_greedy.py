@@ -2,8 +2,8 @@
 
 :func:`.coreset.greedy_on_projected` runs this. The reference recomputes ``||z - z_new||^2`` over the
 whole bank for every pick, a memory-bound pass that costs ~2 s per pick on 350k vectors. This selector
-decides with the same canonical float64 distances (:func:`.coreset.squared_distances`), so its picks are
-identical, ties included, but it evaluates far fewer of them:
+decides with the same canonical float64 distances (:func:`.canonical_distances.squared_distances`), so
+its picks are identical, ties included, but it evaluates far fewer of them:
 
 * **Lazy hot set.** Only the rows whose ``min_dist`` may hold the maximum (the ``hot_size`` largest
   values, plus ties) are kept exactly up to date at every step. Every other row keeps a stale value, an

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from padim_edge.export.patchcore.coreset import squared_distances
+from padim_edge.export.patchcore.canonical_distances import squared_distances
 
 __all__ = ["UNIT_ROUNDOFF_F32", "LazyGreedy", "numpy_mm_t", "torch_mm_t"]
 
