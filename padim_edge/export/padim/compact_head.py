@@ -50,7 +50,7 @@ from collections.abc import Iterable
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from padim_edge.export.padim.graph_head import HEAD_PREFIX, panel_slices
+from padim_edge.export.padim.panel_nodes import HEAD_PREFIX, iter_bounded, panel_slices, unpack_panels
 
 #: Largest magnitude of an int8 Sigma^-1 entry (full signed range, symmetric).
 WEIGHT_LEVELS = 127
@@ -70,6 +70,58 @@ CHUNK = 256
 PANEL_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
 #: The ``[P, 1, d]`` float32 column scales of the compact heads.
 COLUMN_SCALE = HEAD_PREFIX + "column_scale"
+#: The int8 head's ``[P, 1, d]`` float32 diagonal of the quantised remainder, applied exactly.
+DIAGONAL = HEAD_PREFIX + "diagonal"
+#: The int8 head's float32 low-rank part: ``[P, d, k]`` orthonormal directions (the training data's
+#: ``k`` largest variances) and ``[P, 1, k]`` their Sigma^-1 eigenvalues ``1 / (lambda + 0.01)``.
+LOW_RANK_BASIS = HEAD_PREFIX + "low_rank_basis"
+LOW_RANK_WEIGHT = HEAD_PREFIX + "low_rank_weight"
+#: The int8 head keeps ``ceil(d / LOW_RANK_DIVISOR)`` directions in float32 (25 of 100, 138 of 550).
+LOW_RANK_DIVISOR = 4
+#: Patches decomposed at a time (float64 eigendecompositions).
+EIGEN_CHUNK = 64
+
+
+def low_rank_size(dims: int) -> int:
+    """Directions of the int8 head's float32 part for ``dims``: ``ceil(dims / 4)``."""
+    return -(-dims // LOW_RANK_DIVISOR)
+
+
+def low_rank_split(panels: list[np.ndarray], rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rank`` directions of largest variance of each patch's Gaussian, from its packed panels.
+
+    Per patch, ``Sigma^-1 = V diag(mu) V^T`` (float64, :data:`EIGEN_CHUNK` patches at a time); the
+    smallest ``mu = 1 / (lambda + 0.01)`` belong to the largest variances ``lambda``. Returns ``U``
+    ``[P, d, rank]`` (float32, orthonormal columns) and ``mu`` ``[P, 1, rank]`` (float32).
+    """
+    patches = panels[0].shape[0]
+    dims = sum(p.shape[-1] for p in panels)
+    basis = np.empty((patches, dims, rank), dtype=np.float32)
+    weight = np.empty((patches, 1, rank), dtype=np.float32)
+    for start in range(0, patches, EIGEN_CHUNK):
+        full = unpack_panels(panels, slice(start, start + EIGEN_CHUNK)).astype(np.float64)
+        mu, vectors = np.linalg.eigh(full)
+        basis[start : start + EIGEN_CHUNK] = vectors[:, :, :rank]
+        weight[start : start + EIGEN_CHUNK, 0] = mu[:, :rank]
+    return basis, weight
+
+
+def low_rank_panel(basis: np.ndarray, weight: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Packed panel ``[:, lo:, lo:hi]`` of ``U diag(mu) U^T`` (rows below the diagonal block doubled)."""
+    panel = (basis[:, lo:, :] * weight) @ basis[:, lo:hi, :].transpose(0, 2, 1)
+    panel[:, hi - lo :, :] *= 2.0
+    return panel
+
+
+def residual_panels(panels: list[np.ndarray], basis: np.ndarray, weight: np.ndarray) -> list[np.ndarray]:
+    """The packed panels of ``Sigma^-1 - U diag(mu) U^T`` (what the int8 head quantises)."""
+    out = []
+    lo = 0
+    for panel in panels:
+        hi = lo + panel.shape[-1]
+        out.append(panel - low_rank_panel(basis, weight, lo, hi))
+        lo = hi
+    return out
 
 
 def _name(name: str) -> str:
@@ -89,24 +141,63 @@ def quantize_panel(
         precision: ``int8`` or ``fp16``.
         levels: int8 only: largest ``|Q|``.
     """
-    patches = panel.shape[0]
+    stored, scales, _ = _quantize(panel, precision, levels=levels, split_diagonal=False)
+    return stored, scales
+
+
+def quantize_off_diagonal(
+    panel: np.ndarray, *, levels: int = WEIGHT_LEVELS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a float32 panel into its diagonal, kept exact, and the rest, stored in int8.
+
+    The panel's diagonal is that of its diagonal block (``panel[:, j, j]``, ``j < cols``). The int8
+    head computes ``sum_c g_c x_c^2`` in float32 and quantises only the off-diagonal entries, whose
+    column scales are then set by the data's correlations, not by ``1 / epsilon``: with fewer images
+    than dims, ``Sigma^-1`` has ``d - n + 1`` eigenvalues ``1 / 0.01 = 100`` and a diagonal near 100,
+    while the scores live in the directions of the small eigenvalues.
+
+    Returns:
+        ``(Q, c, g)``: int8 ``Q`` (zero diagonal) and float32 column scales ``c`` ``[P, 1, cols]`` with
+        ``panel - diag(g) ~ Q * c``, and the float32 diagonal ``g`` ``[P, 1, cols]``.
+    """
+    stored, scales, diagonal = _quantize(panel, "int8", levels=levels, split_diagonal=True)
+    assert diagonal is not None
+    return stored, scales, diagonal
+
+
+def _quantize(
+    panel: np.ndarray, precision: str, *, levels: int, split_diagonal: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    patches, _, cols = panel.shape
     dtype = np.int8 if precision == "int8" else np.float16
     divisor = float(levels) if precision == "int8" else 1.0
     out = np.empty(panel.shape, dtype=dtype)
-    scales = np.empty((patches, 1, panel.shape[2]), dtype=np.float32)
+    scales = np.empty((patches, 1, cols), dtype=np.float32)
+    diagonal = np.empty((patches, 1, cols), dtype=np.float32) if split_diagonal else None
+    index = np.arange(cols)
     for start in range(0, patches, CHUNK):
-        block = np.asarray(panel[start : start + CHUNK], dtype=np.float32)
+        block = np.array(panel[start : start + CHUNK], dtype=np.float32, copy=split_diagonal)
+        if diagonal is not None:
+            diagonal[start : start + CHUNK, 0] = block[:, index, index]
+            block[:, index, index] = 0.0
         scale = np.abs(block).max(axis=1, keepdims=True) / np.float32(divisor)
         scale[scale == 0] = 1.0
         scaled = block / scale
         out[start : start + CHUNK] = np.rint(scaled) if precision == "int8" else scaled
         scales[start : start + CHUNK] = scale
-    return out, scales
+    return out, scales, diagonal
 
 
-def dequantize_panel(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """float32 ``stored * scales`` (the panel a compact head computes with)."""
-    return stored.astype(np.float32) * scales
+def dequantize_panel(
+    stored: np.ndarray, scales: np.ndarray, diagonal: np.ndarray | None = None
+) -> np.ndarray:
+    """float32 ``stored * scales`` (the panel a compact head computes with), plus ``diag(diagonal)``
+    where the int8 head keeps the diagonal apart (:func:`quantize_off_diagonal`)."""
+    panel = stored.astype(np.float32) * scales
+    if diagonal is not None:
+        index = np.arange(panel.shape[-1])
+        panel[:, index, index] += diagonal[:, 0, :]
+    return panel
 
 
 def _row_scale_nodes(delta: str, precision: str) -> tuple[list[NodeProto], list[TensorProto], str]:
@@ -183,20 +274,29 @@ def scaled_squared(
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     n = _name
     levels = TENSOR_MODE_WEIGHT_LEVELS if activation == "tensor" else WEIGHT_LEVELS
+    low_nodes: list[NodeProto] = []
+    low_inits: list[TensorProto] = []
+    if precision == "int8":
+        panels = list(panels)
+        basis, weight = low_rank_split(panels, low_rank_size(dims))
+        panels = residual_panels(panels, basis, weight)
+        low_nodes, low_inits = _low_rank_nodes(delta, basis, weight)
+        delta = n("residual")
     nodes, inits, a, step, zero_point = activation_nodes(delta, precision, activation)
+    nodes = low_nodes + nodes
+    inits = low_inits + inits
     suffix = PANEL_SUFFIX[precision]
     partials: list[str] = []
     scales: list[np.ndarray] = []
+    diagonals: list[np.ndarray] = []
 
-    lo = 0
-    for i, panel in enumerate(panels):
-        q, c = quantize_panel(panel, precision, levels=levels)
+    for i, (lo, hi, panel) in enumerate(iter_bounded(panels, dims)):
+        if precision == "int8":
+            q, c, g = quantize_off_diagonal(panel, levels=levels)
+            diagonals.append(g)
+        else:
+            q, c = quantize_panel(panel, precision, levels=levels)
         del panel
-        hi = lo + q.shape[-1]
-        if q.ndim != 3 or q.shape[1] != dims - lo or hi > dims or c.shape != (q.shape[0], 1, q.shape[2]):
-            raise ValueError(
-                f"panel {i} of shape {q.shape} (scales {c.shape}) does not fit columns {lo}:{hi} of {dims}"
-            )
         name = n(f"inv_covariance_{i}{suffix}")
         inits.append(numpy_helper.from_array(q, name))
         scales.append(c)
@@ -212,31 +312,57 @@ def scaled_squared(
         else:
             nodes.append(helper.make_node("MatMul", [rows, name], [n(f"t_{i}")], name=n(f"matmul_{i}")))
         partials.append(n(f"t_{i}"))
-        lo = hi
-    if lo != dims:
-        raise ValueError(f"the panels cover {lo} columns, the embedding has {dims}")
     inits.append(numpy_helper.from_array(np.concatenate(scales, axis=2), COLUMN_SCALE))
+    if diagonals:
+        inits.append(numpy_helper.from_array(np.concatenate(diagonals, axis=2), DIAGONAL))
     if len(partials) > 1:
         nodes.append(helper.make_node("Concat", partials, [n("t")], axis=2, name=n("concat")))
     else:
         nodes.append(helper.make_node("Identity", partials, [n("t")], name=n("t")))
     nodes.append(helper.make_node("Cast", [n("t")], [n("t_float")], to=TensorProto.FLOAT, name=n("t_float")))
-    if activation == "tensor":  # DynamicQuantizeLinear gives no unrounded a: x * c * step, then the sum
+    if (
+        precision == "int8" and activation == "tensor"
+    ):  # DynamicQuantizeLinear gives no unrounded a: x * c * step, then the sum
         nodes += [
             helper.make_node(
                 "Mul", [delta, COLUMN_SCALE], [n("delta_column_scaled")], name=n("column_scaled")
             ),
             helper.make_node("Mul", [n("delta_column_scaled"), step], [n("weights")], name=n("row_scaled")),
-            helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
             helper.make_node(
-                "ReduceSum", [n("products"), n("axis2")], [n("squared")], keepdims=0, name=n("reduce")
+                "Mul", [n("t_float"), n("weights")], [n("off_products")], name=n("off_products")
+            ),
+            helper.make_node("Mul", [delta, DIAGONAL], [n("delta_diagonal")], name=n("delta_diagonal")),
+            helper.make_node("Mul", [n("delta_diagonal"), delta], [n("on_products")], name=n("on_products")),
+            helper.make_node(
+                "Add", [n("off_products"), n("on_products")], [n("products")], name=n("products")
+            ),
+            helper.make_node(
+                "ReduceSum",
+                [n("products"), n("axis2")],
+                [n("squared_residual")],
+                keepdims=0,
+                name=n("reduce"),
+            ),
+            helper.make_node(
+                "Add", [n("low_rank"), n("squared_residual")], [n("squared")], name=n("squared")
             ),
         ]
         return nodes, inits
-    # x_c * c_c * step == (x_c / step) * c_c * step^2: the row scale moves past the sum, onto [P, N, 1]
+    # x_c * c_c * step == (x_c / step) * c_c * step^2: the row scale moves past the sum, onto [P, N, 1];
+    # int8 adds the exact diagonal: g_c x_c^2 == (x_c / step) * g_c (x_c / step) * step^2
+    if precision == "int8":
+        nodes += [
+            helper.make_node("Mul", [n("t_float"), COLUMN_SCALE], [n("t_scaled")], name=n("column_scaled")),
+            helper.make_node("Mul", [n("a_float"), DIAGONAL], [n("a_diagonal")], name=n("a_diagonal")),
+            helper.make_node("Add", [n("t_scaled"), n("a_diagonal")], [n("weights")], name=n("weights")),
+            helper.make_node("Mul", [n("weights"), n("a_float")], [n("products")], name=n("products")),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Mul", [n("a_float"), COLUMN_SCALE], [n("weights")], name=n("column_scaled")),
+            helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
+        ]
     nodes += [
-        helper.make_node("Mul", [n("a_float"), COLUMN_SCALE], [n("weights")], name=n("column_scaled")),
-        helper.make_node("Mul", [n("t_float"), n("weights")], [n("products")], name=n("products")),
         helper.make_node(
             "ReduceSum", [n("products"), n("axis2")], [n("row_sums")], keepdims=1, name=n("reduce")
         ),
@@ -244,6 +370,47 @@ def scaled_squared(
         helper.make_node(
             "Mul", [n("row_sums"), n("row_step_squared")], [n("squared_kept")], name=n("row_scaled")
         ),
-        helper.make_node("Squeeze", [n("squared_kept"), n("axis2")], [n("squared")], name=n("squeeze")),
+    ]
+    if precision != "int8":
+        nodes.append(
+            helper.make_node("Squeeze", [n("squared_kept"), n("axis2")], [n("squared")], name=n("squeeze"))
+        )
+        return nodes, inits
+    nodes += [
+        helper.make_node(
+            "Squeeze", [n("squared_kept"), n("axis2")], [n("squared_residual")], name=n("squeeze")
+        ),
+        helper.make_node("Add", [n("low_rank"), n("squared_residual")], [n("squared")], name=n("squared")),
+    ]
+    return nodes, inits
+
+
+def _low_rank_nodes(
+    delta: str, basis: np.ndarray, weight: np.ndarray
+) -> tuple[list[NodeProto], list[TensorProto]]:
+    """float32 ``low_rank = sum_i mu_i (u_i . x)^2`` ``[P, N]`` and ``residual = x - U U^T x`` ``[P, N, d]``.
+
+    ``U``'s directions are eigenvectors of Sigma^-1, so ``x^T Sigma^-1 x`` is exactly ``low_rank`` plus
+    the remainder's quadratic form of the residual, which the int8 MatMul then computes. Normal
+    embeddings are large along the directions of large variance, where Sigma^-1 is small: taking those
+    out first leaves the int8 part a small residual, whatever the number of training images.
+    """
+    n = _name
+    inits = [
+        numpy_helper.from_array(basis, LOW_RANK_BASIS),
+        numpy_helper.from_array(weight, LOW_RANK_WEIGHT),
+    ]
+    nodes = [
+        helper.make_node("MatMul", [delta, LOW_RANK_BASIS], [n("projection")], name=n("project")),
+        helper.make_node(
+            "Transpose", [LOW_RANK_BASIS], [n("low_rank_basis_t")], perm=[0, 2, 1], name=n("basis_t")
+        ),
+        helper.make_node("MatMul", [n("projection"), n("low_rank_basis_t")], [n("back")], name=n("back")),
+        helper.make_node("Sub", [delta, n("back")], [n("residual")], name=n("residual")),
+        helper.make_node("Mul", [n("projection"), n("projection")], [n("projection_sq")], name=n("proj_sq")),
+        helper.make_node("Mul", [n("projection_sq"), LOW_RANK_WEIGHT], [n("low_rank_terms")], name=n("lr_w")),
+        helper.make_node(
+            "ReduceSum", [n("low_rank_terms"), n("axis2")], [n("low_rank")], keepdims=0, name=n("low_rank")
+        ),
     ]
     return nodes, inits

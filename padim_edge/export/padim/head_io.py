@@ -153,9 +153,16 @@ def _take_panels(proto: onnx.ModelProto, layout: HeadLayout) -> Iterator[np.ndar
     """Yield the head's float32 panels in column order (dequantised from int8 / float16 when needed),
     removing each initializer from ``proto`` as it goes."""
     graph = proto.graph
-    scales = None
+    scales = diagonal = None
     if layout.precision != "fp32":
         scales = _pop(graph, compact_head.COLUMN_SCALE)
+    names = {t.name for t in graph.initializer}
+    if compact_head.DIAGONAL in names:  # int8 heads: the remainder's diagonal, kept in float32
+        diagonal = _pop(graph, compact_head.DIAGONAL)
+    basis = weight = None
+    if compact_head.LOW_RANK_BASIS in names:  # int8 heads: the float32 low-rank part
+        basis = _pop(graph, compact_head.LOW_RANK_BASIS)
+        weight = _pop(graph, compact_head.LOW_RANK_WEIGHT)
     lo = 0
     for name in layout.panels:
         values = _pop(graph, name)
@@ -164,7 +171,11 @@ def _take_panels(proto: onnx.ModelProto, layout: HeadLayout) -> Iterator[np.ndar
         if scales is None:
             yield values.astype(np.float32, copy=False)
         else:
-            yield compact_head.dequantize_panel(values, scales[:, :, lo : lo + width])
+            part = None if diagonal is None else diagonal[:, :, lo : lo + width]
+            panel = compact_head.dequantize_panel(values, scales[:, :, lo : lo + width], part)
+            if basis is not None:
+                panel += compact_head.low_rank_panel(basis, weight, lo, lo + width)
+            yield panel
         del values
         lo += width
 
