@@ -89,8 +89,7 @@ def centred(mean, embedding):
 def int8_parts(x, inverse, blocks):
     """What the int8 head quantises: the residual ``x - U U^T x`` and the off-diagonal remainder panels."""
     panels = packed_blocks(inverse, blocks)
-    rank = compact_head.low_rank_size(x.shape[-1])
-    basis, weight = compact_head.low_rank_split(panels, rank)
+    basis, weight = compact_head.low_rank_split(panels)  # the head's own choice of directions
     u = basis.astype(np.float64)
     residual = x - np.einsum("npk,pdk->npd", np.einsum("npd,pdk->npk", x, u), u)
     remainder = compact_head.residual_panels(panels, basis, weight)
