@@ -25,6 +25,21 @@ import numpy as np
 
 #: PaDiM's covariance regulariser: Sigma = sample covariance + EPSILON * I.
 EPSILON = 0.01
+#: Bytes of one ``[chunk, d, d]`` float64 temporary (the update's outer products, the inversion's
+#: factors): a WR50-Rd550 chunk of 512 patches took 1.2 GB per temporary, about 5 GB in the inversion.
+TEMPORARY_BYTES = 64 * 2**20
+#: Most patches per chunk (small dims).
+MAX_CHUNK = 512
+#: float64 ``[d, d]`` temporaries alive at once at the peak of :meth:`GaussianStatistics.finalize`
+#: (the covariance, its Cholesky factor, the factor's inverse and its product; numpy's solve copies
+#: its right-hand side too).
+FINALIZE_TEMPORARIES = 5
+
+
+def patch_chunk(dims: int) -> int:
+    """Patches per chunk for ``dims``: :data:`MAX_CHUNK`, fewer where a ``[chunk, d, d]`` float64
+    temporary would pass :data:`TEMPORARY_BYTES` (27 at d = 550), at least 1."""
+    return max(1, min(MAX_CHUNK, TEMPORARY_BYTES // (8 * dims * dims)))
 
 
 def _is_torch(x: Any) -> bool:
@@ -41,7 +56,9 @@ class GaussianStatistics:
     """Running per-patch count, mean and scatter matrix in float64.
 
     Args:
-        chunk: Patches updated at a time, which bounds the temporary memory of one update.
+        chunk: Patches updated, merged or inverted at a time, which bounds the temporary memory of each
+            step (default: :func:`patch_chunk`, at most :data:`TEMPORARY_BYTES` per ``[chunk, d, d]``
+            float64 temporary).
 
     Attributes:
         count: Samples folded in.
@@ -49,7 +66,7 @@ class GaussianStatistics:
         scatter: ``[P, d, d]`` float64 sum of centred outer products (``None`` before the first update).
     """
 
-    def __init__(self, *, chunk: int = 512) -> None:
+    def __init__(self, *, chunk: int | None = None) -> None:
         self.chunk = chunk
         self.count = 0
         self.mean: Any = None
@@ -85,18 +102,19 @@ class GaussianStatistics:
         elif self.shape != (patches, dims):
             raise ValueError(f"embedding of {patches} patches x {dims} dims does not fit {self.shape}")
         total = self.count + batch
-        for lo in range(0, patches, self.chunk):
-            xs = x[lo : lo + self.chunk]
+        step = self.chunk or patch_chunk(dims)
+        for lo in range(0, patches, step):
+            xs = x[lo : lo + step]
             batch_mean = xs.mean(axis=1)
             centred = xs - batch_mean[:, None, :]
-            scatter = self.scatter[lo : lo + self.chunk]
+            scatter = self.scatter[lo : lo + step]
             scatter += centred.swapaxes(1, 2) @ centred
             if self.count:
-                delta = batch_mean - self.mean[lo : lo + self.chunk]
+                delta = batch_mean - self.mean[lo : lo + step]
                 scatter += (self.count * batch / total) * (delta[:, :, None] * delta[:, None, :])
-                self.mean[lo : lo + self.chunk] += delta * (batch / total)
+                self.mean[lo : lo + step] += delta * (batch / total)
             else:
-                self.mean[lo : lo + self.chunk] = batch_mean
+                self.mean[lo : lo + step] = batch_mean
         self.count = total
 
     def merge(self, other: GaussianStatistics) -> GaussianStatistics:
@@ -121,10 +139,11 @@ class GaussianStatistics:
         total = self.count + other.count
         delta = other_mean - self.mean
         weight = self.count * other.count / total
-        for lo in range(0, self.mean.shape[0], self.chunk):
-            d = delta[lo : lo + self.chunk]
-            self.scatter[lo : lo + self.chunk] += other_scatter[lo : lo + self.chunk]
-            self.scatter[lo : lo + self.chunk] += weight * (d[:, :, None] * d[:, None, :])
+        step = self.chunk or patch_chunk(self.mean.shape[1])
+        for lo in range(0, self.mean.shape[0], step):
+            d = delta[lo : lo + step]
+            self.scatter[lo : lo + step] += other_scatter[lo : lo + step]
+            self.scatter[lo : lo + step] += weight * (d[:, :, None] * d[:, None, :])
         self.mean += delta * (other.count / total)
         self.count = total
         return self
@@ -149,8 +168,9 @@ class GaussianStatistics:
     def finalize(self, *, epsilon: float = EPSILON) -> tuple[np.ndarray, np.ndarray]:
         """Mean ``[P, d]`` and inverse covariance ``[P, d, d]``, float32 numpy.
 
-        The covariance is inverted in float64, one chunk of patches at a time; a Cholesky
-        factorisation first proves each one positive definite.
+        The covariance is inverted in float64, one chunk of patches at a time (float64 only per chunk:
+        the peak is the scatter, the float32 inverse and :data:`FINALIZE_TEMPORARIES` chunk-sized
+        temporaries); a Cholesky factorisation first proves each one positive definite.
 
         Raises:
             ValueError: Fewer than two samples were seen.
@@ -161,12 +181,17 @@ class GaussianStatistics:
         self.to_numpy()
         patches, dims = self.mean.shape
         eye = np.eye(dims)
+        diagonal = np.arange(dims)
         inverse = np.empty((patches, dims, dims), dtype=np.float32)
-        for lo in range(0, patches, self.chunk):
-            cov = self.scatter[lo : lo + self.chunk] / (self.count - 1) + epsilon * eye
+        step = self.chunk or patch_chunk(dims)
+        for lo in range(0, patches, step):
+            cov = self.scatter[lo : lo + step] / (self.count - 1)
+            cov[:, diagonal, diagonal] += epsilon
             factor = np.linalg.cholesky(cov)
-            factor_inv = np.linalg.solve(factor, np.broadcast_to(eye, cov.shape))
-            inverse[lo : lo + self.chunk] = factor_inv.swapaxes(1, 2) @ factor_inv
+            del cov
+            factor_inv = np.linalg.solve(factor, np.broadcast_to(eye, factor.shape))
+            del factor
+            inverse[lo : lo + step] = factor_inv.swapaxes(1, 2) @ factor_inv
         return self.mean.astype(np.float32), inverse
 
     def _check_count(self) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from padim_edge.export.padim.fit_memory import check_fit_memory
 from padim_edge.export.padim.model import PadimModule
 from padim_edge.gaussian import GaussianStatistics
 from padim_edge.images import ImageError, UnreadableImagesError, iter_batches, load_image
@@ -176,10 +177,13 @@ def fit(
 
     Raises:
         ValueError: Fewer than two (readable) images.
+        padim_edge.export.padim.fit_memory.FitMemoryError: The machine lacks the memory the fit needs
+            (checked before the first image is read; the message says what to use instead).
         padim_edge.images.UnreadableImagesError: An image cannot be decoded (the message names it).
     """
     if len(paths) < 2:
         raise ValueError(f"need at least 2 normal images to fit, got {len(paths)}")
+    check_fit_memory(model.patches, model.config.dims, batch_size=batch_size)
     start = time.perf_counter()
     failures: list[tuple[str, str]] = []
     frames = frame_batches(paths, batch_size, skip_unreadable=skip_unreadable, failures=failures)
@@ -205,6 +209,7 @@ def fit_frames(
     """Fit on frames in memory (uint8 ``[N, H, W, 3]`` or a list), e.g. synthetic ones for benchmarks."""
     if len(frames) < 2:
         raise ValueError(f"need at least 2 normal frames to fit, got {len(frames)}")
+    check_fit_memory(model.patches, model.config.dims, batch_size=batch_size)
     start = time.perf_counter()
     batches = (frames[lo : lo + batch_size] for lo in range(0, len(frames), batch_size))
     statistics = accumulate(model, batches, device=device)
