@@ -13,6 +13,7 @@ Every image becomes ``uint8 [H, W, 3]`` RGB, what the graph's ``images`` input e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -147,6 +148,26 @@ def to_rgb(image: Image.Image, *, source: str = "image") -> np.ndarray:
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
     return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
+
+
+#: Hex digits of a file fingerprint (48 bits: no accidental match among millions of files).
+FINGERPRINT_DIGITS = 12
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short content fingerprint of an image file: the first hex digits of its SHA-256.
+
+    Identifies the same image under another name or folder (the threshold's images seen again by
+    padim-eval) without storing paths in a model.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:FINGERPRINT_DIGITS]
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -126,6 +126,12 @@ KEYS: dict[str, Key] = {
         Key("threshold_fpr", "float", "false-positive rate on those images"),
         Key("threshold_precision", "float", "precision on the labelled images (f1)"),
         Key("threshold_recall", "float", "recall on the labelled images (f1)"),
+        Key(
+            "threshold_data",
+            "json",
+            "fingerprints (SHA-256 prefixes of the files) of the images the threshold was chosen on, so "
+            "padim-eval can warn when it evaluates them",
+        ),
     )
 }
 #: Keys describing a baked threshold (removed together when a variant drops it).
@@ -316,6 +322,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "threshold_fpr": _fraction,
     "threshold_precision": _fraction,
     "threshold_recall": _fraction,
+    "threshold_data": _list,
 }
 _TYPE_PROBLEMS = {"int": "is not an integer", "float": "is not a number"}
 

@@ -19,6 +19,7 @@ from padim_edge.calibration.scoring import labeled_images, normal_images, score_
 from padim_edge.calibration.settings import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FPR
 from padim_edge.calibration.variant_build import BuildRequest, Built
 from padim_edge.datasets import Category
+from padim_edge.images import fingerprint
 from padim_edge.onnx_files import graph_versions, initializer_bytes, pin_ir_version
 
 
@@ -213,8 +214,23 @@ def _refit_options(
     return refit, paths
 
 
-def _threshold_props(choice: threshold.ThresholdChoice) -> dict[str, object | None]:
+#: Most image fingerprints a model stores for padim-eval's "threshold chosen on these images" warning.
+MAX_THRESHOLD_FINGERPRINTS = 20000
+
+
+def _fingerprints(paths: list[Path]) -> list[str] | None:
+    """Content fingerprints of the threshold's images (``None``: too many to store, or unreadable)."""
+    if len(paths) > MAX_THRESHOLD_FINGERPRINTS:
+        return None
+    try:
+        return sorted({fingerprint(path) for path in paths})
+    except OSError:
+        return None
+
+
+def _threshold_props(choice: threshold.ThresholdChoice, paths: list[Path]) -> dict[str, object | None]:
     return {
+        "threshold_data": _fingerprints(paths),
         "threshold": repr(choice.threshold),
         "threshold_method": choice.method,
         "threshold_target_fpr": choice.target_fpr,
@@ -374,7 +390,10 @@ def calibrate(
             report.choice = choice
             report.warnings += list(choice.warnings)
             decision.bake_threshold(built.proto, choice.threshold)
-            props.update(_threshold_props(choice))
+            chosen_on = (
+                [*report.labeled.normal, *report.labeled.anomalous] if report.labeled else data_paths or []
+            )
+            props.update(_threshold_props(choice, chosen_on))
         elif had_threshold:
             props.update(dict.fromkeys(metadata.THRESHOLD_KEYS))
             report.warnings.append(

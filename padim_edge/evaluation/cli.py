@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,11 +11,11 @@ import click
 from tqdm import tqdm
 
 from padim_edge import atomic
-from padim_edge.datasets import DatasetError, find_categories
+from padim_edge.datasets import Category, DatasetError, find_categories
 from padim_edge.devices import DEVICE_NAMES
 from padim_edge.evaluation.predictions import AnomalyModel, PredictionError, predict_category
 from padim_edge.extras import MissingExtraError, require
-from padim_edge.images import ImageError
+from padim_edge.images import ImageError, fingerprint
 
 
 def open_model(path: Path, device: str) -> AnomalyModel:
@@ -27,6 +28,33 @@ def open_model(path: Path, device: str) -> AnomalyModel:
     from padim_edge.runtime import PadimModel
 
     return PadimModel(str(path), device=device)
+
+
+def threshold_images_seen(info, category: Category) -> str | None:
+    """A warning when the model's threshold was chosen on images of this test set, else ``None``.
+
+    padim-calibrate stores content fingerprints of the images it chose the threshold on
+    (``threshold_data``); the same file under any name or folder is recognised.
+    """
+    stored = info.get("threshold_data")
+    if not stored:
+        return None
+    chosen = set(stored)
+    seen = []
+    for sample in category.samples:
+        try:
+            if fingerprint(sample.path) in chosen:
+                seen.append(sample.path)
+        except OSError:
+            continue
+    if not seen:
+        return None
+    return (
+        f"{len(seen)} of the {len(category.samples)} images evaluated (e.g. {seen[0]}) are images the "
+        "model's threshold was chosen on (padim-calibrate --data / --labeled): the confusion matrix at "
+        "the threshold is optimistic; choose the threshold on held-out normal images (e.g. val/good) "
+        "instead"
+    )
 
 
 @click.command(
@@ -115,6 +143,9 @@ def main(model: Path, root: Path, output: Path | None, device: str, batch_size: 
             except (DatasetError, ImageError, PredictionError) as exc:
                 raise click.ClickException(str(exc)) from exc
         result = evaluate_category(predictions)
+        reused = threshold_images_seen(loaded.info, category)
+        if reused:
+            result = dataclasses.replace(result, warnings=(*result.warnings, reused))
         results.append(result)
         for line in result.warnings:
             click.echo(f"warning: {category.name}: {line}", err=True)
