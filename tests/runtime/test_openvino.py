@@ -140,6 +140,9 @@ EXACT = [
     "default", "fixed-size", "fp32-threshold", "head-int8", "patchcore", "patchcore-head-fp16",
     "patchcore-head-int8",
 ]  # fmt: skip
+#: The int8 head rounds the embedding to uint8: a 1e-6 float difference that flips one rounding moves
+#: that patch's distance by one step (measured up to 1.2e-5 of the max score in a map pixel; scores 6e-7).
+MAP_TOLERANCE = {"head-int8": 1e-4}
 INT8_NEEDS_VNNI = (
     "INT8 QDQ: without VNNI both runtimes' u8 x s8 pair sums saturate (vpmaddubsw), each its own way: "
     "on this AVX2 CPU onnxruntime is 7 % and OpenVINO 3-6 % off the graph's own QDQ arithmetic"
@@ -160,7 +163,10 @@ def test_openvino_scores_equal_onnxruntime(
     assert model.providers == ["OpenVINO-CPU"]
     got = model.predict(frames, batch_size=2)
     score_error, map_error = _errors(reference, got, max(p.score for p in reference))
-    assert score_error <= TOLERANCE and map_error <= TOLERANCE, (score_error, map_error)
+    assert score_error <= TOLERANCE and map_error <= MAP_TOLERANCE.get(name, TOLERANCE), (
+        score_error,
+        map_error,
+    )
     for a, b in zip(reference, got, strict=True):
         assert b.anomaly_map.shape == a.anomaly_map.shape and b.anomaly_map.dtype == np.float32
         assert b.is_anomalous == a.is_anomalous
