@@ -67,6 +67,11 @@ MAX_PLAUSIBLE_DROP = 0.01
 #: ``ok`` also when the variant moves the anomaly maps by less than this share of the reference's own
 #: gap between defect and normal pixels (:func:`.fidelity.stats.separation`): too little to reorder them.
 MAX_SEPARATION = 0.05
+#: A synthetic drop beyond doubt is LOW FIDELITY only when the variant also moves the anomaly maps by at
+#: least this share of the reference's defect-to-normal gap (else NOT ENOUGH EVIDENCE: on the demo set
+#: the plain INT8 variants lost synthetic AUROC beyond doubt with maps moved 0.22-0.46 of the gap, and no
+#: real AUROC; the broken and collapsed variants moved them 0.83-0.91). Set on those rows.
+MIN_LOW_SEPARATION = 0.5
 #: The synthetic check has no power when the lower end of the reference's own AUROC interval is at most
 #: this (it barely tells the pasted defects from the normal frames itself).
 MIN_REFERENCE_AUROC = 0.6

@@ -117,8 +117,14 @@ def test_verdicts_and_record() -> None:
     # Spearman and map error are figures, not verdicts: normal frames reorder without any AUROC change
     assert dataclasses.replace(good, spearman=0.3, map_error_median=0.3).verdict == fidelity.OK
     # a drop whose whole interval lies above the limit is a loss
-    bad = dataclasses.replace(good, synthetic_image_auroc=(0.9, 0.85), synthetic_image_drop=(0.02, 0.08))
+    bad = dataclasses.replace(
+        good, synthetic_image_auroc=(0.9, 0.85), synthetic_image_drop=(0.02, 0.08), separation=0.8
+    )
     assert bad.low is True and bad.problems[0].startswith("synthetic-defect image AUROC 0.9000 -> 0.8500")
+    # ... when the maps moved enough to matter; else the pasted defects may be all that feel it
+    subtle = dataclasses.replace(bad, separation=0.3)
+    assert subtle.verdict == fidelity.UNSURE
+    assert "moved only 0.30 of the input model's gap" in subtle.problems[-1]
     assert "LOW FIDELITY" in bad.warnings("int8-qoperator")[0]
     assert fidelity_summary(bad.record()).startswith("LOW FIDELITY: synthetic-defect image AUROC 0.9000")
     # a labelled AUROC loss is a loss; a labelled AUROC that held settles it

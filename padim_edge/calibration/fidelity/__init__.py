@@ -24,8 +24,9 @@ The frames are chosen by :mod:`.frames`; the figures are computed by :mod:`.figu
 The ``verdict`` (:attr:`Fidelity.verdict`) is one of:
 
 * ``low fidelity`` (``LOW FIDELITY``): a labelled AUROC lost more than :data:`MAX_AUROC_DROP`, or the
-  whole interval of a synthetic drop lies above :data:`MAX_SYNTHETIC_AUROC_DROP` (a loss beyond doubt),
-  or NaN / inf scores;
+  whole interval of a synthetic drop lies above :data:`MAX_SYNTHETIC_AUROC_DROP` (a loss beyond doubt)
+  and the maps moved at least :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap, or
+  NaN / inf scores;
 * ``ok``: the labelled AUROCs held, or every synthetic check with power rules out a drop past
   :data:`MAX_PLAUSIBLE_DROP`, or the maps moved less than :data:`MAX_SEPARATION` of the reference's
   defect-to-normal gap;
@@ -78,6 +79,7 @@ from padim_edge.calibration.settings import (  # their home; importable from her
     MAX_SYNTHETIC_AUROC_DROP,
     MAX_SYNTHETIC_PIXEL_AUROC_DROP,
     MIN_FRAMES,
+    MIN_LOW_SEPARATION,
     MIN_REFERENCE_AUROC,
     MIN_SPEARMAN,
     MIN_VERDICT_FRAMES,
@@ -217,11 +219,9 @@ class Fidelity:
         text = MORE_EVIDENCE if self.frames < MAX_FRAMES else LABELLED_EVIDENCE
         return text.format(most=MAX_FRAMES)
 
-    def _losses(self) -> list[str]:
-        """The losses beyond doubt, one phrase each."""
+    def _synthetic_losses(self) -> list[str]:
+        """The synthetic-defect AUROC drops beyond doubt, one phrase each."""
         found = []
-        if self.nonfinite_frames:
-            found.append(f"NaN / inf scores or maps on {self.nonfinite_frames} of {self.frames} frames")
         for name, pair, interval, limit in (
             ("synthetic-defect image AUROC", self.synthetic_image_auroc, self.synthetic_image_drop,
              MAX_SYNTHETIC_AUROC_DROP),
@@ -233,6 +233,19 @@ class Fidelity:
                     f"{name} {pair[0]:.4f} -> {pair[1]:.4f} (drop {pair[0] - pair[1]:.4f}, 95 % interval "
                     f"{interval[0]:.4f} to {interval[1]:.4f}, all of it above {limit})"
                 )
+        return found
+
+    def _small_change(self) -> bool:
+        """The maps moved less than :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap."""
+        return self.separation is not None and self.separation < MIN_LOW_SEPARATION
+
+    def _losses(self) -> list[str]:
+        """The losses that make the verdict ``low fidelity``, one phrase each."""
+        found = []
+        if self.nonfinite_frames:
+            found.append(f"NaN / inf scores or maps on {self.nonfinite_frames} of {self.frames} frames")
+        if not self._small_change():
+            found += self._synthetic_losses()
         for name, pair, limit in (
             ("image AUROC", self.image_auroc, MAX_AUROC_DROP),
             ("pixel AUROC", self.pixel_auroc, MAX_PIXEL_AUROC_DROP),
@@ -246,6 +259,13 @@ class Fidelity:
         """Why the synthetic checks cannot rule a loss out (empty: they do)."""
         if self.frames < MIN_VERDICT_FRAMES:
             return [f"{self.frames} frames, at least {MIN_VERDICT_FRAMES} needed for a verdict"]
+        synthetic = self._synthetic_losses()
+        if synthetic:  # beyond doubt on pasted defects, yet the maps moved little: real defects may not
+            return [
+                *synthetic,
+                f"yet the maps moved only {self.separation:.2f} of the input model's gap between defect and "
+                f"normal pixels (below {MIN_LOW_SEPARATION}), which real defects may not feel",
+            ]
         doubts, powered = [], 0
         checks = (
             ("image", self.synthetic_image_auroc, self.synthetic_image_drop, self.synthetic_reference_low[0]),
@@ -336,6 +356,7 @@ class Fidelity:
             "max_separation": MAX_SEPARATION,
             "min_reference_auroc": MIN_REFERENCE_AUROC,
             "min_verdict_frames": MIN_VERDICT_FRAMES,
+            "min_low_separation": MIN_LOW_SEPARATION,
             "verdict": self.verdict,
             "reasons": self.problems,
             "low": self.low,
