@@ -251,6 +251,11 @@ def test_compiled_models_are_f32_static_and_cached(
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert [tuple(i.get_shape()) for i in compiled.inputs] == [(1, 80, 96, 3)]
     assert len([p for p in cache.iterdir() if p.suffix == ".blob"]) == 3
+    (ir,) = (cache / "ir").glob("*.xml")  # the converted model, read instead of the ONNX file next time
+    assert ir.with_suffix(".bin").stat().st_size > small_onnx.stat().st_size * 0.9  # float32 weights kept
+    again = _open(small_onnx, "openvino", cache).predict(textured, batch_size=2)
+    first = model.predict(textured, batch_size=2)
+    assert [p.score for p in again] == [p.score for p in first]
     if _bf16_capable():
         return
     from padim_edge.runtime import ProviderError
