@@ -372,7 +372,8 @@ def test_export_cli_head_precision(train_dir, tmp_path) -> None:
     assert "head          int8 Sigma^-1, 1 column block(s)" in result.output  # dims 16: one 16-wide block
     parity = [line for line in result.output.splitlines() if line.startswith("parity")]
     assert len(parity) == 1 and parity[0].endswith("ok")  # parity within the int8 tolerance
-    assert "fidelity" in result.output.splitlines()[-1]  # the head's report against the fp32 head, last
+    # the head's report against the fp32 head (a verdict warning may follow it on 12 frames)
+    assert any(line.startswith("fidelity") for line in result.output.splitlines())
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props["padim_edge.head_precision"] == "int8"
     bad = CliRunner().invoke(main, [*args, "--random-init", "--head-precision", "int4"])
