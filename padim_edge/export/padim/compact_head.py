@@ -51,6 +51,7 @@ import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from padim_edge.export.padim.panel_nodes import HEAD_PREFIX, iter_bounded, panel_slices, unpack_panels
+from padim_edge.gaussian import EPSILON
 
 #: Largest magnitude of an int8 Sigma^-1 entry (full signed range, symmetric).
 WEIGHT_LEVELS = 127
@@ -82,7 +83,7 @@ LOW_RANK_DIVISOR = 4
 EIGEN_CHUNK = 64
 
 
-#: An eigenvalue of Sigma^-1 below ``(1 - DATA_GAP) / 0.01`` belongs to a direction the training data spans.
+#: An eigenvalue of Sigma^-1 below ``(1 - DATA_GAP) / EPSILON`` belongs to a direction the data spans.
 DATA_GAP = 1e-3
 
 
@@ -121,8 +122,8 @@ def low_rank_split(panels: list[np.ndarray], rank: int | None = None) -> tuple[n
     for start in range(0, patches, EIGEN_CHUNK):
         full = unpack_panels(panels, slice(start, start + EIGEN_CHUNK)).astype(np.float64)
         mu, v = np.linalg.eigh(full)
-        top = mu.max(axis=1, keepdims=True)  # 1 / 0.01 where the data leaves a direction out
-        spanned = max(spanned, int((mu < (1 - DATA_GAP) * top).sum(axis=1).max()))
+        # a direction the data leaves out has mu = 1 / 0.01 exactly (up to float32 rounding)
+        spanned = max(spanned, int((mu < (1 - DATA_GAP) / EPSILON).sum(axis=1).max()))
         keep = dims if rank is None else rank  # the most it can be (known once all are decomposed)
         mus.append(mu[:, :keep].astype(np.float32))
         vectors.append(v[:, :, :keep].astype(np.float32))
