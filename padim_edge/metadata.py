@@ -492,7 +492,7 @@ def _figure(value: Any, digits: int = 3) -> str:
 
 
 def fidelity_summary(record: dict[str, Any]) -> str:
-    """One line for a fidelity report (:attr:`ModelInfo.fidelity`), ``LOW FIDELITY: ...`` when it is low.
+    """One line for a fidelity report (:attr:`ModelInfo.fidelity`), led by its verdict when it is not ok.
 
     Example: ``synthetic-defect image AUROC 0.9412 -> 0.9388, synthetic-defect pixel AUROC 0.9650 ->
     0.9641, Spearman 0.9980, map error median 0.012 (worst 0.031), score ratio 1.004 (vs r18.onnx
@@ -518,7 +518,11 @@ def fidelity_summary(record: dict[str, Any]) -> str:
         if pair:
             text += f", {name.replace('_', ' ')} {_figure(pair[0])} -> {_figure(pair[1])}"
     text += f" ({where})"
-    return "LOW FIDELITY: " + text if record.get("low") else text
+    if record.get("low"):
+        return "LOW FIDELITY: " + text
+    if record.get("verdict") == "not enough evidence":
+        return "NOT ENOUGH EVIDENCE: " + text
+    return text
 
 
 def parse(

@@ -78,5 +78,7 @@ def test_fidelity_property_and_summary() -> None:
     assert line.endswith("(vs m.onnx (fp32 backbone / fp32 head), 12 frames: validate)")
     fine = metadata.fidelity_summary({**record, "low": False, "spearman": None})
     assert fine.startswith("Spearman n/a,")
+    unsure = metadata.fidelity_summary({**record, "low": None, "verdict": "not enough evidence"})
+    assert unsure.startswith("NOT ENOUGH EVIDENCE: Spearman 0.9500,")
     failed = metadata.fidelity_summary({**record, "low": None, "error": "no fp16 kernel"})
     assert failed.startswith("NOT MEASURED: no fp16 kernel")
