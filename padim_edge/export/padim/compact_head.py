@@ -88,6 +88,7 @@ DIAGONAL = HEAD_PREFIX + "diagonal"
 #: ``k`` largest variances) and ``[P, 1, k]`` their Sigma^-1 eigenvalues ``1 / (lambda + 0.01)``.
 LOW_RANK_BASIS = HEAD_PREFIX + "low_rank_basis"
 LOW_RANK_WEIGHT = HEAD_PREFIX + "low_rank_weight"
+LOW_RANK_BASIS_T = HEAD_PREFIX + "low_rank_basis_t"
 #: The int8 head keeps ``ceil(d / LOW_RANK_DIVISOR)`` directions in float32 (25 of 100, 138 of 550).
 LOW_RANK_DIVISOR = 4
 #: Patches decomposed at a time (float64 eigendecompositions).
@@ -437,13 +438,12 @@ def _low_rank_nodes(
     inits = [
         numpy_helper.from_array(basis, LOW_RANK_BASIS),
         numpy_helper.from_array(weight, LOW_RANK_WEIGHT),
+        # stored, not a Transpose node: backbone quantisation tools re-sort graphs with one badly
+        numpy_helper.from_array(np.ascontiguousarray(basis.transpose(0, 2, 1)), LOW_RANK_BASIS_T),
     ]
     nodes = [
         helper.make_node("MatMul", [delta, LOW_RANK_BASIS], [n("projection")], name=n("project")),
-        helper.make_node(
-            "Transpose", [LOW_RANK_BASIS], [n("low_rank_basis_t")], perm=[0, 2, 1], name=n("basis_t")
-        ),
-        helper.make_node("MatMul", [n("projection"), n("low_rank_basis_t")], [n("back")], name=n("back")),
+        helper.make_node("MatMul", [n("projection"), LOW_RANK_BASIS_T], [n("back")], name=n("back")),
         helper.make_node("Sub", [delta, n("back")], [n("residual")], name=n("residual")),
         helper.make_node("Mul", [n("projection"), n("projection")], [n("projection_sq")], name=n("proj_sq")),
         helper.make_node("Mul", [n("projection_sq"), LOW_RANK_WEIGHT], [n("low_rank_terms")], name=n("lr_w")),
