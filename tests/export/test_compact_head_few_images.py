@@ -128,3 +128,14 @@ def test_whole_matrix_int8_would_fail_with_few_images(population) -> None:
     new = head_distances(mean, inverse, parity_set, "int8")
     assert np.abs(old - ref).max() > TOLERANCE * ref.max()
     assert np.abs(new - ref).max() < 0.1 * np.abs(old - ref).max()
+
+
+def test_split_size_follows_the_spectrum() -> None:
+    """No float32 split for well-conditioned Gaussians (the compact form), the fewest directions otherwise."""
+    d = 100
+    flat = np.full((3, d), 0.05)  # small variances: the int8 remainder alone holds parity
+    assert compact_head.low_rank_size(flat, cap=25) == 0
+    steep = np.concatenate([np.full((3, 5), 50.0), np.full((3, d - 5), 0.001)], axis=1)
+    assert compact_head.low_rank_size(steep, cap=25) == 5  # exactly the five long directions
+    assert compact_head.low_rank_size(steep, cap=3) == 3  # never past the cap
+    assert compact_head.low_rank_cap(d, spanned=23) == 23 and compact_head.low_rank_cap(d, spanned=d) == 25

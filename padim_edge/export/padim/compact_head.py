@@ -26,11 +26,14 @@ less accurate on PaDiM Gaussians (``activation="tensor"``, kept for ``benchmarks
 ``Sigma^-1 = U diag(mu) U^T + R`` with ``U`` the ``k`` eigenvectors of largest variance, kept in float32
 (two float MatMuls: ``p = x U``, ``r = x - p U^T``, and ``sum_i mu_i p_i^2``), and only the remainder ``R``
 in int8, applied to the residual ``r`` (the formulas above with ``x := r``, ``W := R``), its diagonal in
-float32. ``k`` is every direction the training data spans when the images are fewer than the dims (then a
-training embedding's residual is about zero), else ``ceil(d / 4)``. Quantising all of ``Sigma^-1`` failed
-with few images: ``1 / 0.01`` eigenvalues set the int8 scales while normal embeddings are large along the
-data's directions, where ``Sigma^-1`` is small (24 images: parity 1.73 against a tolerance of 0.14 on
-MobileNetV2-Rd152; with the split 5e-6).
+float32. ``k`` (:func:`low_rank_size`) is the fewest largest-variance directions that bring the predicted
+int8 error under :data:`SPLIT_ERROR`: 0 for well-conditioned Gaussians (the compact form, about a quarter
+of the float32 head), up to the data's span when the images are fewer than the dims (a training
+embedding's residual is then about zero), else up to ``ceil(d / 4)``. Quantising all of ``Sigma^-1``
+fails on ill-conditioned fits: ``1 / 0.01`` eigenvalues set the int8 scales while normal embeddings are
+long along the data's largest variances, where ``Sigma^-1`` is small (24 images: parity 1.73 against a
+tolerance of 0.14 on MobileNetV2-Rd152; with the split 5e-6). The split costs ``8 d k`` bytes a patch
+(the basis and its transpose), so an ill-conditioned fit's int8 head is larger than a quarter.
 
 Error bound (int8, per patch, exact integer MatMul, float32 rounding aside; ``x`` the residual and ``W``
 the remainder's panel without its diagonal): with ``s_c = c_c``
@@ -89,8 +92,11 @@ DIAGONAL = HEAD_PREFIX + "diagonal"
 LOW_RANK_BASIS = HEAD_PREFIX + "low_rank_basis"
 LOW_RANK_WEIGHT = HEAD_PREFIX + "low_rank_weight"
 LOW_RANK_BASIS_T = HEAD_PREFIX + "low_rank_basis_t"
-#: The int8 head keeps ``ceil(d / LOW_RANK_DIVISOR)`` directions in float32 (25 of 100, 138 of 550).
+#: At most ``ceil(d / LOW_RANK_DIVISOR)`` directions in float32 when the data spans every direction.
 LOW_RANK_DIVISOR = 4
+#: The predicted relative int8 error (:func:`low_rank_size`) the float32 split brings the head to; the
+#: parity tolerance is 3e-2 of the largest score.
+SPLIT_ERROR = 0.05
 #: Patches decomposed at a time (float64 eigendecompositions).
 EIGEN_CHUNK = 64
 
@@ -99,19 +105,31 @@ EIGEN_CHUNK = 64
 DATA_GAP = 1e-3
 
 
-def low_rank_size(dims: int, spanned: int | None = None) -> int:
-    """Directions of the int8 head's float32 part.
+def low_rank_cap(dims: int, spanned: int) -> int:
+    """The most directions the int8 head keeps in float32: the data's span when the data leaves some
+    out (fewer images than dims), else ``ceil(dims / 4)``."""
+    return spanned if 0 < spanned < dims else -(-dims // LOW_RANK_DIVISOR)
 
-    ``spanned`` (the most directions any patch's training data spans; ``n - 1`` for ``n`` images
-    up to ``dims``): all of them when fewer than ``dims``, so that the training embeddings lie wholly
-    in the float32 part and the int8 residual of a normal image is about zero (measured: the largest
-    variances alone, ``d / 4`` of them, left 6 % of the distance at 40 images for 64 dims); else (or
-    unknown) ``ceil(dims / 4)``, the largest variances (0.1 % at 200 images, MobileNetV2 features).
-    The float32 part costs ``4 d k`` bytes a patch beside the int8 panels' ``~0.67 d^2``.
+
+def low_rank_size(variances: np.ndarray, cap: int) -> int:
+    """The fewest largest-variance directions to keep in float32 so the int8 remainder holds parity.
+
+    Quantising ``Sigma^-1`` whole costs about ``(1 / 0.01) / 127`` per unit of an embedding's squared
+    length, and normal embeddings are long along the largest variances ``lambda``; the predicted
+    relative error after keeping ``k`` directions is ``sum_{j > k} lambda_j / (127 * 0.01 * d)``
+    (measured: the parity error stayed below 0.3 of it). ``k`` is the smallest that brings it to
+    :data:`SPLIT_ERROR` on every patch, at most ``cap``; 0 (the compact form, about a quarter of the
+    float32 head) when the data is well conditioned.
+
+    Args:
+        variances: ``[P, d]`` per-patch variances, largest first.
+        cap: The most directions to keep.
     """
-    if spanned is not None and spanned < dims:
-        return max(spanned, 1)
-    return -(-dims // LOW_RANK_DIVISOR)
+    dims = variances.shape[-1]
+    tails = np.cumsum(variances[:, ::-1], axis=1)[:, ::-1]  # tails[:, k] = sum_{j >= k} lambda_j
+    predicted = np.concatenate([tails, np.zeros((len(tails), 1))], axis=1) / (WEIGHT_LEVELS * EPSILON * dims)
+    needed = int((predicted > SPLIT_ERROR).sum(axis=1).max())  # predicted is non-increasing in k
+    return min(needed, cap)
 
 
 def low_rank_split(panels: list[np.ndarray], rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -125,21 +143,25 @@ def low_rank_split(panels: list[np.ndarray], rank: int | None = None) -> tuple[n
         rank: Directions kept (default :func:`low_rank_size`, from the spectra).
 
     Returns:
-        ``U`` ``[P, d, k]`` (float32, orthonormal columns) and ``mu`` ``[P, 1, k]`` (float32).
+        ``U`` ``[P, d, k]`` (float32, orthonormal columns) and ``mu`` ``[P, 1, k]`` (float32); ``k`` may be 0.
     """
     patches = panels[0].shape[0]
     dims = sum(p.shape[-1] for p in panels)
-    mus, vectors = [], []
+    mus, vectors, variances = [], [], []
     spanned = 0
+    keep = dims if rank is None else rank
     for start in range(0, patches, EIGEN_CHUNK):
         full = unpack_panels(panels, slice(start, start + EIGEN_CHUNK)).astype(np.float64)
         mu, v = np.linalg.eigh(full)
         # a direction the data leaves out has mu = 1 / 0.01 exactly (up to float32 rounding)
         spanned = max(spanned, int((mu < (1 - DATA_GAP) / EPSILON).sum(axis=1).max()))
-        keep = dims if rank is None else rank  # the most it can be (known once all are decomposed)
+        variances.append(np.maximum(1.0 / mu - EPSILON, 0.0))
         mus.append(mu[:, :keep].astype(np.float32))
-        vectors.append(v[:, :, :keep].astype(np.float32))
-    rank = low_rank_size(dims, spanned) if rank is None else rank
+        vectors.append(v[:, :, : max(keep // 2, 1) if rank is None else keep].astype(np.float32))
+    if rank is None:
+        rank = low_rank_size(np.concatenate(variances), low_rank_cap(dims, spanned))
+        if rank > vectors[0].shape[-1]:  # kept half the directions above; rare: decompose again
+            return low_rank_split(panels, rank)
     basis = np.concatenate([v[:, :, :rank] for v in vectors])
     weight = np.concatenate([m[:, None, :rank] for m in mus])
     return basis, weight
@@ -315,12 +337,15 @@ def scaled_squared(
     levels = TENSOR_MODE_WEIGHT_LEVELS if activation == "tensor" else WEIGHT_LEVELS
     low_nodes: list[NodeProto] = []
     low_inits: list[TensorProto] = []
+    split = False
     if precision == "int8":
         panels = list(panels)
         basis, weight = low_rank_split(panels)
-        panels = residual_panels(panels, basis, weight)
-        low_nodes, low_inits = _low_rank_nodes(delta, basis, weight)
-        delta = n("residual")
+        split = basis.shape[-1] > 0
+        if split:
+            panels = residual_panels(panels, basis, weight)
+            low_nodes, low_inits = _low_rank_nodes(delta, basis, weight)
+            delta = n("residual")
     nodes, inits, a, step, zero_point = activation_nodes(delta, precision, activation)
     nodes = low_nodes + nodes
     inits = low_inits + inits
@@ -382,9 +407,7 @@ def scaled_squared(
                 keepdims=0,
                 name=n("reduce"),
             ),
-            helper.make_node(
-                "Add", [n("low_rank"), n("squared_residual")], [n("squared")], name=n("squared")
-            ),
+            _total(split),
         ]
         return nodes, inits
     # x_c * c_c * step == (x_c / step) * c_c * step^2: the row scale moves past the sum, onto [P, N, 1];
@@ -419,9 +442,19 @@ def scaled_squared(
         helper.make_node(
             "Squeeze", [n("squared_kept"), n("axis2")], [n("squared_residual")], name=n("squeeze")
         ),
-        helper.make_node("Add", [n("low_rank"), n("squared_residual")], [n("squared")], name=n("squared")),
+        _total(split),
     ]
     return nodes, inits
+
+
+def _total(split: bool) -> NodeProto:
+    """``squared``: the float32 low-rank part plus the int8 remainder's, or the int8 part alone."""
+    n = _name
+    if split:
+        return helper.make_node(
+            "Add", [n("low_rank"), n("squared_residual")], [n("squared")], name=n("squared")
+        )
+    return helper.make_node("Identity", [n("squared_residual")], [n("squared")], name=n("squared"))
 
 
 def _low_rank_nodes(
