@@ -32,6 +32,7 @@ def open_model(
     trt_cache: Path | None = None,
     trt_profile: str | None = None,
     trt_workspace_mib: int | None = None,
+    spin: bool = True,
 ):
     """Open the model (imported here: ``--help`` needs no onnxruntime), or fail in one line."""
     try:
@@ -51,6 +52,7 @@ def open_model(
             trt_cache_dir=trt_cache,
             trt_profile=trt_profile,
             trt_workspace=workspace,
+            spin=spin,
         )
     except (ModelLoadError, ProviderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -234,6 +236,7 @@ def main(
         trt_cache=trt_cache,
         trt_profile=trt_profile,
         trt_workspace_mib=trt_workspace_mib,
+        spin=decode_threads == 0,  # decoding threads share the CPU: onnxruntime's idle threads sleep
     )
     try:
         files = [file for _, file in expand_paths(paths)]

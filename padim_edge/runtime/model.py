@@ -184,6 +184,8 @@ class PadimModel:
             ``~/.cache/padim-edge/openvino``; ``""``: no cache). Each ``(batch, frame size)`` is compiled
             once, static, with the default graph's antialiased resize rewritten as the frame size's
             MatMuls (OpenVINO would silently drop the antialias).
+        spin: onnxruntime only: whether idle intra-op threads spin between calls (the default, lowest
+            latency) or sleep (``False``: more CPU for other threads of the process, e.g. decoding).
 
     A model exported with ``--target tensorrt`` takes frames of its one size only
     (``info.input_size``); :meth:`predict` refuses others with an :class:`InputError` that names it.
@@ -211,6 +213,7 @@ class PadimModel:
         trt_workspace: int = _tensorrt.DEFAULT_WORKSPACE_BYTES,
         precision: str | None = None,
         ov_cache_dir: str | os.PathLike[str] | None = None,
+        spin: bool = True,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -244,7 +247,7 @@ class PadimModel:
                 raise ValueError(f"precision={precision!r} applies to device='openvino' only")
             if self.openvino is None:
                 self.session = open_session(
-                    self.path, device=device, threads=threads, tensorrt=self.tensorrt_options
+                    self.path, device=device, threads=threads, tensorrt=self.tensorrt_options, spin=spin
                 )
         except OpenVinoModelError as exc:
             raise ModelLoadError(str(exc)) from exc

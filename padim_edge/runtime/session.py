@@ -18,8 +18,12 @@ if TYPE_CHECKING:
     from padim_edge.runtime.openvino import OpenVinoRunner
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, *, spin: bool = True) -> ort.SessionOptions:
     """Session options: full graph optimisation, quiet logs, ``threads`` intra-op threads (``None``: all).
+
+    ``spin=False`` lets idle intra-op threads sleep instead of spinning, which leaves the CPU to other
+    work in the same process between calls (padim-predict's decoding threads: 1.27x instead of 1.22x the
+    sequential command on a 2-core machine, ``benchmarks/results/predict_files.md``).
 
     Raises:
         ValueError: ``threads`` below 1.
@@ -32,6 +36,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -41,6 +47,7 @@ def open_session(
     device: str = "auto",
     threads: int | None = None,
     tensorrt: dict[str, Any] | None = None,
+    spin: bool = True,
 ) -> ort.InferenceSession:
     """Open ``path`` on ``device``.
 
@@ -49,6 +56,7 @@ def open_session(
         device: A name from :data:`padim_edge.runtime.providers.DEVICES`.
         threads: CPU intra-op threads.
         tensorrt: TensorRT EP options (see :func:`padim_edge.runtime.providers.provider_options`).
+        spin: Whether idle intra-op threads spin (see :func:`session_options`).
 
     Raises:
         ValueError: Unknown device or bad thread count.
@@ -58,7 +66,7 @@ def open_session(
     wanted = _providers.resolve(device)
     session = ort.InferenceSession(
         str(Path(path)),
-        session_options(threads),
+        session_options(threads, spin=spin),
         providers=wanted,
         provider_options=_providers.provider_options(wanted, tensorrt=tensorrt),
     )
