@@ -178,12 +178,37 @@ def relimit(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def calibrate_variant(
+    fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, *,
+    root: Path, fit_dir: Path, calibration_images: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Calibrate one variant as the INT8 benchmarks do: held-out ``test/good`` for the fidelity report."""
+    from padim_edge.calibration.pipeline import calibrate
+
+    options: dict[str, Any] = {}
+    if variant != "fp16":
+        options = {"refit": refit, "float_convs": float_convs}
+        if refit is not False:  # None: the default, which refits
+            options["refit_data"] = fit_dir
+    report = calibrate(
+        fp32, out, variant=variant, data=root / "train" / "good", validate=root / "test" / "good",
+        calibration_images=calibration_images, device="cpu", progress=False, **options,
+    )  # fmt: skip
+    return {
+        "calibration_seconds": report.seconds,
+        "calibration_images": report.calibration_images,
+        "refit": refit,
+        "float_convs": float_convs,
+        "fidelity": None if report.fidelity is None else report.fidelity.record(),
+        "warnings": list(report.warnings),
+    }
+
+
 def make_variant(
     fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, *,
     root: Path, fit_dir: Path, calibration_images: int,
 ) -> dict[str, Any]:  # fmt: skip
     """Calibrate one variant (or reuse it and its record from an earlier run in the same workdir)."""
-    from padim_edge.calibration.pipeline import calibrate
 
     record_path = out.with_suffix(".calibration.json")
     if out.is_file() and record_path.is_file():
@@ -195,23 +220,16 @@ def make_variant(
             record["fidelity_refreshed"] = True
             write_json(record_path, record)
         return relimit({**record, "reused": True})
-    options: dict[str, Any] = {}
-    if variant != "fp16":
-        options = {"refit": refit, "float_convs": float_convs}
-        if refit is not False:  # None: the default, which refits
-            options["refit_data"] = fit_dir
-    report = calibrate(
-        fp32, out, variant=variant, data=root / "train" / "good", validate=root / "test" / "good",
-        calibration_images=calibration_images, device="cpu", progress=False, **options,
-    )  # fmt: skip
-    record = {
-        "calibration_seconds": report.seconds,
-        "calibration_images": report.calibration_images,
-        "refit": refit,
-        "float_convs": float_convs,
-        "fidelity": None if report.fidelity is None else report.fidelity.record(),
-        "warnings": list(report.warnings),
-    }
+    record = calibrate_variant(
+        fp32,
+        out,
+        variant,
+        refit,
+        float_convs,
+        root=root,
+        fit_dir=fit_dir,
+        calibration_images=calibration_images,
+    )
     write_json(record_path, record)
     return record
 

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import refresh_fidelity
 from int8_sets import CROP, DIMS, RESIZE, RESULTS, SETS, TILES, WEIGHTS, finite, log, prepare_fit
 
 from padim_edge.atomic import write_json, write_text
@@ -76,26 +77,11 @@ NO_LOSS = 0.005
 REAL_LOSS = 0.01
 
 
-def refresh_fidelity(fp32: Path, variant: Path, root: Path) -> dict[str, Any] | None:
-    """An existing variant's fidelity report on ``test/good``, as ``calibrate(validate=...)`` makes it."""
-    from padim_edge.calibration import fidelity
-    from padim_edge.images import list_images
-
-    plan = fidelity.plan_frames(
-        measure=True, calibrates=False, data_paths=None, calibration_count=2,
-        validate_paths=list_images(root / "test" / "good"),
-    )  # fmt: skip
-    reference = f"{fp32.name} (fp32 backbone / fp32 head)"
-    report = fidelity.measure(fp32, variant, plan, reference=reference, device="cpu", progress=False)
-    return None if report is None else report.record()
-
-
 def make_variant(
     fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, *,
     root: Path, fit_dir: Path, calibration_images: int,
 ) -> dict[str, Any]:  # fmt: skip
     """Calibrate one variant as the INT8 benchmarks do (or reuse it and its record from ``out``'s folder)."""
-    from padim_edge.calibration.pipeline import calibrate
 
     record_path = out.with_suffix(".calibration.json")
     _built(out, record_path)
@@ -105,22 +91,18 @@ def make_variant(
             record["fidelity"] = refresh_fidelity(fp32, out, root)
             write_json(record_path, record)
         return record
-    options: dict[str, Any] = {}
-    if variant != "fp16":
-        options = {"refit": refit, "float_convs": float_convs}
-        if refit is not False:  # None: the default, which refits
-            options["refit_data"] = fit_dir
-    report = calibrate(
-        fp32, out, variant=variant, data=root / "train" / "good", validate=root / "test" / "good",
-        calibration_images=calibration_images, device="cpu", progress=False, **options,
-    )  # fmt: skip
-    record = {
-        "calibration_seconds": report.seconds,
-        "refit": refit,
-        "float_convs": float_convs,
-        "fidelity": None if report.fidelity is None else report.fidelity.record(),
-        "warnings": list(report.warnings),
-    }
+    from accuracy import calibrate_variant
+
+    record = calibrate_variant(
+        fp32,
+        out,
+        variant,
+        refit,
+        float_convs,
+        root=root,
+        fit_dir=fit_dir,
+        calibration_images=calibration_images,
+    )
     write_json(record_path, record)
     return record
 
