@@ -178,7 +178,7 @@ def test_backbone_graphs_get_the_runtimes_tensorrt_options(
     monkeypatch.setattr(tensorrt, "default_cache_dir", lambda: tmp_path / "trt")
     calls = {}
 
-    def fake_open(path, *, device, threads, tensorrt):  # no GPU here: a CPU session, options recorded
+    def fake_open(path, *, device, threads, tensorrt, spin=True):  # no GPU: a CPU session, options recorded
         calls[Path(path).name] = tensorrt
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 

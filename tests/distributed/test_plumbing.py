@@ -107,12 +107,15 @@ def test_a_shard_whose_model_fails_names_its_files(train_dir: Path) -> None:
     """The actor reports a failing shard as an error row naming the batch's files; it does not raise."""
     pytest.importorskip("pyarrow", reason="the [ray] extra is not installed")
     import json
+    import types
 
     import numpy as np
 
     from padim_edge.distributed.scoring import ShardScorer
 
     class Broken:
+        info = types.SimpleNamespace(input_size=None, threshold=None)
+
         def predict(self, frames, batch_size):
             raise RuntimeError("CUDA error: out of memory")
 

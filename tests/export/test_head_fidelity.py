@@ -17,7 +17,8 @@ def test_reduced_head_export_carries_a_fidelity_report(train_dir, tmp_path) -> N
     out = tmp_path / "int8-head.onnx"
     result = CliRunner().invoke(main, [*args, "-o", str(out), "--head-precision", "int8", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "fidelity      synthetic-defect image AUROC" in result.output
+    # 12 frames are too few for a verdict: the line says so before the figures
+    assert "fidelity      NOT ENOUGH EVIDENCE: synthetic-defect image AUROC" in result.output
     assert "vs fp32 head of the same fit, 12 frames: --data)" in result.output
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     record = json.loads(props["padim_edge.fidelity"])

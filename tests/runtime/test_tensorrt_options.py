@@ -155,7 +155,7 @@ def test_model_passes_its_options_to_the_tensorrt_provider(
     trt = [providers_mod.TENSORRT, providers_mod.CPU]
     monkeypatch.setattr(providers_mod, "available", lambda: trt)
 
-    def fake_open(path, *, device, threads, tensorrt):
+    def fake_open(path, *, device, threads, tensorrt, spin=True):
         seen.update(tensorrt or {})
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
