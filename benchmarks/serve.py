@@ -273,6 +273,19 @@ def median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def http_stack() -> str:
+    """uvicorn and the HTTP parser / event loop it picks (httptools and uvloop when installed)."""
+    import importlib.metadata as md
+
+    parts = []
+    for name in ("uvicorn", "starlette", "httptools", "uvloop"):
+        try:
+            parts.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            parts.append(f"no {name}")
+    return ", ".join(parts)
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, ip, sv, goals = result["machine"], result["in_process"], result["server"], result["goals"]
     lines = [
@@ -280,7 +293,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs ({', '.join(m['isa'])}); onnxruntime "
         f"{m['onnxruntime']}, Python {m['python']}. The server, the load generator (this process, one thread "
-        "per client) and the in-process runs share these cores.",
+        f"per client) and the in-process runs share these cores. HTTP: {result.get('http_stack', '?')}.",
         f"Model: {result['model']}. Frame: {HEIGHT}x{WIDTH} RGB. Server: `{result['server_command']}`. "
         f"Median of {result['rounds']} rounds of {result['seconds']} s per row, rounds alternating "
         "in-process and server. Background load (other processes' share of the CPU, median): "
@@ -412,6 +425,7 @@ def main(
     goals["c1_met"] = goals["c1_v1_paired_overhead_ms"] <= 2.0
     result = {
         "machine": machine_info(),
+        "http_stack": http_stack(),
         "model": "R18-Rd100, resize 256, crop 224, random-init",
         "server_command": "padim-serve m=r18-rd100.onnx " + " ".join(SERVER_OPTIONS),
         "rounds": rounds,
