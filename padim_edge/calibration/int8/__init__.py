@@ -11,7 +11,14 @@ preprocessing, the channel reduction and the Mahalanobis head stay float32.
 Two formats:
 
 * ``qoperator``: QLinearConv / QLinearAdd, uint8 activations, int8 weights. The fastest on the CPU
-  execution provider (x86 with VNNI here, so ``reduce_range`` stays off).
+  execution provider.
+
+Weights use 7 bits (``reduce_range``): x86 CPUs without VNNI (AVX2 only: many edge boxes) multiply
+uint8 x int8 pairs with ``vpmaddubsw``, whose int16 pair sums saturate with 8-bit weights
+(``255 * 127 * 2 > 32767``), in both formats (onnxruntime shifts QDQ's int8 activations to uint8); with
+7-bit weights they cannot (``255 * 63 * 2 < 32767``). Measured on an AVX2 Zen 3 with 8-bit weights:
+the magnetic tile lost 0.030 / 0.024 image / pixel AUROC (QDQ) and 0.008 / 0.014 (QOperator), against
+at most 0.005 on a VNNI CPU (``benchmarks/results/fidelity_verdicts.md``).
 * ``qdq``: QuantizeLinear / DequantizeLinear pairs around float ops, which TensorRT (and the CUDA EP)
   consume. TensorRT only takes symmetric signed int8 (zero point 0), so activations are int8 with
   symmetric ranges here, weights int8 symmetric per channel. Conv biases stay float32
@@ -336,7 +343,7 @@ def quantize_backbone(
                 op_types_to_quantize=ops,
                 nodes_to_exclude=excluded,
                 per_channel=True,
-                reduce_range=False,
+                reduce_range=True,  # 7-bit weights: no int16 saturation on CPUs without VNNI
                 use_external_data_format=external,
                 calibration_cache_path=str(cache),
                 **options,  # type: ignore[arg-type]
