@@ -179,10 +179,11 @@ def relimit(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def calibrate_variant(
-    fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, *,
+    fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None,
     root: Path, fit_dir: Path, calibration_images: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """Calibrate one variant as the INT8 benchmarks do: held-out ``test/good`` for the fidelity report."""
+    """Calibrate one variant as the INT8 benchmarks do (held-out ``test/good`` for the fidelity report);
+    its record is also written beside it (``.calibration.json``) for a later run to reuse."""
     from padim_edge.calibration.pipeline import calibrate
 
     options: dict[str, Any] = {}
@@ -194,7 +195,7 @@ def calibrate_variant(
         fp32, out, variant=variant, data=root / "train" / "good", validate=root / "test" / "good",
         calibration_images=calibration_images, device="cpu", progress=False, **options,
     )  # fmt: skip
-    return {
+    record = {
         "calibration_seconds": report.seconds,
         "calibration_images": report.calibration_images,
         "refit": refit,
@@ -202,6 +203,8 @@ def calibrate_variant(
         "fidelity": None if report.fidelity is None else report.fidelity.record(),
         "warnings": list(report.warnings),
     }
+    write_json(out.with_suffix(".calibration.json"), record)
+    return record
 
 
 def make_variant(
@@ -220,18 +223,7 @@ def make_variant(
             record["fidelity_refreshed"] = True
             write_json(record_path, record)
         return relimit({**record, "reused": True})
-    record = calibrate_variant(
-        fp32,
-        out,
-        variant,
-        refit,
-        float_convs,
-        root=root,
-        fit_dir=fit_dir,
-        calibration_images=calibration_images,
-    )
-    write_json(record_path, record)
-    return record
+    return calibrate_variant(fp32, out, variant, refit, float_convs, root, fit_dir, calibration_images)
 
 
 def bank_size(model: Path) -> int | None:

@@ -93,18 +93,7 @@ def make_variant(
         return record
     from accuracy import calibrate_variant
 
-    record = calibrate_variant(
-        fp32,
-        out,
-        variant,
-        refit,
-        float_convs,
-        root=root,
-        fit_dir=fit_dir,
-        calibration_images=calibration_images,
-    )
-    write_json(record_path, record)
-    return record
+    return calibrate_variant(fp32, out, variant, refit, float_convs, root, fit_dir, calibration_images)
 
 
 def real_auroc(model: Path, root: Path) -> dict[str, float | None]:

@@ -1,14 +1,14 @@
-"""The antialiased resize + center crop of one frame size as two matrices, in numpy (no torch).
+"""The antialiased resize + center crop of one frame size as two matrices, in numpy only.
 
 The default graph resizes with an antialiased bilinear ``Resize``, which OpenVINO reads but computes
 without the antialias filter (silently: scores move by a few percent). For one frame size the resize
 and the crop are a linear map per axis, ``out = R @ X @ C.T``, the same matrices the TensorRT target
 bakes into its graph (:func:`padim_edge.export.preprocessing.resize_crop_matrices`, which derives them
-from torch's own resize). This module builds them from the filter itself, so the runtime needs neither
-torch nor onnx: torch's ``_upsample_bilinear2d_aa`` weights (a triangle filter whose support grows with
-the downscale factor, normalised per output pixel; plain bilinear with edge clamping when upscaling).
-``tests/runtime/test_openvino.py`` checks them equal to the export's. Python 3.8 compatible.
-"""
+from the fit's own preprocessing module). This module builds them from the filter itself, so the
+runtime needs no training framework and no onnx: the antialiased bilinear weights (a triangle filter
+whose support grows with the downscale factor, normalised per output pixel; plain bilinear with edge
+clamping when upscaling). ``tests/runtime/test_openvino.py`` checks them equal to the export's.
+Python 3.8 compatible."""
 
 from __future__ import annotations
 
