@@ -1,16 +1,8 @@
-"""What every benchmark suite shares: paths, provenance, atomic results, the data sets, Markdown bits.
+"""What every benchmark suite shares: provenance, atomic results, timing, Markdown, data sets, options.
 
-* **Provenance**: :class:`Run` stamps a result with the command, the machine and versions
-  (:func:`padim_edge.bench.system.machine_info`, load average included), start / finish times and
-  the load average when it ended; :func:`header` turns that into the report's first lines.
-* **Results**: :func:`write_results` writes ``<stem>.json`` and ``<stem>.md`` atomically
-  (:mod:`padim_edge.atomic`), into ``benchmarks/results`` unless ``--output`` says otherwise.
-* **Data sets** (MVTec layout): the magnetic tile from ``../shared`` (``PADIM_EDGE_SHARED``
-  overrides it), and two sets generated into the work folder, the procedural woven fabric demo and the
-  dark low-contrast texture (:func:`prepare_set`, :func:`prepare_fit`).
-* **Arguments**: every suite is a click group, one command per measurement, with ``--output`` /
-  ``-o`` (results folder) and ``--workdir`` (keep and reuse models; default: a temporary folder,
-  deleted afterwards, :func:`workspace`); comma lists go through :func:`comma_list`.
+:class:`Run` stamps a result with the command, machine, times and load; :func:`write_results` writes
+``<stem>.{json,md}`` atomically into ``--output`` (default ``benchmarks/results``); :func:`timed`,
+:func:`paired` and :func:`median_of` are the timing loops; :func:`prepare_fit` makes a set ready to fit.
 """
 
 from __future__ import annotations
@@ -19,10 +11,11 @@ import datetime as _dt
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +36,8 @@ SETS = ("magnetic_tile", "demo", "dark_texture")
 RESIZE, CROP, DIMS = 256, 224, 100
 #: Sizes of the two generated sets (the dark texture set's defaults; the demo set made as large).
 GENERATED = {"train": 200, "test_good": 60, "test_defect_per_type": 40}
+#: Every suite's click context.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 _START = time.perf_counter()
 
@@ -74,11 +69,21 @@ def comma_list(value: str, choices: tuple[str, ...], option: str) -> tuple[str, 
     return items
 
 
+def ints(value: str) -> tuple[int, ...]:
+    """``1,2,4`` as ``(1, 2, 4)``."""
+    return tuple(int(v) for v in value.split(",") if v.strip())
+
+
 def require_shared(*paths: Path) -> None:
     """Stop with one line when the shared data or weights a measurement needs are missing."""
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise click.ClickException(f"needs {', '.join(missing)} (set PADIM_EDGE_SHARED to the shared folder)")
+
+
+def group(help: str) -> click.Group:
+    """A suite: one click group, one command per measurement."""
+    return click.Group("main", help=help, context_settings=CONTEXT)
 
 
 def output_options(command: Any) -> Any:
@@ -162,13 +167,69 @@ def num(value: Any, fmt: str = ".4f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def table(headers: list[str], body: list[list[str]]) -> list[str]:
-    """A Markdown table."""
+def table(headers: list[str], body: list[list[Any]]) -> list[str]:
+    """A Markdown table (cells through ``str``)."""
     return [
         "| " + " | ".join(headers) + " |",
         "|" + "---|" * len(headers),
-        *["| " + " | ".join(row) + " |" for row in body],
+        *["| " + " | ".join(map(str, row)) + " |" for row in body],
     ]
+
+
+def percentiles(seconds: list[float], qs: tuple[int, ...] = (50, 90, 99)) -> dict[str, float]:
+    """``p50_ms`` / ``p90_ms`` / ``p99_ms`` (or ``qs``) of per-call ``seconds``, in ms."""
+    values = np.percentile(np.asarray(seconds), qs) * 1e3
+    return {f"p{q}_ms": round(float(v), 2) for q, v in zip(qs, values, strict=True)}
+
+
+def clock(call: Callable[[], Any]) -> float:
+    """Seconds one call of ``call`` takes."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def timed(call: Callable[[], Any], seconds: float, *, per_call: int = 1, warmup: int = 1) -> dict[str, float]:
+    """``warmup`` calls, then calls for ``seconds``: ``rps`` (``per_call`` items a call), percentiles."""
+    for _ in range(warmup):
+        call()
+    latencies, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        latencies.append(clock(call))
+    rps = round(per_call * len(latencies) / (time.perf_counter() - start), 2)
+    return {"rps": rps, **percentiles(latencies), "requests": len(latencies)}
+
+
+def paired(a: Callable[[], Any], b: Callable[[], Any], pairs: int, *, warmup: int = 2) -> dict[str, float]:
+    """A/B interleaved call by call (a drifting background load hits both alike): each one's p50 and
+    ``b - a`` per pair (p25 / p50 / p75), in ms."""
+    times = np.array([[clock(a), clock(b)] for _ in range(pairs + warmup)])[warmup:]
+    diffs = percentiles(list(times[:, 1] - times[:, 0]), (25, 50, 75))
+    p50 = percentiles(list(times[:, 0]), (50,))["p50_ms"], percentiles(list(times[:, 1]), (50,))["p50_ms"]
+    return {
+        "pairs": pairs,
+        "a_p50_ms": p50[0],
+        "b_p50_ms": p50[1],
+        **{f"overhead_{k}": v for k, v in diffs.items()},
+    }
+
+
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-key median over rounds of (nested) dicts of numbers."""
+    first = rounds[0]
+    return {
+        key: median_of([r[key] for r in rounds])
+        if isinstance(first[key], dict)
+        else round(float(statistics.median(r[key] for r in rounds)), 2)
+        for key in first
+    }
+
+
+def textured_frame(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A striped RGB frame with noise (uint8), a stand-in for a camera frame."""
+    xx = np.mgrid[0:height, 0:width][1]
+    base = 128 + 40 * np.sin(xx / 9.0 + rng.uniform(0, 6)) + rng.normal(0, 12, (height, width))
+    return np.stack([base, base * 0.9 + 10, base * 0.8 + 20], -1).clip(0, 255).astype(np.uint8)
 
 
 def synthetic_images(folder: Path, count: int, size: int = 256) -> Path:
@@ -181,6 +242,25 @@ def synthetic_images(folder: Path, count: int, size: int = 256) -> Path:
         coarse = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
         Image.fromarray(coarse).resize((size, size), Image.Resampling.BILINEAR).save(folder / f"{i:04d}.png")
     return folder
+
+
+def r18_model(train: Path, path: Path) -> Path:
+    """R18-Rd100, crop 224, random-init (time does not depend on the weights), fitted on ``train`` once."""
+    if not path.is_file():
+        from padim_edge.export.pipeline import run_export
+
+        log(f"fitting R18-Rd100 (random-init) on {train}")
+        run_export(
+            train,
+            path,
+            backbone="r18",
+            dims=100,
+            random_init=True,
+            device="cpu",
+            parity_images=0,
+            progress=False,
+        )
+    return path
 
 
 def prepare_set(name: str, workdir: Path) -> tuple[Path | None, str]:
@@ -225,12 +305,7 @@ def fit_folder(train: Path, out: Path, limit: int | None) -> tuple[Path, int]:
 def prepare_fit(
     name: str, workdir: Path, *, folder: str, max_train: int | None
 ) -> tuple[tuple[Path, Path, Path, int] | None, str]:
-    """A set made ready for a fit: ``((root, here, fit_dir, train_images), description)``.
-
-    ``here`` is ``workdir / folder`` (created; one per set and settings, so models are reused),
-    ``fit_dir`` the fit's images in it (:func:`fit_folder`). ``(None, why)`` when the set is skipped
-    (logged).
-    """
+    """``((root, workdir / folder, fit images folder, count), description)``, or ``(None, why)`` (logged)."""
     root, description = prepare_set(name, workdir)
     if root is None:
         log(f"{name}: SKIPPED: {description}")

@@ -1,29 +1,3 @@
-"""The data sets and settings of the accuracy benchmarks, under the name older scripts import.
+"""The accuracy benchmarks' data sets and settings under an older name; their home is :mod:`harness`."""
 
-Their one home is :mod:`harness`; this module only re-exports them.
-"""
-
-from __future__ import annotations
-
-from harness import (
-    CROP,
-    DIMS,
-    GENERATED,
-    RESIZE,
-    RESULTS,
-    SETS,
-    SHARED,
-    TILES,
-    WEIGHTS,
-    even_spread,
-    finite,
-    fit_folder,
-    log,
-    prepare_fit,
-    prepare_set,
-)
-
-__all__ = [
-    "CROP", "DIMS", "GENERATED", "RESIZE", "RESULTS", "SETS", "SHARED", "TILES", "WEIGHTS",
-    "even_spread", "finite", "fit_folder", "log", "prepare_fit", "prepare_set",
-]  # fmt: skip
+from harness import *  # noqa: F403  (CROP, DIMS, RESIZE, RESULTS, SETS, TILES, WEIGHTS, prepare_fit, ...)
