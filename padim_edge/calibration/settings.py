@@ -72,6 +72,12 @@ MAX_SEPARATION = 0.05
 #: the plain INT8 variants lost synthetic AUROC beyond doubt with maps moved 0.22-0.46 of the gap, and no
 #: real AUROC; the broken and collapsed variants moved them 0.83-0.91). Set on those rows.
 MIN_LOW_SEPARATION = 0.5
+#: LOW FIDELITY whatever the map change when a synthetic drop beyond doubt (the lower end of its 95 %
+#: interval) exceeds this share of the reference's own skill above chance (its AUROC - 0.5): the
+#: variant lost a third of what the input model tells apart, a collapse no map geometry explains
+#: (on the magnetic tile the variant calibrated on blank frames lost 0.41 / 0.46 of it with maps moved
+#: only 0.34 of the gap; the plain demo INT8 rows with no real loss lost at most 0.24). Set on those rows.
+MAX_SKILL_LOSS = 1 / 3
 #: The synthetic check has no power when the lower end of the reference's own AUROC interval is at most
 #: this (it barely tells the pasted defects from the normal frames itself).
 MIN_REFERENCE_AUROC = 0.6

@@ -127,5 +127,7 @@ def echo_report(
         return
     if report is not None:
         click.echo(f"fidelity      {fidelity_summary(report.record())}")
+        if report.verdict is not None:
+            click.echo(f"verdict       {report.verdict_line()}")
     for line in warnings:
         click.echo(f"warning: {line}", err=True)

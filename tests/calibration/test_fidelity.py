@@ -132,9 +132,10 @@ def test_verdicts_and_record() -> None:
     wide = dataclasses.replace(good, synthetic_pixel_drop=(-0.02, 0.03))
     assert wide.verdict == fidelity.UNSURE and wide.low is None
     assert "does not rule out a loss past 0.01" in wide.problems[0]
-    assert "NOT ENOUGH EVIDENCE" in wide.warnings("int8-qoperator")[0]
-    assert "--validate DIR" in wide.warnings("int8-qoperator")[0]
-    full = dataclasses.replace(wide, frames=fidelity.MAX_FRAMES).warnings("int8-qoperator")[0]
+    assert wide.warnings("int8-qoperator") == []  # no verdict is no warning: the report line says it
+    assert wide.verdict_line().startswith("not enough evidence: synthetic-defect pixel AUROC")
+    assert "--validate DIR" in wide.verdict_line()
+    full = dataclasses.replace(wide, frames=fidelity.MAX_FRAMES).verdict_line()
     assert "--validate" not in full and f"these {fidelity.MAX_FRAMES} frames are as many" in full
     assert dataclasses.replace(wide, image_auroc=(0.95, 0.95)).verdict == fidelity.OK
     # maps that barely move cannot reorder defects and normal parts, however wide the intervals

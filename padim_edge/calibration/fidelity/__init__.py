@@ -25,13 +25,15 @@ The ``verdict`` (:attr:`Fidelity.verdict`) is one of:
 
 * ``low fidelity`` (``LOW FIDELITY``): a labelled AUROC lost more than :data:`MAX_AUROC_DROP`, or the
   whole interval of a synthetic drop lies above :data:`MAX_SYNTHETIC_AUROC_DROP` (a loss beyond doubt)
-  and the maps moved at least :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap, or
-  NaN / inf scores;
+  and the maps moved at least :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap, or a
+  synthetic drop beyond doubt is more than :data:`MAX_SKILL_LOSS` of the reference's margin over chance
+  (a collapse, however little the maps moved), or NaN / inf scores;
 * ``ok``: the labelled AUROCs held, or every synthetic check with power rules out a drop past
   :data:`MAX_PLAUSIBLE_DROP`, or the maps moved less than :data:`MAX_SEPARATION` of the reference's
   defect-to-normal gap;
 * ``not enough evidence`` (``NOT ENOUGH EVIDENCE``): neither can be told from these frames (too few, or
-  the reference's own synthetic AUROC too close to chance), with how to give it more.
+  the reference's own synthetic AUROC too close to chance), with how to give it more. It is a line of
+  the report (:meth:`Fidelity.verdict_line`), not a warning: nothing was found wrong.
 
 With fewer than :data:`MIN_FRAMES` frames it prints ``NO FIDELITY REPORT`` and how to get one. The
 figures and the verdict are stored as JSON in the model's ``padim_edge.fidelity`` metadata
@@ -76,6 +78,7 @@ from padim_edge.calibration.settings import (  # their home; importable from her
     MAX_PIXEL_AUROC_DROP,
     MAX_PLAUSIBLE_DROP,
     MAX_SEPARATION,
+    MAX_SKILL_LOSS,
     MAX_SYNTHETIC_AUROC_DROP,
     MAX_SYNTHETIC_PIXEL_AUROC_DROP,
     MIN_FRAMES,
@@ -235,6 +238,29 @@ class Fidelity:
                 )
         return found
 
+    def _synthetic_checks(self) -> tuple[tuple[str, Pair | None, Pair | None, float | None], ...]:
+        """``(name, (reference, variant) AUROC, drop interval, reference's interval low)`` per check."""
+        return (
+            ("image", self.synthetic_image_auroc, self.synthetic_image_drop, self.synthetic_reference_low[0]),
+            ("pixel", self.synthetic_pixel_auroc, self.synthetic_pixel_drop, self.synthetic_reference_low[1]),
+        )
+
+    def _collapses(self) -> list[str]:
+        """Synthetic drops beyond doubt past :data:`MAX_SKILL_LOSS` of the reference's skill above chance."""
+        found = []
+        for name, pair, interval, reference_low in self._synthetic_checks():
+            if pair is None or interval is None or reference_low is None:
+                continue
+            skill = pair[0] - 0.5
+            if reference_low > MIN_REFERENCE_AUROC and skill > 0 and interval[0] > MAX_SKILL_LOSS * skill:
+                found.append(
+                    f"synthetic-defect {name} AUROC {pair[0]:.4f} -> {pair[1]:.4f}: the variant lost at "
+                    f"least {interval[0] / skill:.0%} of the input model's margin over chance (95 % interval "
+                    f"of the drop {interval[0]:.4f} to {interval[1]:.4f}; past {MAX_SKILL_LOSS:.0%} is a "
+                    "collapse)"
+                )
+        return found
+
     def _small_change(self) -> bool:
         """The maps moved less than :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap."""
         return self.separation is not None and self.separation < MIN_LOW_SEPARATION
@@ -244,7 +270,10 @@ class Fidelity:
         found = []
         if self.nonfinite_frames:
             found.append(f"NaN / inf scores or maps on {self.nonfinite_frames} of {self.frames} frames")
-        if not self._small_change():
+        collapses = self._collapses()
+        if collapses:
+            found += collapses
+        elif not self._small_change():
             found += self._synthetic_losses()
         for name, pair, limit in (
             ("image AUROC", self.image_auroc, MAX_AUROC_DROP),
@@ -267,11 +296,7 @@ class Fidelity:
                 f"normal pixels (below {MIN_LOW_SEPARATION}), which real defects may not feel",
             ]
         doubts, powered = [], 0
-        checks = (
-            ("image", self.synthetic_image_auroc, self.synthetic_image_drop, self.synthetic_reference_low[0]),
-            ("pixel", self.synthetic_pixel_auroc, self.synthetic_pixel_drop, self.synthetic_reference_low[1]),
-        )
-        for name, pair, interval, reference_low in checks:
+        for name, pair, interval, reference_low in self._synthetic_checks():
             if pair is None or interval is None or reference_low is None:
                 doubts.append(f"no synthetic-defect {name} AUROC interval")
             elif reference_low <= MIN_REFERENCE_AUROC:
@@ -357,14 +382,25 @@ class Fidelity:
             "min_reference_auroc": MIN_REFERENCE_AUROC,
             "min_verdict_frames": MIN_VERDICT_FRAMES,
             "min_low_separation": MIN_LOW_SEPARATION,
+            "max_skill_loss": rounded(MAX_SKILL_LOSS),
             "verdict": self.verdict,
             "reasons": self.problems,
             "low": self.low,
             "error": self.error,
         }
 
+    def verdict_line(self) -> str | None:
+        """The report's ``verdict`` line: ``ok``, ``low fidelity``, or why there is none and how to get it."""
+        verdict = self.verdict
+        if verdict == UNSURE:
+            return f"{UNSURE}: {'; '.join(self.problems)}. For a verdict, {self._how_to_decide()}"
+        return verdict
+
     def warnings(self, variant: str) -> list[str]:
-        """``LOW FIDELITY`` / ``NO FIDELITY REPORT`` lines for the user, and the notes."""
+        """``LOW FIDELITY`` / ``NO FIDELITY REPORT`` lines for the user, and the notes.
+
+        ``not enough evidence`` is no warning (nothing was found wrong): :meth:`verdict_line` says it.
+        """
         where = f"{variant} vs {self.reference} on {self.frames} frames ({self.source})"
         lines = list(self.notes)
         if self.error is not None:
@@ -374,11 +410,6 @@ class Fidelity:
                 f"LOW FIDELITY: {where}: {'; '.join(self.problems)}. This variant does not score like "
                 "the model it was made from and may miss defects that one finds: check it on labelled "
                 "images (--labeled ROOT, or padim-eval) before deploying it"
-            )
-        elif self.verdict == UNSURE:
-            lines.append(
-                f"NOT ENOUGH EVIDENCE: {where}: {'; '.join(self.problems)}. No verdict on whether it scores "
-                f"like the model it was made from: {self._how_to_decide()}"
             )
         return lines
 
