@@ -11,11 +11,22 @@ import click
 from padim_edge import atomic
 from padim_edge.bench.config import DEFAULT_BATCH_SIZES, BenchConfig
 from padim_edge.bench.timing import TimingPolicy
+from padim_edge.cli_options import (
+    backbone_option,
+    command_settings,
+    coreset_option,
+    crop_option,
+    device_list_option,
+    dims_option,
+    head_precision_option,
+    method_option,
+    output_option,
+    quiet_option,
+    resize_option,
+)
 from padim_edge.devices import CONCRETE_DEVICES
-from padim_edge.export.padim.settings import HEAD_PRECISIONS
 from padim_edge.extras import MissingExtraError, require
 from padim_edge.geometry import parse_size
-from padim_edge.spec import BACKBONES
 
 
 def parse_int_list(text: str, *, name: str) -> list[int]:
@@ -107,14 +118,11 @@ def parse_frame(text: str) -> tuple[int, int]:
         raise click.BadParameter(f"--frame-size: {exc}") from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option(
-    "--backbone",
-    "backbones",
-    type=click.Choice(list(BACKBONES)),
-    multiple=True,
-    help="Build this backbone (random-init weights, head fitted on synthetic frames) and benchmark it. "
+@click.command(context_settings=command_settings(110))
+@backbone_option(
+    "Build this backbone (random-init weights, head fitted on synthetic frames) and benchmark it. "
     "Repeat for several: --backbone r18 --backbone wr50. Default: r18, unless --model is given.",
+    multiple=True,
 )
 @click.option(
     "--model",
@@ -148,14 +156,7 @@ def parse_frame(text: str) -> tuple[int, int]:
     help="CPU thread counts, comma-separated: integers or 'all' (every usable logical CPU). Sets "
     "onnxruntime's intra-op threads (inter-op 1) and torch.set_num_threads alike. GPU devices ignore it.",
 )
-@click.option(
-    "--device",
-    "device",
-    default=None,
-    help="Devices, comma-separated, from cpu, cuda, tensorrt. Default: every one this onnxruntime build has "
-    "that can start. Requested devices whose provider is missing are skipped "
-    "with a note.",
-)
+@device_list_option()
 @click.option(
     "--min-seconds",
     type=click.FloatRange(min=0.0),
@@ -191,56 +192,32 @@ def parse_frame(text: str) -> tuple[int, int]:
     show_default=True,
     help="Input frames: N (NxN) or HxW, uint8 RGB. The graph resizes, so e.g. 480x640 camera frames work.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot). "
+@output_option(
+    "Folder for <name>.json (every row, machine, settings), <name>.md (tables) and <name>.png (plot). "
     "Default: a new folder ./bench-YYYYmmdd-HHMMSS/ in the current directory.",
+    file_okay=False,
 )
 @click.option("--name", default="bench", show_default=True, help="File stem of the outputs.")
-@click.option(
-    "--head-precision",
-    "head_precisions",
-    type=click.Choice(HEAD_PRECISIONS),
-    multiple=True,
-    help="Head precisions of the built models (repeatable; default fp32): PaDiM's Sigma^-1, PatchCore's "
+@head_precision_option(
+    "Head precisions of the built models (repeatable; default fp32): PaDiM's Sigma^-1, PatchCore's "
     "memory bank. Others than fp32 are rewritten from the float32 export, torch-free, and labelled e.g. "
     "'R18-Rd100 int8-head'. --model files are labelled from their metadata either way.",
+    multiple=True,
 )
 @click.option("--no-eager", is_flag=True, help="Skip the PyTorch eager rows.")
 @click.option("--no-backbone", is_flag=True, help="Skip the truncated-backbone-alone rows.")
-@click.option(
-    "--method",
-    type=click.Choice(["padim", "patchcore"]),
-    default="padim",
-    show_default=True,
-    help="Method of the built models (--backbone).",
-)
-@click.option(
-    "--coreset",
-    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
-    help="PatchCore: coreset fraction of built models (default 0.1). Their bank holds about "
+@method_option("Method of the built models (--backbone).")
+@coreset_option(
+    "PatchCore: coreset fraction of built models (default 0.1). Their bank holds about "
     "coreset x --fit-frames x patches vectors (784 patches per frame at crop 224), and the per-image cost "
     "grows with it: fit on as many frames as a real training set has (e.g. --fit-frames 240).",
 )
-@click.option(
-    "--dims",
-    type=click.IntRange(min=1),
-    help="Embedding dims of built models (default: PaDiM 100 for r18/mnv2, 550 for wr50; PatchCore 256 for "
+@dims_option(
+    "Embedding dims of built models (default: PaDiM 100 for r18/mnv2, 550 for wr50; PatchCore 256 for "
     "r18, 1024 for wr50, 192 for mnv2).",
 )
-@click.option(
-    "--resize",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Resize edge of built models.",
-)
-@click.option(
-    "--crop", type=click.IntRange(min=1), default=224, show_default=True, help="Crop edge of built models."
-)
+@resize_option("Resize edge of built models.")
+@crop_option("Crop edge of built models.")
 @click.option(
     "--fit-frames",
     type=click.IntRange(min=1),
@@ -276,7 +253,7 @@ def parse_frame(text: str) -> tuple[int, int]:
     help="Measure a configuration again (up to this many times) when other processes used more than 10% of "
     "the CPU while it was timed; the least contended attempt is kept.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@quiet_option("No progress on stderr.")
 def main(
     backbones: tuple[str, ...],
     models: tuple[Path, ...],

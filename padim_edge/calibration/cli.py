@@ -16,8 +16,15 @@ from padim_edge.calibration.settings import (
     DEFAULT_TARGET_FPR,
     FORMATS,
 )
-from padim_edge.devices import DEVICE_NAMES
-from padim_edge.export.padim.settings import HEAD_PRECISIONS
+from padim_edge.cli_options import (
+    command_settings,
+    device_option,
+    head_precision_option,
+    model_argument,
+    output_option,
+    quiet_option,
+    threads_option,
+)
 from padim_edge.extras import MissingExtraError, require
 from padim_edge.metadata import fidelity_summary
 
@@ -105,21 +112,18 @@ _VARIANT_TABLE = "\n".join(
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    context_settings=command_settings(110),
     epilog="\b\nVariants (one per call):\n" + _VARIANT_TABLE,
 )
-@click.argument("model", type=click.Path(path_type=Path))
+@model_argument()
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
     help="Folder of HELD-OUT defect-free images (not the training images: those score low and give a "
     "threshold that flags too much). Scores for --target-fpr, and the INT8 calibration frames.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    help="The .onnx to write (plus <name>.onnx.data past 512 MiB of constants). Default: "
+@output_option(
+    "The .onnx to write (plus <name>.onnx.data past 512 MiB of constants). Default: "
     "<model>-<suffix>.onnx beside MODEL.",
 )
 @click.option(
@@ -190,10 +194,8 @@ _VARIANT_TABLE = "\n".join(
     help="Float16 backbone weights and activations for the CUDA / TensorRT EPs; uint8 input and float32 "
     "outputs unchanged, Mahalanobis head float32.",
 )
-@click.option(
-    "--head-precision",
-    type=click.Choice(HEAD_PRECISIONS),
-    help="Rebuild the Mahalanobis head's Sigma^-1 and MatMul in this precision from the model's own "
+@head_precision_option(
+    "Rebuild the Mahalanobis head's Sigma^-1 and MatMul in this precision from the model's own "
     "constants (torch-free; any backbone precision; combines with --int8 / --fp16 in one call). int8: "
     "MatMulInteger, the CPU EP (TensorRT does not import it, CUDA has no uint8 x int8 kernel); fp16: CUDA / "
     "TensorRT EPs; fp32: any EP. "
@@ -207,13 +209,9 @@ _VARIANT_TABLE = "\n".join(
     "blocks store fewer bytes (3: 2/3 of the full matrix, 6: 7/12) in more MatMul calls: 6 pays off at "
     "WR50-Rd550's 550 dims, 3 at 100.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(DEVICE_NAMES),
-    default="auto",
-    show_default=True,
-    help="Where the threshold scores are computed; use the device you deploy on. INT8 calibration itself "
-    "always runs on the CPU EP.",
+@device_option(
+    "Where the threshold scores are computed; use the device you deploy on (INT8 calibration itself "
+    "always runs on the CPU EP)."
 )
 @click.option(
     "--tensorrt-table",
@@ -229,21 +227,21 @@ _VARIANT_TABLE = "\n".join(
     "these frames with and without a pasted synthetic defect, no labels needed; then Spearman rank "
     "correlation of the scores, map error, score ratio). Default: the good test images of --labeled, else "
     f"a part of --data that INT8 does not calibrate on (FP16 / head: --data). At most {settings.MAX_FRAMES} "
-    f"images, spread evenly; fewer than {settings.MIN_FRAMES}: no report. Verdict: LOW FIDELITY when the "
-    "95 % bootstrap interval of the synthetic image or pixel AUROC drop lies wholly above "
-    f"{settings.MAX_SYNTHETIC_AUROC_DROP}, or (--labeled) the image / pixel AUROC drops by more than "
-    f"{settings.MAX_AUROC_DROP} / {settings.MAX_PIXEL_AUROC_DROP}; ok when the intervals rule out a drop "
-    f"past {settings.MAX_PLAUSIBLE_DROP} or the maps barely move; NOT ENOUGH EVIDENCE otherwise (fewer than "
-    f"{settings.MIN_VERDICT_FRAMES} frames, or the input model's own synthetic AUROC near chance): pass "
-    "more images.",
+    f"images, spread evenly; fewer than {settings.MIN_FRAMES}: no report. Verdict: LOW FIDELITY when a "
+    "synthetic image or pixel AUROC drop is beyond doubt (its 95 % bootstrap interval wholly above "
+    f"{settings.MAX_SYNTHETIC_AUROC_DROP}) and the maps moved at least {settings.MIN_LOW_SEPARATION} of the "
+    "input model's defect-to-normal gap or the drop is over a third of its margin over chance, or "
+    f"(--labeled) the image / pixel AUROC drops by more than {settings.MAX_AUROC_DROP} / "
+    f"{settings.MAX_PIXEL_AUROC_DROP}; ok when the intervals rule out a drop past "
+    f"{settings.MAX_PLAUSIBLE_DROP} or the maps barely move; otherwise the report says the frames cannot "
+    f"tell (fewer than {settings.MIN_VERDICT_FRAMES}, or the input model's own synthetic AUROC near chance) "
+    "and how to give it more.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    help="onnxruntime intra-op threads for the scoring passes (threshold, fidelity report); default: all "
+@threads_option(
+    "onnxruntime intra-op threads for the scoring passes (threshold, fidelity report); default: all "
     "cores. INT8 calibration itself is not affected.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@quiet_option()
 def main(
     model: Path,
     data: Path | None,
@@ -274,8 +272,8 @@ def main(
 
     Every --int8/--fp16/--head-precision run also compares the new model with MODEL on held-out
     defect-free frames (--validate, see there) and prints a fidelity report with a verdict: ok, LOW
-    FIDELITY when the variant lost accuracy beyond doubt, NOT ENOUGH EVIDENCE when the frames cannot tell,
-    NO FIDELITY REPORT when there were too few frames.
+    FIDELITY (a warning) when the variant lost accuracy beyond doubt, "not enough evidence" when the frames
+    cannot tell (with how to give it more), NO FIDELITY REPORT when there were too few frames.
 
     \b
     Examples:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from padim_edge.cli_options import command_settings, json_option, model_argument
 from padim_edge.compat.targets import ONNXRUNTIME, ONNXRUNTIME_VERSIONS, TENSORRT, TENSORRT_VERSIONS, target
 from padim_edge.extras import MissingExtraError, missing, require
 
@@ -31,9 +32,9 @@ class _Command(click.Command):
 
 @click.command(
     cls=_Command,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    context_settings=command_settings(110),
 )
-@click.argument("model", type=click.Path(path_type=Path))
+@model_argument()
 @click.option(
     "--tensorrt",
     "tensorrt_versions",
@@ -54,7 +55,7 @@ class _Command(click.Command):
     help="Check for OpenVINO's CPU plugin (--device openvino): what it computes differently, what it cannot "
     "read. Alone: only OpenVINO.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 def main(
     model: Path,
     tensorrt_versions: tuple[str, ...],

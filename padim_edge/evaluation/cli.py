@@ -11,8 +11,15 @@ import click
 from tqdm import tqdm
 
 from padim_edge import atomic
+from padim_edge.cli_options import (
+    batch_size_option,
+    command_settings,
+    device_option,
+    json_option,
+    model_argument,
+    output_option,
+)
 from padim_edge.datasets import Category, DatasetError, find_categories
-from padim_edge.devices import DEVICE_NAMES
 from padim_edge.evaluation.predictions import AnomalyModel, PredictionError, predict_category
 from padim_edge.extras import MissingExtraError, require
 from padim_edge.images import ImageError, fingerprint
@@ -58,7 +65,7 @@ def threshold_images_seen(info, category: Category) -> str | None:
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=command_settings(100),
     epilog=(
         "ROOT is one MVTec AD category (ROOT/test/good/, ROOT/test/<defect>/, "
         "ROOT/ground_truth/<defect>/<stem>_mask.png) or a folder of categories (ROOT/bottle/, "
@@ -68,36 +75,18 @@ def threshold_images_seen(info, category: Category) -> str | None:
         "divided by 0.3. Per-defect rows use that defect's images plus every good image."
     ),
 )
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@model_argument(must_exist=True)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Also write metrics.json, metrics.md, roc.png (image- and pixel-level ROC curves) and grid.png "
+@output_option(
+    "Also write metrics.json, metrics.md, roc.png (image- and pixel-level ROC curves) and grid.png "
     "(highest- and lowest-scoring images with heat maps and mask outlines) into this folder; with "
     "several categories, roc.png and grid.png go into one sub-folder per category.",
+    file_okay=False,
 )
-@click.option(
-    "--device",
-    type=click.Choice(DEVICE_NAMES),
-    default="auto",
-    show_default=True,
-    help="Where to run the model: auto picks the best onnxruntime provider available.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Images decoded and run per inference batch.",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON object (image_auroc, pixel_auroc, pro, per_defect, categories, model, images, "
+@device_option("Where to run the model.")
+@batch_size_option(8, "Images decoded and run per inference batch.")
+@json_option(
+    "Print one JSON object (image_auroc, pixel_auroc, pro, per_defect, categories, model, images, "
     "providers, ...) instead of the tables; the progress bar stays on stderr.",
 )
 def main(model: Path, root: Path, output: Path | None, device: str, batch_size: int, as_json: bool) -> None:

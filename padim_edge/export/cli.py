@@ -7,10 +7,24 @@ from pathlib import Path
 import click
 
 from padim_edge.atomic import OutputError, check_output_file, write_failure
+from padim_edge.cli_options import (
+    backbone_option,
+    batch_size_option,
+    command_settings,
+    coreset_option,
+    crop_option,
+    dims_option,
+    fit_device_option,
+    head_precision_option,
+    method_option,
+    output_option,
+    quiet_option,
+    ray_option,
+    resize_option,
+)
 from padim_edge.export.cli_inputs import check_flags, demo_data
 from padim_edge.export.padim.settings import (
     DEFAULT_BLOCKS,
-    HEAD_PRECISIONS,
     PRECISION_HELP,
     REDUCTION_HELP,
     REDUCTIONS,
@@ -19,24 +33,15 @@ from padim_edge.export.patchcore import settings as patchcore
 from padim_edge.export.summary import summary_lines
 from padim_edge.extras import MissingExtraError, require
 from padim_edge.images import ImageError
-from padim_edge.spec import BACKBONES
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--method",
-    type=click.Choice(["padim", "patchcore"]),
-    default="padim",
-    show_default=True,
-    help="padim: per-patch Gaussians + Mahalanobis distance (aligned images). patchcore: coreset memory bank "
+@click.command(context_settings=command_settings(100))
+@method_option(
+    "padim: per-patch Gaussians + Mahalanobis distance (aligned images). patchcore: coreset memory bank "
     "of patch features + nearest-neighbour distance (any alignment; slower per image, see --coreset).",
 )
-@click.option(
-    "--backbone",
-    type=click.Choice(list(BACKBONES)),
-    default="r18",
-    show_default=True,
-    help="r18: ResNet-18 layer1-3 (448 ch); wr50: Wide-ResNet-50-2 layer1-3 (1792 ch); "
+@backbone_option(
+    "r18: ResNet-18 layer1-3 (448 ch); wr50: Wide-ResNet-50-2 layer1-3 (1792 ch); "
     "mnv2: MobileNetV2 features.3/6/13 (152 ch).",
 )
 @click.option(
@@ -50,18 +55,12 @@ from padim_edge.spec import BACKBONES
     help="Generate the built-in synthetic demo set beside --output (demo_data/, MVTec layout) and fit on "
     "its train/good. Uses random-init weights unless --weights is given, so nothing is downloaded.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
+@output_option(
+    "The .onnx file to write (plus <name>.onnx.data when the constants need external data).",
     default=Path("model.onnx"),
-    show_default=True,
-    help="The .onnx file to write (plus <name>.onnx.data when the constants need external data).",
 )
-@click.option(
-    "--dims",
-    type=click.IntRange(min=1),
-    help="Embedding dims of the method. PaDiM: random channels kept; default 100 (r18, mnv2), 550 (wr50), up "
+@dims_option(
+    "Embedding dims of the method. PaDiM: random channels kept; default 100 (r18, mnv2), 550 (wr50), up "
     "to all (448, 1792, 152). PatchCore: channel-pooled patch features; default "
     + ", ".join(f"{v} ({k})" for k, v in patchcore.DEFAULT_DIMS.items())
     + ". Fewer dims = faster nearest-neighbour search.",
@@ -74,10 +73,8 @@ from padim_edge.spec import BACKBONES
     + ". benchmarks/results/reduction*.md: orthogonal gained 0.02 image AUROC on one set and none on "
     "the magnetic tile; try both on your own parts.",
 )
-@click.option(
-    "--coreset",
-    type=click.FloatRange(min=0.0, min_open=True, max=1.0),
-    help=f"PatchCore: fraction of the training patch features kept in the memory bank (default "
+@coreset_option(
+    f"PatchCore: fraction of the training patch features kept in the memory bank (default "
     f"{patchcore.DEFAULT_CORESET}; 0.01 is the paper's fast setting). Per-image cost grows with the bank.",
 )
 @click.option(
@@ -92,20 +89,8 @@ from padim_edge.spec import BACKBONES
     type=click.FloatRange(min=1.0),
     help="PatchCore: per-chunk coresets keep this many times --coreset (default 2).",
 )
-@click.option(
-    "--resize",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Square resize edge, in the graph.",
-)
-@click.option(
-    "--crop",
-    type=click.IntRange(min=1),
-    default=224,
-    show_default=True,
-    help="Center-crop edge; anomaly maps have it.",
-)
+@resize_option("Square resize edge, in the graph.")
+@crop_option("Center-crop edge; anomaly maps have it.")
 @click.option(
     "--weights",
     "weights_file",
@@ -124,19 +109,9 @@ from padim_edge.spec import BACKBONES
     show_default=True,
     help="Seed of PaDiM's random channel subset / PatchCore's coreset projection and first pick.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Images per forward pass in the fit.",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where the fit runs (auto: CUDA if torch sees a GPU). The export itself is device-independent.",
+@batch_size_option(16, "Images per forward pass in the fit.")
+@fit_device_option(
+    "Where the fit runs (auto: CUDA if torch sees a GPU). The export itself is device-independent."
 )
 @click.option(
     "--external-data",
@@ -152,10 +127,8 @@ from padim_edge.spec import BACKBONES
     help=f"PaDiM: column blocks of the packed symmetric Sigma^-1 (default {DEFAULT_BLOCKS}; 1 = full matrix; "
     "more = fewer bytes read).",
 )
-@click.option(
-    "--head-precision",
-    type=click.Choice(HEAD_PRECISIONS),
-    help="PaDiM: Sigma^-1 and the head's MatMul (default fp32). "
+@head_precision_option(
+    "PaDiM: Sigma^-1 and the head's MatMul (default fp32). "
     + "; ".join(f"{k}: {v}" for k, v in PRECISION_HELP.items())
     + ". PatchCore: the memory bank and its nearest-neighbour MatMul, in the same precisions for the same "
     "EPs (fp16 / int8: scaled per bank vector; see docs/patchcore.md for the error bound). fp16 / int8 "
@@ -190,16 +163,10 @@ from padim_edge.spec import BACKBONES
     help="Fit without the training images that cannot be decoded, list them, and record them in the "
     "model's metadata (skipped_images). Default: the fit fails naming all of them.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    metavar="[ADDRESS]",
-    help="Fit on Ray: the images are sharded over workers whose partial statistics are merged (same "
-    "model as a local fit). '--ray' alone: a local instance; 'auto': the cluster running here "
-    "('ray start --head'); 'ray://HOST:10001' or 'HOST:6379': a remote one. Needs padim-edge[ray].",
+@quiet_option()
+@ray_option(
+    "Fit on Ray: the images are sharded over workers whose partial statistics are merged (same model as "
+    "a local fit)."
 )
 @click.option(
     "--ray-workers", type=click.IntRange(min=1), help="Ray workers (default: CPUs / --ray-threads, or GPUs)."

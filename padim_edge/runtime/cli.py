@@ -8,7 +8,16 @@ import click
 from tqdm import tqdm
 
 from padim_edge import atomic
-from padim_edge.devices import DEVICE_HELP, DEVICE_NAMES
+from padim_edge.cli_options import (
+    batch_size_option,
+    command_settings,
+    device_option,
+    model_argument,
+    output_option,
+    quiet_option,
+    ray_option,
+    threads_option,
+)
 from padim_edge.extras import MissingExtraError, require
 from padim_edge.images import ImageError, expand_paths, is_image, read_file_list
 from padim_edge.naming import image_keys
@@ -59,7 +68,7 @@ def open_model(
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings=command_settings(100),
     epilog="\b\nOutputs with --output:\n"
     "  scores.json   {key: score}, keys = image paths relative to the inputs' common folder\n"
     "  labels.json   {key: true|false} (is_anomalous), only for a model calibrated with a threshold\n"
@@ -74,23 +83,14 @@ def open_model(
     "\b\nFiles are decoded, scored and written in a pipeline (decode threads, the graph, an overlay\n"
     "writer), in input order; Ctrl-C stops it and writes the JSON files of the images done so far.",
 )
-@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path), required=False)
+@model_argument("model_path", required=False)
 @click.argument("paths", metavar="PATH...", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    help="Folder for scores.json (key -> score), labels.json, failed.json and one overlay PNG per image.",
+@output_option(
+    "Folder for scores.json (key -> score), labels.json, failed.json and one overlay PNG per image."
 )
-@click.option(
-    "--device", type=click.Choice(DEVICE_NAMES), default="auto", show_default=True, help=DEVICE_HELP
-)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per run."
-)
-@click.option(
-    "--threads", type=click.IntRange(min=1), help="CPU intra-op threads (default: onnxruntime's, all cores)."
-)
+@device_option()
+@batch_size_option(8, "Images per run.")
+@threads_option("CPU intra-op threads (default: onnxruntime's, all cores).")
 @click.option(
     "--trt-cache",
     type=click.Path(path_type=Path, file_okay=False),
@@ -135,17 +135,11 @@ def open_model(
     help="Threads decoding the next images while the graph runs (default 2, or 1 on a 1-CPU box); 0 "
     "decodes in the scoring thread between batches.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    metavar="[ADDRESS]",
-    help="Score on Ray with a pool of torch-free actors; --output gets Parquet shards (re-runs skip the "
-    "shards already written), scores.json, failed.json and summary.json, no overlays. '--ray' alone: a "
-    "local instance; 'auto': the cluster running here; 'ray://HOST:10001' or 'HOST:6379': a remote one. "
-    "--threads is per actor (default 1). Needs padim-edge[ray].",
+@quiet_option("No progress bar.")
+@ray_option(
+    "Score on Ray with a pool of torch-free actors; --output gets Parquet shards (re-runs skip the shards "
+    "already written), scores.json, failed.json and summary.json, no overlays; --threads is per actor "
+    "(default 1)."
 )
 @click.option(
     "--ray-actors", type=click.IntRange(min=1), help="Scoring actors (default: CPUs / threads, or GPUs)."

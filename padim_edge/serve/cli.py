@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from padim_edge.devices import DEVICE_HELP, DEVICE_NAMES
+from padim_edge.cli_options import command_settings, device_option, threads_option
 
 #: The serve extra's modules (checked before anything imports them).
 SERVE_MODULES = ("starlette", "uvicorn")
@@ -28,7 +28,7 @@ def _require_serve() -> None:
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings=command_settings(100),
     epilog="\b\nEndpoints:\n"
     "  GET  /v2/health/live, /v2/health/ready     liveness, readiness\n"
     "  GET  /v2/models/NAME                       inputs, outputs, padim metadata, SHA-256\n"
@@ -41,12 +41,8 @@ def _require_serve() -> None:
 @click.argument("models", metavar="[NAME=]MODEL...", nargs=-1, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
-@click.option(
-    "--device", type=click.Choice(DEVICE_NAMES), default="auto", show_default=True, help=DEVICE_HELP
-)
-@click.option(
-    "--threads", type=click.IntRange(min=1), help="CPU intra-op threads per model (default: all cores)."
-)
+@device_option()
+@threads_option("CPU intra-op threads per model (default: all cores).")
 @click.option(
     "--max-batch",
     type=click.IntRange(min=1),
