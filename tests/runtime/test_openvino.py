@@ -216,12 +216,12 @@ def test_bf16_is_refused_for_patchcore_and_fp32_is_the_default() -> None:
     assert refusal({"padim_edge.method": "patchcore"}) is None
     assert "bf16 breaks PatchCore's distance head" in refusal({"padim_edge.method": "patchcore"}, "bf16")
     assert refusal({"padim_edge.method": "padim"}, "bf16") is None
-    config = CompileOptions(threads=2, cache_dir="/c").config()
-    assert config == {
+    options = CompileOptions(threads=2, cache_dir="/c")
+    assert options.config() == {
         "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": "2",
-        "CACHE_DIR": "/c",
     }  # fmt: skip
-    assert "CACHE_DIR" not in CompileOptions(cache_dir="").config()
+    assert options.folder() == Path("/c")
+    assert CompileOptions(cache_dir="").folder() is None
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
         CompileOptions(precision="fp16").config()
 
@@ -251,11 +251,9 @@ def test_compiled_models_are_f32_static_and_cached(
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert [tuple(i.get_shape()) for i in compiled.inputs] == [(1, 80, 96, 3)]
     assert len([p for p in cache.iterdir() if p.suffix == ".blob"]) == 3
-    (ir,) = (cache / "ir").glob("*.xml")  # the converted model, read instead of the ONNX file next time
+    (ir,) = cache.glob("*.xml")  # the converted model, read instead of the ONNX file for a new shape
     assert ir.with_suffix(".bin").stat().st_size > small_onnx.stat().st_size * 0.9  # float32 weights kept
-    again = _open(small_onnx, "openvino", cache).predict(textured, batch_size=2)
-    first = model.predict(textured, batch_size=2)
-    assert [p.score for p in again] == [p.score for p in first]
+    assert len(list(cache.glob("*.json"))) == 1
     if _bf16_capable():
         return
     from padim_edge.runtime import ProviderError
@@ -351,3 +349,60 @@ def test_frames_of_many_sizes_share_one_model_with_the_matrices_as_inputs(
     shapes = model.openvino._shapes
     assert sum(not e.any_size for e in shapes.values()) == STATIC_SIZES == 4
     assert {shapes[(1, *size, 3)].any_size for size in sizes[STATIC_SIZES:]} == {True}
+
+
+@needs_openvino
+def test_a_warm_cache_imports_the_blobs_without_reading_the_model(
+    small_onnx: Path, textured: list[np.ndarray], tmp_path: Path
+) -> None:
+    """The second load reads neither the ONNX file nor the IR, and scores exactly as the first."""
+    cache = tmp_path / "cache"
+    first = _open(small_onnx, "openvino", cache)
+    cold = first.predict(textured, batch_size=2)
+    assert first.openvino.loader._model is not None  # the cold load read the graph
+    second = _open(small_onnx, "openvino", cache)
+    warm = second.predict(textured, batch_size=2)
+    assert second.openvino.loader._model is None  # names, shapes and blobs all came from the cache
+    assert second.openvino.output_shapes == first.openvino.output_shapes
+    assert [p.score for p in warm] == [p.score for p in cold]
+    for a, b in zip(warm, cold, strict=True):
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+    reference = _open(small_onnx, "cpu", cache).predict(textured, batch_size=2)
+    assert _errors(reference, warm, max(p.score for p in reference))[0] <= TOLERANCE
+
+
+@needs_openvino
+def test_a_rewritten_model_file_misses_the_cache(
+    small_onnx: Path, variant_path, textured: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Same path, new content: scored as the new model (not from the old blobs), old entries deleted."""
+    path, cache = tmp_path / "model.onnx", tmp_path / "cache"
+    path.write_bytes(small_onnx.read_bytes())
+    old = [p.score for p in _open(path, "openvino", cache).predict(textured, batch_size=2)]
+    names = {p.name for p in cache.iterdir()}
+    path.write_bytes(variant_path("patchcore").read_bytes())  # in place: same path and inode
+    model = _open(path, "openvino", cache)
+    assert model.openvino.loader._model is not None  # the new file was read
+    new = model.predict(textured, batch_size=2)
+    reference = _open(path, "cpu", cache).predict(textured, batch_size=2)
+    assert _errors(reference, new, max(p.score for p in reference))[0] <= TOLERANCE
+    assert max(abs(a - b.score) for a, b in zip(old, new, strict=True)) > 0.1 * max(old)
+    assert not names & {p.name for p in cache.iterdir()}  # the old file's entries are gone
+
+
+@needs_openvino
+def test_importing_openvino_holds_back_its_conversion_tool_until_used() -> None:
+    """A fresh process: the backend's import skips openvino.tools.ovc; convert_model still works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from padim_edge.runtime.openvino.loader import import_openvino\n"
+        "ov = import_openvino()\n"
+        "print('openvino.tools.ovc' in sys.modules)\n"
+        "from openvino import convert_model\n"
+        "print(convert_model is ov.convert_model, 'openvino.tools.ovc' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "True"]

@@ -10,29 +10,27 @@ reshaped, its antialiased resize replaced by the frame size's constant MatMuls
 * ``PERFORMANCE_HINT`` ``LATENCY`` (predict runs one request at a time; ``THROUGHPUT`` would split the
   cores into streams that a synchronous caller never fills);
 * ``INFERENCE_NUM_THREADS`` as ``--threads``;
-* ``CACHE_DIR`` (default ``~/.cache/padim-edge/openvino``), so a later process imports the compiled
-  blob instead of compiling again; the ONNX file's conversion is kept there too, as IR
-  (:meth:`ModelLoader._read`).
+* no ``CACHE_DIR``: the loader keeps its own cache (default ``~/.cache/padim-edge/openvino``,
+  :mod:`padim_edge.runtime.openvino.cache`), named by the model file's identity, so a warm start
+  imports the compiled blob without reading the ONNX file, rewriting the graph or hashing its weights.
 
-``save_model`` is only ever called with ``compress_to_fp16=False`` (its default compresses weights to
-fp16). Python 3.8 compatible.
+Python 3.8 compatible.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from padim_edge.devices import OPENVINO_CPU, OPENVINO_PRECISIONS
 from padim_edge.geometry import Geometry
 from padim_edge.integrity import cache_dir
 from padim_edge.runtime.openvino import specialise
+from padim_edge.runtime.openvino.cache import ModelCache
 from padim_edge.runtime.openvino.errors import OpenVinoModelError
 from padim_edge.runtime.providers import ProviderError
 
@@ -50,18 +48,46 @@ def default_cache_dir() -> Path:
 
 
 def import_openvino() -> Any:
-    """The ``openvino`` module.
+    """The ``openvino`` module, imported without its model-conversion tool until that is used.
+
+    ``import openvino`` also imports ``openvino.tools.ovc`` (``convert_model``) and its telemetry, which
+    scans every installed distribution: 60 % of the import (~0.12 s on a 2-core Zen 3). This backend
+    only reads and imports models, so on the process's first import that submodule is held back
+    (openvino itself skips it when it cannot be imported) and ``openvino.convert_model`` is made lazy:
+    it imports the tool on first use, as before.
 
     Raises:
         ProviderError: It is not installed (names the extra).
     """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    held = "openvino.tools.ovc"
+    hold = held not in sys.modules
+    if hold:
+        sys.modules[held] = None  # type: ignore[assignment]  # `from openvino.tools.ovc import` fails
     try:
         import openvino
     except ImportError:
         raise ProviderError(
             "device 'openvino' needs the openvino package: pip install 'padim-edge[openvino]'"
         ) from None
+    finally:
+        if hold and sys.modules.get(held, 0) is None:
+            del sys.modules[held]
+    if hold and "convert_model" not in vars(openvino) and "__getattr__" not in vars(openvino):
+        openvino.__getattr__ = _lazy_convert_model
     return openvino
+
+
+def _lazy_convert_model(name: str) -> Any:
+    """``openvino.convert_model`` imported on first use (see :func:`import_openvino`)."""
+    if name != "convert_model":
+        raise AttributeError(f"module 'openvino' has no attribute {name!r}")
+    import openvino
+    from openvino.tools.ovc import convert_model
+
+    openvino.convert_model = convert_model
+    return convert_model
 
 
 @dataclass(frozen=True)
@@ -71,7 +97,7 @@ class CompileOptions:
     Attributes:
         precision: ``fp32`` (default) or ``bf16`` (opt-in; only on CPUs with bf16 arithmetic).
         threads: ``INFERENCE_NUM_THREADS`` (``None``: OpenVINO's default, all cores).
-        cache_dir: ``CACHE_DIR`` of compiled blobs (``None``: :func:`default_cache_dir`; ``""``: no cache).
+        cache_dir: Folder of compiled blobs (``None``: :func:`default_cache_dir`; ``""``: no cache).
         hint: ``PERFORMANCE_HINT``.
     """
 
@@ -93,10 +119,12 @@ class CompileOptions:
             if self.threads < 1:
                 raise ValueError(f"threads must be >= 1, got {self.threads}")
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
-        folder = default_cache_dir() if self.cache_dir is None else self.cache_dir
-        if str(folder):
-            config["CACHE_DIR"] = str(folder)
         return config
+
+    def folder(self) -> Path | None:
+        """The cache folder (:mod:`padim_edge.runtime.openvino.cache`), or ``None`` for no cache."""
+        folder = default_cache_dir() if self.cache_dir is None else self.cache_dir
+        return Path(folder) if str(folder) else None
 
 
 def refusal(props: dict[str, str], precision: str = "fp32") -> str | None:
@@ -157,51 +185,73 @@ class ModelLoader:
                 "AMX): check it with padim-eval before relying on its threshold",
                 stacklevel=3,
             )
-        self.model = self._read(openvino)
-        resizes = specialise.antialiased_resizes(self.model)
+        folder = options.folder()
+        self.cache = ModelCache(folder, self.path, self.version) if folder else None
+        self._model: Any = None
+        facts = self.cache.manifest() if self.cache else None
+        if facts is None:
+            facts = self._inspect(props)
+            if self.cache:
+                self.cache.save_manifest(facts)
+        self.input_names: list[str] = list(facts["inputs"])
+        self.output_names: list[str] = list(facts["outputs"])
+        #: ``{output: shape}`` of the read graph (``None`` for a dynamic axis).
+        self.output_shapes: dict[str, list[int | None]] = {k: list(v) for k, v in facts["output_shapes"]}
         self.geometry: Geometry | None = None
+        if facts["resize"]:
+            self.geometry = Geometry(int(props["padim_edge.resize"]), int(props["padim_edge.crop"]))
+
+    @property
+    def model(self) -> Any:
+        """The ``openvino.Model`` read from the file (or the cache's IR), read on first use."""
+        if self._model is None:
+            self._model = self._read()
+        return self._model
+
+    def _inspect(self, props: dict[str, str]) -> dict[str, Any]:
+        """Read the graph, check its resize can be rewritten, and return what the cache keeps of it."""
+        resizes = specialise.antialiased_resizes(self.model)
         if resizes:
             try:
-                self.geometry = Geometry(int(props["padim_edge.resize"]), int(props["padim_edge.crop"]))
+                geometry = Geometry(int(props["padim_edge.resize"]), int(props["padim_edge.crop"]))
             except (KeyError, ValueError):
                 raise OpenVinoModelError(
                     f"{self.path}: an antialiased resize but no valid padim_edge.resize / padim_edge.crop "
                     "metadata to rewrite it with; re-export it with padim-export"
                 ) from None
-        for resize in resizes:
-            specialise.check_resize(resize, self.geometry)
-        self.input_names = [i.get_any_name() for i in self.model.inputs]
-        self.output_names = [o.get_any_name() for o in self.model.outputs]
+            for resize in resizes:
+                specialise.check_resize(resize, geometry)
+        outputs = self.model.outputs
+        return {
+            "inputs": [i.get_any_name() for i in self.model.inputs],
+            "outputs": [o.get_any_name() for o in outputs],
+            "output_shapes": [
+                [o.get_any_name(), [d.get_length() if d.is_static else None for d in o.get_partial_shape()]]
+                for o in outputs
+            ],
+            "resize": bool(resizes),
+        }
 
-    def _read(self, openvino: Any) -> Any:
-        """The file read into OpenVINO: from the cache's converted copy when there is one.
-
-        OpenVINO's ONNX reader takes ~0.5 s for R18-Rd100 (its IR reads in ~20 ms), so with a cache the
-        converted model is kept as IR beside the compiled blobs, named by the file's path, size and
-        mtime and the OpenVINO version, and saved with ``compress_to_fp16=False`` (never the default
-        fp16 compression, which moves scores by 8e-4).
-        """
-        folder = self.config.get("CACHE_DIR")
-        if not folder:
-            return self.core.read_model(str(self.path))
-        stat = self.path.stat()
-        key = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.version}"
-        ir = Path(folder) / "ir" / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".xml")
-        if ir.is_file() and ir.with_suffix(".bin").is_file():
+    def _read(self) -> Any:
+        """The file read into OpenVINO: from the cache's IR when there is one (then saved there)."""
+        ir = self.cache.ir() if self.cache else None
+        if ir is not None:
             return self.core.read_model(str(ir))
         model = self.core.read_model(str(self.path))
-        try:
-            ir.parent.mkdir(parents=True, exist_ok=True)
-            stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=str(ir.parent)))
-            try:
-                openvino.save_model(model, str(stage / ir.name), compress_to_fp16=False)
-                os.replace(stage / ir.with_suffix(".bin").name, ir.with_suffix(".bin"))
-                os.replace(stage / ir.name, ir)  # the .xml last: it is what marks the copy complete
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-        except OSError:  # a read-only or full cache only costs the next load its speed
-            pass
+        if self.cache:
+            self.cache.save_ir(import_openvino(), model)
         return model
+
+    def _compiled(self, shape: tuple[int, ...], build: Callable[[], Any]) -> Any:
+        """The shape's compiled model: imported from the cache, else ``build()`` compiled and saved."""
+        if self.cache:
+            compiled = self.cache.load(self.core, shape, self.config)
+            if compiled is not None:
+                return compiled
+        compiled = self.core.compile_model(build(), PLUGIN, self.config)
+        if self.cache:
+            self.cache.save(shape, self.config, compiled)
+        return compiled
 
     def compile_any_size(self, batch: int) -> Any:
         """An ``openvino.CompiledModel`` for ``[batch, H, W, 3]`` frames of any size.
@@ -210,22 +260,32 @@ class ModelLoader:
         (:func:`padim_edge.runtime.openvino.specialise.matrices_as_inputs`); one without it (the
         TensorRT target) is compiled for its own size.
         """
-        model = self.model.clone()
-        if self.geometry is None or not specialise.matrices_as_inputs(model, self.geometry):
+        geometry = self.geometry
+        if geometry is None:
             return None
-        model.reshape(
-            {
-                self.input_names[0]: [batch, -1, -1, 3],
-                specialise.ROWS: [self.geometry.crop, -1],
-                specialise.COLS_T: [-1, self.geometry.crop],
-            }
-        )
-        return self.core.compile_model(model, PLUGIN, self.config)
+
+        def build() -> Any:
+            model = self.model.clone()
+            specialise.matrices_as_inputs(model, geometry)
+            model.reshape(
+                {
+                    self.input_names[0]: [batch, -1, -1, 3],
+                    specialise.ROWS: [geometry.crop, -1],
+                    specialise.COLS_T: [-1, geometry.crop],
+                }
+            )
+            return model
+
+        return self._compiled((batch, -1, -1), build)
 
     def compile(self, batch: int, height: int, width: int) -> Any:
         """An ``openvino.CompiledModel`` for ``[batch, height, width, 3]`` uint8 frames."""
-        model = self.model.clone()
-        model.reshape({self.input_names[0]: [batch, height, width, 3]})
-        if self.geometry is not None:
-            specialise.specialise_resize(model, self.geometry, height, width)
-        return self.core.compile_model(model, PLUGIN, self.config)
+
+        def build() -> Any:
+            model = self.model.clone()
+            model.reshape({self.input_names[0]: [batch, height, width, 3]})
+            if self.geometry is not None:
+                specialise.specialise_resize(model, self.geometry, height, width)
+            return model
+
+        return self._compiled((batch, height, width), build)

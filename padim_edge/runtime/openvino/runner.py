@@ -1,6 +1,6 @@
 """Run uint8 frame batches on OpenVINO: one compiled model per ``(N, H, W)``, infer requests pooled.
 
-The first batch of a shape compiles it (or, with a warm ``CACHE_DIR``, imports the compiled blob);
+The first batch of a shape compiles it (or, with a warm cache, imports the compiled blob);
 later batches of that shape reuse it. A camera sends one frame size; a data set on disk may send
 hundreds (the magnetic tile: 590 sizes in 630 test images), where a compile (and a cached blob the size
 of the model) per size would not pay: past :data:`STATIC_SIZES` frame sizes, new sizes run on one
@@ -65,10 +65,7 @@ class OpenVinoRunner:
         self.inputs = list(loader.input_names)
         self.outputs = list(loader.output_names)
         self.props: dict[str, str] = {}
-        self.output_shapes = {
-            o.get_any_name(): [d.get_length() if d.is_static else None for d in o.get_partial_shape()]
-            for o in loader.model.outputs
-        }
+        self.output_shapes = dict(loader.output_shapes)
         self._shapes: dict[tuple[int, ...], _Compiled] = {}
         self._lock = threading.Lock()
 
