@@ -37,7 +37,8 @@ NOT_RUNTIME = ("padim_edge.distributed",)
 def _lazy_imports() -> set[str]:
     """``padim_edge.*`` modules the runtime's files import anywhere (function bodies included)."""
     names = set()
-    for path in (ROOT / "padim_edge" / "runtime").glob("*.py"):
+    runtime = ROOT / "padim_edge" / "runtime"
+    for path in [*runtime.glob("*.py"), *runtime.glob("video/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names.add(node.module)
