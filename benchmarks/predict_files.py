@@ -1,27 +1,12 @@
 """padim-predict on real files: the pipelined command against the sequential one it replaced.
 
-The set: 80 PNGs of 900x900 (the size of MVTec AD bottle), made from the magnetic tile's train/good
-images in ../shared (grayscale JPEGs of about 500x300, upscaled bilinear and stored as RGB PNGs);
-without ../shared, 80 synthetic textured frames. The model: R18-Rd100 (random-init backbone: the time
-does not depend on the weights), crop 224, fitted on 24 other images of the same kind.
+80 PNGs of 900x900 made from the magnetic tile's ``train/good`` (synthetic frames without ../shared),
+R18-Rd100 (random-init) fitted on 24 others. Rounds interleave full ``padim-predict`` invocations of the
+previous command (``padim_edge/runtime/cli.py`` at ``--previous``, read from git) and the current one,
+with and without overlays, and with onnxruntime's idle threads sleeping; scores.json must agree. Then
+overlay PNG size / time per zlib level and ``padim-bench --files``' stage breakdown.
 
-In one process, rounds interleaved, every variant a full ``padim-predict`` invocation (model load
-included, as a user runs it):
-
-* ``previous``: the command as it was before the pipeline (``padim_edge/runtime/cli.py`` of
-  ``--previous``, read from git and imported as a module): decode a batch, score it, write its
-  overlays, next;
-* ``pipelined``: the command now (decode threads and an overlay writer overlap the graph);
-
-each without ``--output`` (score table only) and with ``--output`` (overlays, PNG level 1 now, Pillow's
-default 6 before), and both without ``--output`` once more with onnxruntime's idle threads sleeping
-instead of spinning (the pipelined command already sets this while its decoding threads run: its two
-rows measure the same). scores.json of both must be identical.
-Then the PNG compression level against file size and time on real overlays, and
-``padim-bench --files``' stage breakdown.
-
-Run: ``python benchmarks/predict_files.py [--rounds 5] [--workdir DIR]`` ->
-``results/predict_files.{json,md}``.
+Usage: ``python benchmarks/predict_files.py [--rounds 5] [--workdir DIR]`` -> ``predict_files.{json,md}``.
 """
 
 from __future__ import annotations
@@ -37,76 +22,46 @@ from pathlib import Path
 from typing import Any
 
 import click
+import harness as h
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from padim_edge import atomic
-from padim_edge.bench.system import BackgroundLoad, machine_info, wait_for_idle
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SHARED_GOOD = ROOT.parent / "shared" / "data" / "magnetic_tile" / "train" / "good"
-SIZE = 900
-SET_IMAGES = 80
-FIT_IMAGES = 24
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
+SIZE, SET_IMAGES, FIT_IMAGES = 900, 80, 24
+#: name: (command, overlays written, onnxruntime's idle threads spinning)
+VARIANTS = {
+    "previous": ("previous", False, True),
+    "pipelined": ("pipelined", False, True),
+    "previous + overlays": ("previous", True, True),
+    "pipelined + overlays": ("pipelined", True, True),
+    "previous, no spinning": ("previous", False, False),
+    "pipelined, no spinning": ("pipelined", False, False),
+}
 
 
 def make_images(folder: Path, count: int, *, skip: int) -> str:
     """``count`` 900x900 RGB PNGs in ``folder`` (kept between runs); returns where they came from."""
     folder.mkdir(parents=True, exist_ok=True)
-    sources = sorted(SHARED_GOOD.glob("*.jpg"))[skip : skip + count] if SHARED_GOOD.is_dir() else []
+    good = h.TILES / "train" / "good"
+    sources = sorted(good.glob("*.jpg"))[skip : skip + count]
     if len(sources) == count:
-        what = f"magnetic tile train/good ({SHARED_GOOD}), upscaled bilinear to {SIZE}x{SIZE} RGB PNG"
         for source in sources:
-            target = folder / f"{source.stem}.png"
-            if not target.is_file():
-                Image.open(source).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR).save(target)
-        return what
+            if not (folder / f"{source.stem}.png").is_file():
+                picture = Image.open(source).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+                picture.save(folder / f"{source.stem}.png")
+        return f"magnetic tile train/good ({good}), upscaled bilinear to {SIZE}x{SIZE} RGB PNG"
     rng = np.random.default_rng(skip)
     for i in range(count):
-        target = folder / f"synthetic_{i:03d}.png"
-        if not target.is_file():
-            xx = np.mgrid[0:SIZE, 0:SIZE][1]
-            base = 128 + 40 * np.sin(xx / 9.0 + rng.uniform(0, 6)) + rng.normal(0, 12, (SIZE, SIZE))
-            rgb = np.stack([base, base * 0.9 + 10, base * 0.8 + 20], -1).clip(0, 255).astype(np.uint8)
-            Image.fromarray(rgb).save(target)
-    return f"synthetic textured frames (no {SHARED_GOOD}), {SIZE}x{SIZE} RGB PNG"
+        if not (folder / f"synthetic_{i:03d}.png").is_file():
+            Image.fromarray(h.textured_frame(rng, SIZE, SIZE)).save(folder / f"synthetic_{i:03d}.png")
+    return f"synthetic textured frames (no {good}), {SIZE}x{SIZE} RGB PNG"
 
 
-def make_model(workdir: Path, train: Path) -> Path:
-    path = workdir / "r18-rd100.onnx"
-    if not path.is_file():
-        from padim_edge.export.pipeline import run_export
-
-        log("fitting R18-Rd100 (random-init) ...")
-        run_export(
-            train,
-            path,
-            backbone="r18",
-            dims=100,
-            random_init=True,
-            device="cpu",
-            parity_images=0,
-            progress=False,
-        )
-    return path
-
-
-def previous_cli(revision: str, workdir: Path):
+def previous_cli(revision: str, workdir: Path) -> Any:
     """``padim_edge/runtime/cli.py`` at ``revision``, imported as a module (its ``main`` is the command)."""
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:padim_edge/runtime/cli.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    git = ["git", "-C", str(h.ROOT), "show", f"{revision}:padim_edge/runtime/cli.py"]
     path = workdir / "previous_predict_cli.py"
-    path.write_text(source)
+    path.write_text(subprocess.run(git, capture_output=True, text=True, check=True).stdout)
     spec = importlib.util.spec_from_file_location("previous_predict_cli", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -114,16 +69,12 @@ def previous_cli(revision: str, workdir: Path):
 
 
 @contextlib.contextmanager
-def no_spinning():
+def no_spinning() -> Any:
     """Sessions opened in the block get ``session.intra_op.allow_spinning = 0`` (idle threads sleep)."""
     from padim_edge.runtime import session
 
     real = session.session_options
-
-    def options(threads=None, *, spin=True):
-        return real(threads, spin=False)
-
-    session.session_options = options
+    session.session_options = lambda threads=None, *, spin=True: real(threads, spin=False)
     try:
         yield
     finally:
@@ -140,171 +91,117 @@ def png_levels(model_path: Path, files: list[Path], levels=(0, 1, 3, 6, 9)) -> l
     model = PadimModel(model_path, device="cpu")
     geometry, scale = Geometry(model.info.resize, model.info.crop), colour_scale(model.info)
     pictures = []
-    for file in files:
-        image = load_image(file)
+    for image in map(load_image, files):
         pred = model.predict(image)[0]
-        pictures.append(
-            annotated_overlay(geometry.image_view(image), pred.anomaly_map, scale, score=pred.score)
-        )
+        view = geometry.image_view(image)
+        pictures.append(annotated_overlay(view, pred.anomaly_map, scale, score=pred.score))
     rows = []
     for level in levels:
-        sizes, seconds = [], []
-        for picture in pictures:
-            start = time.perf_counter()
-            buffer = io.BytesIO()
-            Image.fromarray(picture).save(buffer, format="PNG", compress_level=level)
-            seconds.append(time.perf_counter() - start)
-            sizes.append(len(buffer.getvalue()))
-        rows.append(
-            {
-                "level": level,
-                "kb_per_overlay": round(float(np.mean(sizes)) / 1e3, 1),
-                "ms_per_overlay": round(1e3 * statistics.median(seconds), 2),
-            }
-        )
+        buffers = [io.BytesIO() for _ in pictures]
+        seconds = [
+            h.clock(lambda p=p, b=b, z=level: Image.fromarray(p).save(b, format="PNG", compress_level=z))
+            for p, b in zip(pictures, buffers, strict=True)
+        ]
+        kb = round(float(np.mean([len(b.getvalue()) for b in buffers])) / 1e3, 1)
+        ms = round(1e3 * statistics.median(seconds), 2)
+        rows.append({"level": level, "kb_per_overlay": kb, "ms_per_overlay": ms})
     return rows
 
 
-@click.command()
+def render(r: dict[str, Any]) -> str:
+    """The report: rates per variant, ratios, PNG levels, the stage breakdown."""
+    from padim_edge.bench.files import render_markdown
+
+    med, rates = r["median_img_s"], r["rates_img_s"]
+    rows = [
+        [name, f"{med[name]:.1f}", ", ".join(f"{v:.1f}" for v in values)] for name, values in rates.items()
+    ]
+    background = ", ".join("?" if v is None else f"{v:.0%}" for v in r["background_cpu_per_round"])
+    return "\n".join([
+        *h.header(r, "padim-predict on real files: pipelined vs the previous sequential command"),
+        f"{SET_IMAGES} PNGs of {SIZE}x{SIZE} ({r['set']['source']}); {r['model']}; batch {r['batch_size']}, "
+        f"onnxruntime threads: all cores; {len(rates['previous'])} interleaved rounds, each variant a full "
+        f"padim-predict invocation (model load included); previous = padim_edge/runtime/cli.py at "
+        f"{r['previous']}. Other processes' CPU share per round: {background}.",
+        "",
+        *h.table(["variant", "images/s (median)", "rounds"], rows),
+        "",
+        f"- pipelined / previous: **{r['speedup_pipelined_vs_previous']:.2f}x** (goal >= 1.25x)",
+        f"- pipelined with overlays / without: **{r['overlays_vs_none_pipelined']:.2f}x** (goal >= 0.85x)",
+        f"- previous with overlays / without: {med['previous + overlays'] / med['previous']:.2f}x",
+        f"- scores.json identical in every round (previous and pipelined): {r['scores_identical']}",
+        "- with onnxruntime's idle threads sleeping (`session.intra_op.allow_spinning = 0`, padim-predict's "
+        f"setting while it decodes): pipelined / previous "
+        f"{med['pipelined, no spinning'] / med['previous, no spinning']:.2f}x, pipelined vs the default "
+        f"previous {med['pipelined, no spinning'] / med['previous']:.2f}x",
+        "",
+        "## Overlay PNG compression level (24 overlays of 292x224)",
+        "",
+        *h.table(["zlib level", "KB / overlay", "ms / overlay"], [[*x.values()] for x in r["png_levels"]]),
+        "",
+        "## padim-bench --files breakdown (one round)",
+        "",
+        *render_markdown(r["stage_result"]).splitlines()[2:],
+    ]) + "\n"  # fmt: skip
+
+
+@click.command(context_settings=h.CONTEXT)
+@h.output_options
 @click.option("--rounds", type=int, default=5, show_default=True, help="Interleaved rounds.")
-@click.option(
-    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/padim-predict-files")
-)
 @click.option(
     "--previous", default="229bbb9", show_default=True, help="Git revision of the sequential command."
 )
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option(
-    "--wait-idle",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for a quiet CPU per round.",
+    "--wait-idle", type=float, default=60.0, show_default=True, help="Wait for a quiet CPU per round, s."
 )
-@click.option("--out", type=click.Path(path_type=Path), default=HERE / "results" / "predict_files")
-def main(rounds: int, workdir: Path, previous: str, batch_size: int, wait_idle: float, out: Path) -> None:
+def main(output: Path, workdir: Path | None, rounds: int, previous: str, batch_size: int, wait_idle: float):
+    """The previous and the pipelined padim-predict on real files (see the module docstring)."""
     from padim_edge.bench.files import run_files_bench
+    from padim_edge.bench.system import BackgroundLoad, wait_for_idle
     from padim_edge.runtime.cli import main as predict_main
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    images = workdir / "set900"
-    source = make_images(images, SET_IMAGES, skip=0)
-    make_images(workdir / "train", FIT_IMAGES, skip=SET_IMAGES)
-    model = make_model(workdir, workdir / "train")
-    old = previous_cli(previous, workdir)
-    runner = CliRunner()
-    base = [str(model), str(images), "-q", "--batch-size", str(batch_size)]
-    variants = {
-        "previous": (old.main, []),
-        "pipelined": (predict_main, []),
-        "previous + overlays": (old.main, ["-o"]),
-        "pipelined + overlays": (predict_main, ["-o"]),
-    }
-    spinning_off = {"previous, no spinning": old.main, "pipelined, no spinning": predict_main}
-    rates: dict[str, list[float]] = {name: [] for name in [*variants, *spinning_off]}
-    loads: list[float | None] = []
-    identical = True
-    with tempfile.TemporaryDirectory(prefix="predict-files-") as tmp:
+    stamp, runner = h.Run(), CliRunner()
+    with h.workspace(workdir, "padim-predict-files-") as work, tempfile.TemporaryDirectory() as tmp:
+        images = work / "set900"
+        source = make_images(images, SET_IMAGES, skip=0)
+        make_images(work / "train", FIT_IMAGES, skip=SET_IMAGES)
+        model = h.r18_model(work / "train", work / "r18-rd100.onnx")
+        commands = {"previous": previous_cli(previous, work).main, "pipelined": predict_main}
+        base = [str(model), str(images), "-q", "--batch-size", str(batch_size)]
+        rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        loads, identical = [], True
         for round_ in range(rounds):
-            share = wait_for_idle(timeout=wait_idle, log=log)
+            wait_for_idle(timeout=wait_idle, log=h.log)
             load = BackgroundLoad()
-            outputs = {}
-            for name, (command, extra) in variants.items():
-                args = list(base)
-                if extra:
-                    outputs[name] = Path(tmp) / f"{round_}-{name.split()[0]}"
-                    args += ["-o", str(outputs[name])]
-                start = time.perf_counter()
-                result = runner.invoke(command, args)
-                seconds = time.perf_counter() - start
-                if result.exit_code != 0:
-                    raise click.ClickException(f"{name}: exit {result.exit_code}: {result.output[-2000:]}")
-                rates[name].append(SET_IMAGES / seconds)
-            for name, command in spinning_off.items():  # informational: onnxruntime threads that sleep
-                with no_spinning():
-                    start = time.perf_counter()
-                    result = runner.invoke(command, base)
-                    seconds = time.perf_counter() - start
-                if result.exit_code != 0:
-                    raise click.ClickException(f"{name}: exit {result.exit_code}: {result.output[-2000:]}")
+            for name, (which, overlays, spin) in VARIANTS.items():
+                args = [*base, "-o", f"{tmp}/{round_}-{which}"] if overlays else base
+                with contextlib.nullcontext() if spin else no_spinning():
+                    started = time.perf_counter()
+                    done = runner.invoke(commands[which], args)
+                    seconds = time.perf_counter() - started
+                if done.exit_code != 0:
+                    raise click.ClickException(f"{name}: exit {done.exit_code}: {done.output[-2000:]}")
                 rates[name].append(SET_IMAGES / seconds)
             loads.append(load.fraction())
-            scores = {name: (path / "scores.json").read_text() for name, path in outputs.items()}
-            identical &= len(set(scores.values())) == 1
-            overlays = {name: len(list(path.glob("*_overlay.png"))) for name, path in outputs.items()}
-            log(
-                f"round {round_ + 1}/{rounds} (background before "
-                f"{share if share is None else f'{share:.0%}'}, during {loads[-1]:.0%}): "
-                + ", ".join(f"{name} {values[-1]:.1f}" for name, values in rates.items())
-                + f" img/s; overlays {overlays}; scores identical: {identical}"
-            )
-    levels = png_levels(model, sorted(images.glob("*.png"))[:24])
-    log(f"PNG levels: {levels}")
-    stages = run_files_bench(model, images, batch_size=batch_size, rounds=1, log=log)
+            scores = {(Path(tmp) / f"{round_}-{w}" / "scores.json").read_text() for w in commands}
+            identical &= len(scores) == 1
+            h.log(f"round {round_ + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in rates.items()))
+        levels = png_levels(model, sorted(images.glob("*.png"))[:24])
+        stages = run_files_bench(model, images, batch_size=batch_size, rounds=1, log=h.log)
     median = {name: round(statistics.median(values), 2) for name, values in rates.items()}
-    speedup = median["pipelined"] / median["previous"]
-    overlay_ratio = median["pipelined + overlays"] / median["pipelined"]
-    machine = machine_info()
-    record: dict[str, Any] = {
+    result = stamp.stamp({
         "set": {"images": SET_IMAGES, "size": f"{SIZE}x{SIZE}", "source": source},
         "model": "R18-Rd100 fp32 (random-init backbone), resize 256, crop 224",
-        "batch_size": batch_size,
-        "threads": "onnxruntime default (all cores)",
-        "previous": previous,
+        "batch_size": batch_size, "threads": "onnxruntime default (all cores)", "previous": previous,
         "rates_img_s": {name: [round(v, 2) for v in values] for name, values in rates.items()},
         "median_img_s": median,
-        "speedup_pipelined_vs_previous": round(speedup, 3),
-        "overlays_vs_none_pipelined": round(overlay_ratio, 3),
-        "scores_identical": identical,
-        "background_cpu_per_round": loads,
-        "png_levels": levels,
+        "speedup_pipelined_vs_previous": round(median["pipelined"] / median["previous"], 3),
+        "overlays_vs_none_pipelined": round(median["pipelined + overlays"] / median["pipelined"], 3),
+        "scores_identical": identical, "background_cpu_per_round": loads, "png_levels": levels,
         "stages": stages.to_dict(),
-        "machine": machine,
-    }
-    atomic.write_json(out.with_suffix(".json"), record)
-    lines = [
-        "# padim-predict on real files: pipelined vs the previous sequential command",
-        "",
-        f"{SET_IMAGES} PNGs of {SIZE}x{SIZE} ({source}); {record['model']}; batch {batch_size}, onnxruntime "
-        f"threads: all cores; {rounds} interleaved rounds, each variant a full padim-predict invocation "
-        f"(model load included); previous = padim_edge/runtime/cli.py at {previous}.",
-        "",
-        "| variant | images/s (median) | rounds |",
-        "|---|---:|---|",
-    ]
-    for name, values in rates.items():
-        lines.append(f"| {name} | {median[name]:.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
-    lines += [
-        "",
-        f"- pipelined / previous: **{speedup:.2f}x** (goal >= 1.25x)",
-        f"- pipelined with overlays / without: **{overlay_ratio:.2f}x** (goal >= 0.85x)",
-        f"- previous with overlays / without: {median['previous + overlays'] / median['previous']:.2f}x",
-        f"- scores.json identical in every round (previous and pipelined): {identical}",
-        f"- with onnxruntime's idle threads sleeping instead of spinning "
-        f"(`session.intra_op.allow_spinning = 0`, padim-predict's setting while it decodes): "
-        f"pipelined / previous "
-        f"{median['pipelined, no spinning'] / median['previous, no spinning']:.2f}x, pipelined vs the "
-        f"default previous {median['pipelined, no spinning'] / median['previous']:.2f}x",
-        "",
-        "## Overlay PNG compression level (24 overlays of 292x224)",
-        "",
-        "| zlib level | KB per overlay | ms per overlay |",
-        "|---:|---:|---:|",
-    ]
-    lines += [f"| {r['level']} | {r['kb_per_overlay']} | {r['ms_per_overlay']} |" for r in levels]
-    lines += ["", "## padim-bench --files breakdown (one round)", ""]
-    from padim_edge.bench.files import render_markdown
-
-    lines += render_markdown(stages).splitlines()[2:]
-    background = ", ".join("?" if v is None else f"{v:.0%}" for v in loads)
-    lines += [
-        "",
-        f"Machine: {machine['cpu']}, {machine['usable_cpus']} usable CPUs, {machine['memory_gb']} GB, "
-        f"onnxruntime {machine['onnxruntime']}, Python {machine['python']}. CPU share used by other "
-        f"processes during each round: {background}.",
-    ]
-    atomic.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    log(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    })  # fmt: skip
+    h.write_results(output, "predict_files", result, render({**result, "stage_result": stages}))
 
 
 if __name__ == "__main__":
