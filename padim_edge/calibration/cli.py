@@ -93,7 +93,7 @@ def format_summary(report: CalibrationReport) -> list[str]:
     if report.fidelity is not None:
         lines.append(f"fidelity      {fidelity_summary(report.fidelity.record())}")
         if report.fidelity.verdict is not None:
-            lines.append(f"verdict       {report.fidelity.verdict}")
+            lines.append(f"verdict       {report.fidelity.verdict_line()}")
     if report.tensorrt is not None:
         lines.append(f"tensorrt      {report.tensorrt}")
     for f in report.files:
