@@ -23,6 +23,16 @@ import click
 import harness as h
 
 from padim_edge.atomic import write_json
+from padim_edge.calibration import fidelity
+from padim_edge.calibration.fidelity import Fidelity, spearman
+from padim_edge.calibration.pipeline import calibrate
+from padim_edge.datasets import load_category
+from padim_edge.evaluation.predictions import predict_category
+from padim_edge.evaluation.pro import pro_score
+from padim_edge.images import list_images
+from padim_edge.metadata import prop
+from padim_edge.runtime import PadimModel
+from padim_edge.runtime.modelfile import read_metadata
 
 #: The largest AUROC change (PaDiM: either way; PatchCore: a loss) a default variant may have.
 MAX_AUROC_DELTA = 0.01
@@ -46,11 +56,8 @@ class Method:
         return f"{prefix}-train{max_train or 'all'}-cal{calibration_images}"
 
     def file(self, label: str) -> str:
-        if self.name == "patchcore":
-            return "mnv2-patchcore" + (
-                "" if label == "fp32" else "-" + label.replace(", ", "-").replace(" ", "-")
-            )
-        return "mnv2" + ("" if label == "fp32" else "-" + label.replace(" ", "-"))
+        suffix = "" if label == "fp32" else "-" + label.replace(", ", "-").replace(" ", "-")
+        return ("mnv2-patchcore" if self.name == "patchcore" else "mnv2") + suffix
 
 
 PADIM = Method(
@@ -80,11 +87,7 @@ PATCHCORE = Method(
 
 def evaluate(model_path: Path, root: Path, max_test: int | None) -> dict[str, Any]:
     """padim-eval's numbers (overall image AUROC, pixel AUROC, PRO) and the image scores."""
-    from padim_edge.datasets import load_category
     from padim_edge.evaluation.metrics import image_auroc, pixel_auroc
-    from padim_edge.evaluation.predictions import predict_category
-    from padim_edge.evaluation.pro import pro_score
-    from padim_edge.runtime import PadimModel
 
     category = load_category(root)
     category = dataclasses.replace(category, samples=tuple(h.even_spread(list(category.samples), max_test)))
@@ -96,9 +99,8 @@ def evaluate(model_path: Path, root: Path, max_test: int | None) -> dict[str, An
         "defect_images": int(p.labels.sum()), "file_mb": model_path.stat().st_size / 1e6,
     }  # fmt: skip
     if p.masks is not None:
-        row.update(
-            pixel_auroc=h.finite(pixel_auroc(p.maps, p.masks)), pro=h.finite(pro_score(p.maps, p.masks))
-        )
+        row.update(pixel_auroc=h.finite(pixel_auroc(p.maps, p.masks)))
+        row.update(pro=h.finite(pro_score(p.maps, p.masks)))
     scores = p.scores
     del p
     gc.collect()
@@ -107,9 +109,6 @@ def evaluate(model_path: Path, root: Path, max_test: int | None) -> dict[str, An
 
 def refresh_fidelity(fp32: Path, variant: Path, root: Path) -> dict[str, Any] | None:
     """An existing variant's fidelity report on ``test/good``, as ``calibrate(validate=...)`` makes it."""
-    from padim_edge.calibration import fidelity
-    from padim_edge.images import list_images
-
     plan = fidelity.plan_frames(
         measure=True, calibrates=False, data_paths=None, calibration_count=2,
         validate_paths=list_images(root / "test" / "good"),
@@ -125,8 +124,6 @@ def calibrate_variant(
 ) -> dict[str, Any]:  # fmt: skip
     """Calibrate one variant as the INT8 benchmarks do (held-out ``test/good`` for the fidelity report);
     its record is also written beside it (``.calibration.json``) for a later run to reuse."""
-    from padim_edge.calibration.pipeline import calibrate
-
     options: dict[str, Any] = {}
     if variant != "fp16":
         options = {"refit": refit, "float_convs": float_convs}
@@ -145,13 +142,9 @@ def calibrate_variant(
     return record
 
 
-def make_variant(
-    fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, **kw
-) -> dict:
+def make_variant(fp32: Path, out: Path, variant: str, refit: bool | None, float_convs: int | None, **kw):
     """Calibrate one variant, or reuse it and its record from an earlier run in the same workdir (the
     fidelity report re-measured when it predates the synthetic-defect figures; judged by today's limits)."""
-    from padim_edge.calibration.fidelity import Fidelity
-
     record_path = out.with_suffix(".calibration.json")
     if not (out.is_file() and record_path.is_file()):
         return calibrate_variant(fp32, out, variant, refit, float_convs, **kw)
@@ -167,9 +160,6 @@ def make_variant(
 
 def bank_size(model: Path) -> int | None:
     """The ``bank_size`` a PatchCore model's metadata records (``None`` for PaDiM)."""
-    from padim_edge.metadata import prop
-    from padim_edge.runtime.modelfile import read_metadata
-
     value = read_metadata(model).get(prop("bank_size"))
     return None if value is None else int(value)
 
@@ -187,8 +177,6 @@ def export_mnv2(fit_dir: Path, out: Path, **options: Any) -> Path:
 
 def measure_set(method: Method, name: str, workdir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """One set: fit and export, every variant made and scored beside the float32 model."""
-    from padim_edge.calibration.fidelity import spearman
-
     started, keys = time.perf_counter(), ("max_train", "max_test", "calibration")
     max_train, max_test, cal = (settings[k] for k in keys)
     folder = method.folder(name, max_train, cal, settings["coreset"])
@@ -196,11 +184,8 @@ def measure_set(method: Method, name: str, workdir: Path, settings: dict[str, An
     if ready is None:
         return {"skipped": description}
     root, here, fit_dir, train_images = ready
-    extra = (
-        {"dims": h.DIMS}
-        if method.name == "padim"
-        else {"method": "patchcore", "coreset": settings["coreset"]}
-    )
+    coreset = settings["coreset"]
+    extra = {"dims": h.DIMS} if method.name == "padim" else {"method": "patchcore", "coreset": coreset}
     fp32 = export_mnv2(fit_dir, here / f"{method.file('fp32')}.onnx", **extra)
     reference = evaluate(fp32, root, max_test)
     rows = {"fp32": {"variant": "fp32", "bank_size": bank_size(fp32), **reference["row"]}}
@@ -302,21 +287,18 @@ def render(method: Method, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(method: Method, output: Path, workdir: Path | None, sets: str, settings: dict[str, Any]) -> None:
-    """Measure every set and write ``<method.stem>.{json,md}``."""
+def run(method: Method, work: Path, sets: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Measure every set: ``<method.stem>.{json,md}``."""
     names = h.comma_list(sets, h.SETS, "--sets")
     h.require_shared(h.WEIGHTS)
-    stamp = h.Run()
-    with h.workspace(workdir, f"padim-{method.stem}-") as work:
-        measured = {name: measure_set(method, name, work, settings) for name in names}
+    measured = {name: measure_set(method, name, work, settings) for name in names}
     extra = f"coreset {settings['coreset']}" if method.name == "patchcore" else f"dims {h.DIMS}"
     extra += f", resize {h.RESIZE}, crop {h.CROP}"
-    result = stamp.stamp({
+    return {
         "model": f"{method.name} mnv2 (ImageNet weights {h.WEIGHTS.name}), {extra}",
         "max_train": settings["max_train"], "max_test": settings["max_test"],
         "calibration_images": settings["calibration"], "sets": measured, "goals": goals(method, measured),
-    })  # fmt: skip
-    h.write_results(output, method.stem, result, render(method, result))
+    }  # fmt: skip
 
 
 REDUCTIONS = ("select", "orthogonal")
@@ -382,14 +364,15 @@ def set_options(max_train: int | None) -> Any:
             click.option("--sets", default=",".join(h.SETS), show_default=True, help="Comma-separated sets."),
         ):  # fmt: skip
             command = option(command)
-        return h.output_options(command)
+        return command
 
     return decorate
 
 
 @main.command("int8")
 @set_options(max_train=200)
-def int8(output, workdir, sets, max_train, max_test, calibration_images) -> None:
+@h.measurement(PADIM.stem, lambda result: render(PADIM, result))
+def int8(work, sets, max_train, max_test, calibration_images) -> dict[str, Any]:
     """PaDiM: INT8 QOperator / QDQ (plain, default, 2 float convs) and FP16 on three sets."""
     settings = {
         "max_train": max_train,
@@ -397,13 +380,14 @@ def int8(output, workdir, sets, max_train, max_test, calibration_images) -> None
         "calibration": calibration_images,
         "coreset": None,
     }
-    run(PADIM, output, workdir, sets, settings)
+    return run(PADIM, work, sets, settings)
 
 
 @main.command("patchcore-int8")
 @set_options(max_train=None)
 @click.option("--coreset", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.1, show_default=True)
-def patchcore_int8(output, workdir, sets, max_train, max_test, calibration_images, coreset) -> None:
+@h.measurement(PATCHCORE.stem, lambda result: render(PATCHCORE, result))
+def patchcore_int8(work, sets, max_train, max_test, calibration_images, coreset) -> dict[str, Any]:
     """PatchCore: INT8 QOperator / QDQ with the bank kept or reselected, on three sets."""
     settings = {
         "max_train": max_train,
@@ -411,22 +395,21 @@ def patchcore_int8(output, workdir, sets, max_train, max_test, calibration_image
         "calibration": calibration_images,
         "coreset": coreset,
     }
-    run(PATCHCORE, output, workdir, sets, settings)
+    return run(PATCHCORE, work, sets, settings)
 
 
 @main.command("reduction")
-@h.output_options
 @click.option("--set", "set_name", type=click.Choice(h.SETS), default="magnetic_tile", show_default=True)
 @click.option("--dims", "dims_list", default="100,50,25", show_default=True, help="Comma-separated dims.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the subset / projection.")
-def reduction(output, workdir, set_name, dims_list, seeds) -> None:
+@h.measurement(
+    lambda o: "reduction" + ("" if o["set_name"] == "magnetic_tile" else f"_{o['set_name']}"),
+    render_reduction,
+)
+def reduction(work, set_name, dims_list, seeds) -> dict[str, Any]:
     """PaDiM's random channel subset vs a semi-orthogonal projection: accuracy on one set."""
     h.require_shared(h.WEIGHTS)
-    stamp = h.Run()
-    with h.workspace(workdir, "padim-reduction-") as work:
-        result = stamp.stamp(measure_reduction(set_name, work, h.ints(dims_list), h.ints(seeds)))
-    stem = "reduction" if set_name == "magnetic_tile" else f"reduction_{set_name}"
-    h.write_results(output, stem, result, render_reduction(result))
+    return measure_reduction(set_name, work, h.ints(dims_list), h.ints(seeds))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,10 @@
-"""What every benchmark suite shares: provenance, atomic results, timing, Markdown, data sets, options.
-
-:class:`Run` stamps a result with the command, machine, times and load; :func:`write_results` writes
-``<stem>.{json,md}`` atomically into ``--output`` (default ``benchmarks/results``); :func:`timed`,
-:func:`paired` and :func:`median_of` are the timing loops; :func:`prepare_fit` makes a set ready to fit.
-"""
+"""What every benchmark suite shares: provenance (:class:`Run`), atomic results (:func:`measurement`,
+:func:`write_results`), timing loops (:func:`timed`, :func:`paired`), Markdown, data sets, options."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import os
 import shutil
@@ -88,14 +85,28 @@ def group(help: str) -> click.Group:
 
 def output_options(command: Any) -> Any:
     """The options every measurement takes: ``--output`` / ``-o`` and ``--workdir``."""
-    command = click.option(
-        "--workdir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Keep / reuse models and generated data here (default: a temporary folder, deleted).",
-    )(command)
-    return click.option(
-        "--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=RESULTS, show_default=True
-    )(command)
+    folder = click.Path(file_okay=False, path_type=Path)
+    keep = "Keep / reuse models and generated data here (default: a temporary folder, deleted)."
+    command = click.option("--workdir", type=folder, help=keep)(command)
+    return click.option("--output", "-o", type=folder, default=RESULTS, show_default=True)(command)
+
+
+def measurement(stem: str | Callable[[dict], str], render: Callable[[dict], str]) -> Any:
+    """A command measuring into ``<output>/<stem>.{json,md}`` (``stem(options)`` when callable): the
+    function gets its options and ``work`` (``--workdir`` or a temporary folder) and returns the result,
+    which is stamped (:class:`Run`), rendered and written."""
+
+    def decorate(function: Callable[..., dict]) -> Any:
+        @functools.wraps(function)
+        def command(output: Path, workdir: Path | None, **options: Any) -> None:
+            run, name = Run(), stem(options) if callable(stem) else stem
+            with workspace(workdir, f"padim-{name}-") as work:
+                result = run.stamp(function(work=work, **options))
+            write_results(output, name, result, render(result))
+
+        return output_options(command)
+
+    return decorate
 
 
 @contextmanager
@@ -124,14 +135,10 @@ class Run:
         """``result`` with ``command``, ``machine``, ``finished``, ``seconds`` and the load averages."""
         from padim_edge.bench.system import machine_info
 
-        result.update(
-            command=self.command,
-            machine=machine_info(),
-            finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            seconds=time.perf_counter() - self.started,
-            load_before=self.load_before,
-            load_after=list(os.getloadavg()),
-        )
+        finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        result.update(command=self.command, machine=machine_info(), finished=finished)
+        result.update(seconds=time.perf_counter() - self.started, load_before=self.load_before)
+        result.update(load_after=list(os.getloadavg()))
         return result
 
 
@@ -140,7 +147,7 @@ def header(result: dict[str, Any], title: str) -> list[str]:
     from padim_edge.bench.markdown import machine_line
 
     loads = " -> ".join(
-        f"{result[key][0]:.1f}" if result.get(key) else "?" for key in ("load_before", "load_after")
+        f"{result[k][0]:.1f}" if result.get(k) else "?" for k in ("load_before", "load_after")
     )
     return [
         f"# {title}",
@@ -155,11 +162,8 @@ def header(result: dict[str, Any], title: str) -> list[str]:
 def write_results(output: Path, stem: str, result: dict[str, Any], markdown: str) -> None:
     """``<output>/<stem>.json`` and ``.md``, each written atomically; their paths on stdout."""
     output.mkdir(parents=True, exist_ok=True)
-    for path in (
-        atomic.write_json(output / f"{stem}.json", result, indent=1),
-        atomic.write_text(output / f"{stem}.md", markdown),
-    ):
-        click.echo(str(path))
+    click.echo(atomic.write_json(output / f"{stem}.json", result, indent=1))
+    click.echo(atomic.write_text(output / f"{stem}.md", markdown))
 
 
 def num(value: Any, fmt: str = ".4f") -> str:
@@ -204,14 +208,11 @@ def paired(a: Callable[[], Any], b: Callable[[], Any], pairs: int, *, warmup: in
     """A/B interleaved call by call (a drifting background load hits both alike): each one's p50 and
     ``b - a`` per pair (p25 / p50 / p75), in ms."""
     times = np.array([[clock(a), clock(b)] for _ in range(pairs + warmup)])[warmup:]
-    diffs = percentiles(list(times[:, 1] - times[:, 0]), (25, 50, 75))
-    p50 = percentiles(list(times[:, 0]), (50,))["p50_ms"], percentiles(list(times[:, 1]), (50,))["p50_ms"]
-    return {
-        "pairs": pairs,
-        "a_p50_ms": p50[0],
-        "b_p50_ms": p50[1],
-        **{f"overhead_{k}": v for k, v in diffs.items()},
+    diffs = {
+        f"overhead_{k}": v for k, v in percentiles(list(times[:, 1] - times[:, 0]), (25, 50, 75)).items()
     }
+    a_p50, b_p50 = (percentiles(list(times[:, i]), (50,))["p50_ms"] for i in (0, 1))
+    return {"pairs": pairs, "a_p50_ms": a_p50, "b_p50_ms": b_p50, **diffs}
 
 
 def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -250,16 +251,8 @@ def r18_model(train: Path, path: Path) -> Path:
         from padim_edge.export.pipeline import run_export
 
         log(f"fitting R18-Rd100 (random-init) on {train}")
-        run_export(
-            train,
-            path,
-            backbone="r18",
-            dims=100,
-            random_init=True,
-            device="cpu",
-            parity_images=0,
-            progress=False,
-        )
+        options = {"device": "cpu", "parity_images": 0, "progress": False}
+        run_export(train, path, backbone="r18", dims=100, random_init=True, **options)
     return path
 
 

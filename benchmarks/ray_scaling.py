@@ -21,6 +21,12 @@ import click
 import harness as h
 import numpy as np
 
+from padim_edge.bench.system import usable_cpus
+from padim_edge.datasets import load_category
+from padim_edge.evaluation.predictions import predict_category
+from padim_edge.images import iter_batches, list_images, load_image
+from padim_edge.runtime import PadimModel
+
 #: Images per forward pass in the shards comparison, the distributed fit's default (``--batch-size``).
 BATCH = 16
 main = h.group("Ray benchmarks (see the module docstring).")
@@ -55,7 +61,6 @@ def bench_fit(model: Any, paths: list[Path], *, repeats: int, batch_size: int, i
 
     from padim_edge.distributed.fit import _merge, fit_statistics
     from padim_edge.export.fit import accumulate
-    from padim_edge.images import iter_batches
 
     def fit(workers: int, files: list[Path] = paths) -> Any:
         out = fit_statistics(model, files, workers=workers, threads=1, batch_size=batch_size, device="cpu",
@@ -85,31 +90,27 @@ def bench_score(
 ):
     """Scoring timings (fresh output folder each run, so nothing is skipped)."""
     from padim_edge.distributed.scoring import score
-    from padim_edge.images import iter_batches, list_images
-    from padim_edge.runtime import PadimModel
 
-    runs = itertools.count()
+    runs, options = itertools.count(), {"threads": 1, "device": "cpu", "info": info, "progress": False}
 
     def run(actors: int) -> None:
+        out = tmp / f"score-{next(runs)}"
         done = score(
             model_path,
             [folder],
-            tmp / f"score-{next(runs)}",
+            out,
             actors=actors,
-            threads=1,
             batch_size=batch_size,
             shard_size=4 * batch_size,
-            device="cpu",
-            info=info,
-            progress=False,
+            **options,
         )
-        assert done.scored == count and not done.torch_in_workers, done  # fmt: skip
+        assert done.scored == count and not done.torch_in_workers, done
 
     h.log("score: warm-up (Ray Data, actor processes)")
     run(2)
     actors = interleaved((1, 2), repeats, run, count)
     model = PadimModel(model_path, device="cpu", threads=1)
-    batches = list(iter_batches(list_images(folder), batch_size))
+    batches = (b for b in iter_batches(list_images(folder), batch_size))  # decoded while timed, as Ray does
     local_s = h.clock(lambda: [model.predict([im for _, im in b], batch_size=batch_size) for b in batches])
     return {"images": count, "batch_size": batch_size, "shard_size": 4 * batch_size, "actors": actors,
             "local_1_thread": {"seconds": local_s, "images_per_s": count / local_s}}  # fmt: skip
@@ -156,7 +157,6 @@ def embed_all(module: Any, paths: list[Path]) -> np.ndarray:
     import torch
 
     from padim_edge.export.patchcore.fit import patch_vectors
-    from padim_edge.images import iter_batches
 
     out, row = np.empty((len(paths) * module.patches, module.config.dims), dtype=np.float32), 0
     with torch.inference_mode():
@@ -199,12 +199,8 @@ def fit_bank(module: Any, vectors: Any, paths: list[Path], shards: int) -> dict[
 
 def run_shards(workdir: Path, *, shard_counts: tuple[int, ...], coreset: float) -> dict[str, Any]:
     """Every row of the comparison (magnetic tile, MobileNetV2)."""
-    from padim_edge.datasets import load_category
     from padim_edge.evaluation.metrics import evaluate_category
-    from padim_edge.evaluation.predictions import predict_category
     from padim_edge.export.pipeline import build_module, export
-    from padim_edge.images import list_images, load_image
-    from padim_edge.runtime import PadimModel
 
     paths = list_images(h.TILES / "train" / "good")
     module, weight_id = build_module("mnv2", method="patchcore", weights_file=h.WEIGHTS, coreset=coreset)
@@ -254,66 +250,55 @@ def render_shards(result: dict[str, Any]) -> str:
 
 
 @main.command("scaling")
-@h.output_options
 @click.option("--fit-images", type=int, default=48, show_default=True, help="Images fitted per run.")
 @click.option("--score-images", type=int, default=96, show_default=True, help="Images scored per run.")
 @click.option("--repeats", type=int, default=2, show_default=True, help="Interleaved runs per setting.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per forward pass / run.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Images (default: see above).")
-def scaling(output, workdir, fit_images, score_images, repeats, batch_size, data) -> None:
+@h.measurement("ray_scaling", render_scaling)
+def scaling(work, fit_images, score_images, repeats, batch_size, data) -> dict[str, Any]:
     """Fit and scoring throughput on a local Ray instance with 1 and 2 workers / actors."""
     import ray
 
     from padim_edge.bench.artifacts import paper_name
-    from padim_edge.bench.system import usable_cpus
     from padim_edge.distributed.cluster import connect
     from padim_edge.export.fit import install
     from padim_edge.export.pipeline import build_module, export
-    from padim_edge.images import list_images
 
-    stamp, cpus, count = h.Run(), usable_cpus(), max(fit_images, score_images)
+    cpus, count = usable_cpus(), max(fit_images, score_images)
     ray.init(
         address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
     )
-    info = connect("local")
-    with h.workspace(workdir, "padim-ray-scaling-") as tmp:
-        data = data or (h.TILES / "train" / "good" if h.TILES.is_dir() else None)
-        if data is not None and len(list_images(data)) >= count:
-            source = {
-                "source": str(data),
-                "description": "real images (magnetic tiles: grayscale, sizes vary)",
-            }
-            files = list_images(data)[:count]
-        else:
-            source = {"source": "synthetic", "description": "random smooth 256x256 RGB PNGs"}
-            files = list_images(h.synthetic_images(tmp / "synthetic", count))
-        paths = sorted(linked(tmp / "images", files).iterdir())
-        model, weights = build_module("r18", random_init=True)
-        partial, fit = bench_fit(model, paths[:fit_images], repeats=repeats, batch_size=batch_size, info=info)
-        h.log("exporting the model for the scoring runs")
-        install(model, partial)
-        export(model, tmp / "r18.onnx", weights=weights, train_images=partial.count)
-        folder = linked(tmp / "score-images", paths[:score_images])
-        sc = bench_score(
-            tmp / "r18.onnx", folder, score_images, repeats=repeats, batch_size=batch_size, info=info, tmp=tmp
-        )
+    info, data = connect("local"), data or (h.TILES / "train" / "good" if h.TILES.is_dir() else None)
+    if data is not None and len(list_images(data)) >= count:
+        source = {"source": str(data), "description": "real images (magnetic tiles: grayscale, sizes vary)"}
+        files = list_images(data)[:count]
+    else:
+        source = {"source": "synthetic", "description": "random smooth 256x256 RGB PNGs"}
+        files = list_images(h.synthetic_images(work / "synthetic", count))
+    paths = sorted(linked(work / "images", files).iterdir())
+    model, weights = build_module("r18", random_init=True)
+    partial, fit = bench_fit(model, paths[:fit_images], repeats=repeats, batch_size=batch_size, info=info)
+    h.log("exporting the model for the scoring runs")
+    install(model, partial)
+    export(model, work / "r18.onnx", weights=weights, train_images=partial.count)
+    folder = linked(work / "score-images", paths[:score_images])
+    sc = bench_score(
+        work / "r18.onnx", folder, score_images, repeats=repeats, batch_size=batch_size, info=info, tmp=work
+    )
     ray.shutdown()
-    result = stamp.stamp({"model": paper_name("r18", 100), "ray_cpus": cpus, "ray": ray.__version__,
-                          "repeats": repeats, "data": source, "fit": fit, "score": sc})  # fmt: skip
-    h.write_results(output, "ray_scaling", result, render_scaling(result))
+    return {"model": paper_name("r18", 100), "ray_cpus": cpus, "ray": ray.__version__, "repeats": repeats,
+            "data": source, "fit": fit, "score": sc}  # fmt: skip
 
 
 @main.command("shards")
-@h.output_options
 @click.option("--shards", "shard_counts", default="1,2,4", show_default=True, help="1 = the local fit.")
 @click.option("--coreset", type=float, default=0.1, show_default=True)
-def shards(output, workdir, shard_counts, coreset) -> None:
+@h.measurement("patchcore_shards", render_shards)
+def shards(work, shard_counts, coreset) -> dict[str, Any]:
     """Accuracy of PatchCore's distributed fit against the local one."""
     h.require_shared(h.TILES, h.WEIGHTS)
-    stamp = h.Run()
-    with h.workspace(workdir, "padim-patchcore-shards-") as work:
-        result = stamp.stamp(run_shards(work, shard_counts=h.ints(shard_counts), coreset=coreset))
-    h.write_results(output, "patchcore_shards", result, render_shards(result))
+    return run_shards(work, shard_counts=h.ints(shard_counts), coreset=coreset)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,13 @@ from typing import Any
 import click
 import harness as h
 import numpy as np
+import psutil
 from PIL import Image
+
+from padim_edge.bench.system import BackgroundLoad, wait_for_idle
+from padim_edge.bench.system import package_version as version
+from padim_edge.runtime import PadimModel
+from padim_edge.serve.uploads import decode_image
 
 HEIGHT, WIDTH = 480, 640
 CONCURRENCY = (1, 4, 16)
@@ -49,8 +55,6 @@ def _ready(port: int) -> bool:
 @contextmanager
 def serving(model: Path, workdir: Path) -> Iterator[tuple[int, Any]]:
     """padim-serve in a subprocess: ``(port, its psutil.Process)`` once it is ready; stopped afterwards."""
-    import psutil
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -129,8 +133,6 @@ def load(port: int, request: Request, clients: int, seconds: float) -> dict[str,
 
 def measure_round(model: Any, port: int, frame: np.ndarray, png: bytes, seconds: float, pairs: int) -> dict:
     """In-process rows, then every server row, then the call-by-call concurrency-1 pairs."""
-    from padim_edge.serve.uploads import decode_image
-
     batch, requests = np.stack([frame] * 8), requests_for(frame, png)
     local = {"v2": lambda: model.predict(frame), "v1": lambda: model.predict(decode_image(png))}
     row: dict[str, Any] = {
@@ -151,8 +153,6 @@ def measure_round(model: Any, port: int, frame: np.ndarray, png: bytes, seconds:
 
 def http_stack() -> str:
     """uvicorn and the HTTP parser / event loop it picks (httptools and uvloop when installed)."""
-    from padim_edge.bench.system import package_version as version
-
     names = ("uvicorn", "starlette", "httptools", "uvloop")
     return ", ".join(f"{n} {version(n)}" if version(n) else f"no {n}" for n in names)
 
@@ -195,70 +195,58 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings=h.CONTEXT)
-@h.output_options
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=1), default=6.0, show_default=True, help="Per row.")
-@click.option("--pairs", type=click.IntRange(min=5), default=40, show_default=True, help="Paired c=1 calls.")
-@click.option("--idle-timeout", type=click.FloatRange(min=0), default=300, show_default=True, help="Wait, s.")
-def main(output: Path, workdir: Path | None, rounds: int, seconds: float, pairs: int, idle_timeout: float):
-    """padim-serve against in-process predict (see the module docstring)."""
-    from padim_edge.bench.system import BackgroundLoad, wait_for_idle
-    from padim_edge.runtime import PadimModel
-
-    stamp, rng = h.Run(), np.random.default_rng(0)
-    frame = h.textured_frame(np.random.default_rng(99), HEIGHT, WIDTH)
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG")
-    per_round: list[dict[str, Any]] = []
-    background: list[float] = []
-    with h.workspace(workdir, "padim-serve-") as work:
-        (work / "train").mkdir(exist_ok=True)
-        for i in range(0 if (work / "r18-rd100.onnx").is_file() else 16):
-            Image.fromarray(h.textured_frame(rng, HEIGHT, WIDTH)).save(work / "train" / f"{i:02d}.png")
-        model_path = h.r18_model(work / "train", work / "r18-rd100.onnx")
-        model = PadimModel(model_path, device="cpu")
-        wait_for_idle(timeout=idle_timeout, log=h.log)
-        with serving(model_path, work) as (port, server):
-            for r in range(rounds):
-                if r:
-                    wait_for_idle(timeout=idle_timeout / 4, log=h.log)
-                meter, server_cpu = BackgroundLoad(), sum(server.cpu_times()[:2])
-                per_round.append(measure_round(model, port, frame, buffer.getvalue(), seconds, pairs))
-                h.log(f"round {r + 1}/{rounds}: {per_round[-1]}")
-                share = meter.fraction()
-                if share is not None:  # the server's own CPU time is not background
-                    wall = os.cpu_count() * (time.perf_counter() - meter.wall)
-                    background.append(max(0.0, share - (sum(server.cpu_times()[:2]) - server_cpu) / wall))
+def summary(per_round: list[dict[str, Any]], background: list[float]) -> dict[str, Any]:
+    """The medians over rounds, the goals and the failures."""
     med = h.median_of(per_round)
-    ip, sv = med["in_process"], med["server"]
+    ip, sv, c1 = med["in_process"], med["server"], med["paired_c1"]
     goals = {
         "batch8_rps": ip["batch8"]["rps"], "c16_rps": sv["v2"]["16"]["rps"],
         "c16_share": sv["v2"]["16"]["rps"] / ip["batch8"]["rps"],
         "c16_v1_share": sv["v1"]["16"]["rps"] / ip["batch8"]["rps"],
         "predict_p50": ip["predict"]["p50_ms"], "decode_predict_p50": ip["decode_predict"]["p50_ms"],
         "c1_v1_p50": sv["v1"]["1"]["p50_ms"], "c1_v2_p50": sv["v2"]["1"]["p50_ms"],
-        "c1_v1_paired_overhead_ms": med["paired_c1"]["v1"]["overhead_p50_ms"],
-        "c1_v2_paired_overhead_ms": med["paired_c1"]["v2"]["overhead_p50_ms"],
+        "c1_v1_paired_overhead_ms": c1["v1"]["overhead_p50_ms"],
+        "c1_v2_paired_overhead_ms": c1["v2"]["overhead_p50_ms"],
     }  # fmt: skip
     goals.update(c16_met=goals["c16_share"] >= 0.9, c1_met=goals["c1_v1_paired_overhead_ms"] <= 2.0)
     share = statistics.median(background) if background else None
-    result = stamp.stamp(
-        {
-            "http_stack": http_stack(),
-            "model": "R18-Rd100, resize 256, crop 224, random-init",
-            "server_command": "padim-serve m=r18-rd100.onnx " + " ".join(SERVER_OPTIONS),
-            "rounds": rounds,
-            "row_seconds": seconds,
-            "background": "unknown" if share is None else f"{share:.0%}",
-            "background_share": share,
-            **med,
-            "goals": goals,
-            "failures": sum(r["server"][k][c]["failures"] for r in per_round for k in KINDS for c in sv[k]),
-            "per_round": per_round,
-        }
-    )
-    h.write_results(output, "serve", result, markdown(result))
+    failures = sum(r["server"][k][c]["failures"] for r in per_round for k in KINDS for c in sv[k])
+    text = "unknown" if share is None else f"{share:.0%}"
+    return {**med, "goals": goals, "failures": failures, "background": text, "background_share": share}
+
+
+@click.command(context_settings=h.CONTEXT)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=1), default=6.0, show_default=True, help="Per row.")
+@click.option("--pairs", type=click.IntRange(min=5), default=40, show_default=True, help="Paired c=1 calls.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=300, show_default=True, help="Wait, s.")
+@h.measurement("serve", markdown)
+def main(work: Path, rounds: int, seconds: float, pairs: int, idle_timeout: float) -> dict[str, Any]:
+    """padim-serve against in-process predict (see the module docstring)."""
+    frame, buffer = h.textured_frame(np.random.default_rng(99), HEIGHT, WIDTH), io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(frame).save(buffer, format="PNG")
+    (work / "train").mkdir(exist_ok=True)
+    for i in range(0 if (work / "r18-rd100.onnx").is_file() else 16):
+        Image.fromarray(h.textured_frame(rng, HEIGHT, WIDTH)).save(work / "train" / f"{i:02d}.png")
+    model_path = h.r18_model(work / "train", work / "r18-rd100.onnx")
+    model, per_round, background = PadimModel(model_path, device="cpu"), [], []
+    wait_for_idle(timeout=idle_timeout, log=h.log)
+    with serving(model_path, work) as (port, server):
+        for r in range(rounds):
+            if r:
+                wait_for_idle(timeout=idle_timeout / 4, log=h.log)
+            meter, server_cpu = BackgroundLoad(), sum(server.cpu_times()[:2])
+            per_round.append(measure_round(model, port, frame, buffer.getvalue(), seconds, pairs))
+            h.log(f"round {r + 1}/{rounds}: {per_round[-1]}")
+            if (share := meter.fraction()) is not None:  # the server's own CPU time is not background
+                wall = os.cpu_count() * (time.perf_counter() - meter.wall)
+                background.append(max(0.0, share - (sum(server.cpu_times()[:2]) - server_cpu) / wall))
+    return {
+        "http_stack": http_stack(), "model": "R18-Rd100, resize 256, crop 224, random-init",
+        "server_command": "padim-serve m=r18-rd100.onnx " + " ".join(SERVER_OPTIONS), "rounds": rounds,
+        "row_seconds": seconds, **summary(per_round, background), "per_round": per_round,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

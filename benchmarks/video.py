@@ -25,6 +25,11 @@ from typing import Any
 import click
 import harness as h
 import numpy as np
+from PIL import Image
+
+from padim_edge.bench.system import rss_mb
+from padim_edge.runtime import PadimModel
+from padim_edge.runtime.video import OpenCVSource, load_cv2, run_video
 
 #: The bound on RSS growth from the first to the last tenth of a run.
 MAX_GROWTH_MB = 10.0
@@ -33,8 +38,6 @@ SMALL = {"backbone": "r18", "dims": 24, "resize": 72, "crop": 64, "random_init":
 
 def export_small(tmp: Path) -> Path:
     """Export the small random-init model in a child process (this one stays torch-free, as on a box)."""
-    from PIL import Image
-
     (tmp / "train").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(12):
@@ -50,8 +53,6 @@ def export_small(tmp: Path) -> Path:
 
 def write_video(path: Path, frames: int, size: tuple[int, int], fps: float = 25.0) -> Path:
     """A moving striped pattern with noise, MJPG in AVI (each frame decodes on its own)."""
-    from padim_edge.runtime.video import load_cv2
-
     cv2 = load_cv2()
     (height, width), rng = size, np.random.default_rng(0)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
@@ -96,9 +97,6 @@ class Paced:
 
 def measure(model: Any, source: Any, frames: int, batch_size: int, out: Path) -> dict[str, Any]:
     """One run with an RSS sampler; returns the run's summary and the RSS trace."""
-    from padim_edge.bench.system import rss_mb
-    from padim_edge.runtime.video import run_video
-
     counting, samples, stop = Counting(model), [], threading.Event()
     shutil.rmtree(out, ignore_errors=True)  # a kept --workdir: no results of an earlier run
     out.mkdir(parents=True)
@@ -158,35 +156,31 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 @click.command(context_settings=h.CONTEXT)
-@h.output_options
 @click.option("--frames", type=click.IntRange(min=100), default=10_000, show_default=True)
 @click.option("--size", default="120x160", show_default=True, help="HxW of the generated frames.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--live-rate", type=click.FloatRange(min=1.0), default=2.0, show_default=True)
-def main(output, workdir, frames, size, model_path, batch_size, threads, live_rate) -> None:
+@h.measurement("video", markdown)
+def main(work, frames, size, model_path, batch_size, threads, live_rate) -> dict[str, Any]:
     """Measure throughput, latency, drops and RSS of --video over FRAMES frames."""
-    from padim_edge.runtime import PadimModel
-    from padim_edge.runtime.video import OpenCVSource, load_cv2
-
-    stamp, (height, width) = h.Run(), (int(x) for x in size.lower().split("x"))
-    with h.workspace(workdir, "padim-video-") as tmp:
-        label = (
-            "small random-init PaDiM (R18 taps, 24 dims, 64 crop)" if model_path is None else str(model_path)
-        )
-        model = PadimModel(model_path or export_small(tmp), device="cpu", threads=threads)
-        h.log(f"writing {frames} frames of {height}x{width}")
-        video = str(write_video(tmp / "frames.avi", frames, (height, width)))
-        runs: dict[str, Any] = {"file": measure(model, video, frames, batch_size, tmp / "file")}
-        rate = live_rate * runs["file"]["summary"]["frames_per_s"]
-        runs["live"] = measure(model, Paced(OpenCVSource(video), rate), frames, batch_size, tmp / "live")
-        runs["live"]["paced_fps"] = round(rate, 1)
+    height, width = (int(x) for x in size.lower().split("x"))
+    label = "small random-init PaDiM (R18 taps, 24 dims, 64 crop)" if model_path is None else str(model_path)
+    model = PadimModel(model_path or export_small(work), device="cpu", threads=threads)
+    h.log(f"writing {frames} frames of {height}x{width}")
+    video = str(write_video(work / "frames.avi", frames, (height, width)))
+    runs: dict[str, Any] = {"file": measure(model, video, frames, batch_size, work / "file")}
+    rate = live_rate * runs["file"]["summary"]["frames_per_s"]
+    runs["live"] = measure(model, Paced(OpenCVSource(video), rate), frames, batch_size, work / "live")
+    runs["live"]["paced_fps"] = round(rate, 1)
     config = {"model": label, "frames": frames, "size": [height, width], "batch_size": batch_size}
     config.update(threads=threads, live_rate=live_rate, opencv=load_cv2().__version__)
-    flat = all(run["rss_growth_mb"] < MAX_GROWTH_MB for run in runs.values())
-    result = stamp.stamp({"config": config, "runs": runs, "flat": flat})
-    h.write_results(output, "video", result, markdown(result))
+    return {
+        "config": config,
+        "runs": runs,
+        "flat": all(r["rss_growth_mb"] < MAX_GROWTH_MB for r in runs.values()),
+    }
 
 
 if __name__ == "__main__":
