@@ -1,13 +1,7 @@
-"""Latency and memory suite: the paper's Table VII, the compact heads, PatchCore beside PaDiM, fit memory.
-
-The latency commands are fixed sets of :mod:`padim_edge.bench` runs (``padim-bench``'s library: each
-configuration in a fresh process, random-init models fitted on synthetic frames; benchmarks/README.md
-says what one row is). ``table7`` -> ``table7.*``; ``compact-head`` (float32 vs int8 Sigma^-1) ->
-``compact_head_latency.*``; ``patchcore`` (coreset 0.1 / 0.01, fp32 / int8 bank, beside PaDiM) ->
-``patchcore_latency.*``; ``fit-memory`` (peak RSS of a fit on 100 vs 700 images, goal within 10 %;
-the magnetic tile's ``train/good`` when present) -> ``fit_memory.*``.
-
-Usage: ``python benchmarks/latency.py COMMAND [--quick] [--workdir DIR]``.
+"""Latency and memory suite: fixed sets of ``padim-bench`` runs (each configuration in a fresh process;
+benchmarks/README.md says what a row is): ``table7`` (the paper's Table VII), ``compact-head`` (float32
+vs int8 Sigma^-1), ``patchcore`` (PatchCore beside PaDiM); and ``fit-memory`` (peak RSS of a fit on 100
+vs 700 images, goal within 10 %). Usage: ``python benchmarks/latency.py COMMAND [--quick] [--workdir DIR]``.
 """
 
 from __future__ import annotations
@@ -54,10 +48,9 @@ def bench(plans: list[BenchConfig], output: Path, stem: str, title: str, notes: 
 
 
 def timing_options(command: Any) -> Any:
-    """The latency commands' options: timing policy, retries, idle wait, devices, output."""
+    """The latency commands' options: timing policy, idle wait, devices, output."""
     for option in (
         click.option("--quick", is_flag=True, help="Shorter timing (50 calls / 1 s minimum, 5 s cap)."),
-        click.option("--retries", type=int, default=2, show_default=True, help="Re-measure contended rows."),
         click.option("--wait-idle", type=float, default=20.0, show_default=True, help="Wait for quiet, s."),
         click.option("--device", help="cpu,cuda,tensorrt (default: every one this onnxruntime build has)."),
     ):  # fmt: skip
@@ -65,34 +58,29 @@ def timing_options(command: Any) -> Any:
     return h.output_options(command)
 
 
-def common(workdir: Path, quick: bool, wait_idle: float, retries: int) -> dict[str, Any]:
+def common(workdir: Path, quick: bool, wait_idle: float) -> dict[str, Any]:
     """The BenchConfig settings every latency command shares."""
     reps, least, most = (50, 1.0, 5.0) if quick else (100, 2.0, 8.0)
     policy = TimingPolicy(min_reps=reps, min_seconds=least, max_seconds=most)
-    return dict(policy=policy, workdir=workdir, wait_idle=wait_idle, retries=retries, progress=True)
+    return dict(policy=policy, workdir=workdir, wait_idle=wait_idle, retries=2, progress=True)
 
 
 @main.command("table7")
 @timing_options
-@click.option("--r18-batch-sizes", default="1,2,4,8,16,32", show_default=True)
-@click.option("--wr50-batch-sizes", default="1,2,4,8", show_default=True, help="At every thread.")
-@click.option("--threads", default="1,all", show_default=True, help="R18-Rd100 thread settings.")
 @click.option("--no-wr50", is_flag=True, help="R18-Rd100 only.")
-def table7(output, workdir, device, r18_batch_sizes, wr50_batch_sizes, threads, no_wr50, **timing):
-    """The paper's Table VII: R18-Rd100 and WR50-Rd550, fused vs backbone vs eager."""
-    if timing["quick"]:
-        r18_batch_sizes = wr50_batch_sizes = "1,8"
+def table7(output, workdir, device, no_wr50, **timing):
+    """The paper's Table VII: R18-Rd100 (1 / every thread, batch 1-32; --quick 1, 8) and WR50-Rd550
+    (every thread, batch 1-8, and 1 thread, batch 1), fused vs backbone vs eager."""
+    r18, wr50 = ([1, 8], [1, 8]) if timing["quick"] else ([1, 2, 4, 8, 16, 32], [1, 2, 4, 8])
     with h.workspace(workdir, "padim-table7-") as models:
         plan = functools.partial(BenchConfig, devices=parse_devices(device), **common(models, **timing))
-        r18 = parse_int_list(r18_batch_sizes, name="--r18-batch-sizes")
-        plans, notes = [plan(backbones=["r18"], batch_sizes=r18, threads=parse_threads(threads))], []
+        plans, notes = [plan(backbones=["r18"], batch_sizes=r18, threads=parse_threads("1,all"))], []
         if not no_wr50:
-            wr50 = parse_int_list(wr50_batch_sizes, name="--wr50-batch-sizes")
             plans.append(plan(backbones=["wr50"], batch_sizes=wr50, threads=["all"]))
             plans.append(plan(backbones=["wr50"], batch_sizes=[1], threads=["1"], devices=["cpu"]))
             notes.append(
-                f"WR50-Rd550: batch {wr50_batch_sizes} at every thread and batch 1 at 1 thread: every call "
-                "reads the ~2.5 GB packed Sigma^-1, so larger batches are left out to keep the run short."
+                f"WR50-Rd550: batch {','.join(map(str, wr50))} at every thread and batch 1 at 1 thread: "
+                "every call reads the ~2.5 GB packed Sigma^-1, so larger batches are left out (a short run)."
             )
         bench(plans, output, "table7", "PaDiM Table VII reproduction (padim-edge)", notes)
 
@@ -182,39 +170,36 @@ def render_fit_memory(result: dict[str, Any]) -> str:
 
 
 @main.command("fit-memory")
-@h.output_options
 @click.option("--backbone", type=click.Choice(["r18", "wr50", "mnv2"]), default="r18", show_default=True)
 @click.option("--counts", default="100,700", show_default=True, help="Image counts, smallest first.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Images (default: see above).")
-def fit_memory(output, workdir, backbone, counts, batch_size, data) -> None:
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Images (default: the tiles).")
+@h.measurement("fit_memory", render_fit_memory)
+def fit_memory(work, backbone, counts, batch_size, data) -> dict[str, Any]:
     """Peak RSS of PaDiM fits on a few vs many images, each in a fresh process."""
-    numbers, stamp = parse_int_list(counts, name="--counts"), h.Run()
-    pythonpath = os.pathsep.join(filter(None, (str(h.ROOT), os.environ.get("PYTHONPATH"))))
-    env = {**os.environ, "PYTHONPATH": pythonpath}
-    with h.workspace(workdir, "padim-fit-memory-") as work:
-        source, tiles = str(data), h.TILES / "train" / "good"
-        if data is None and tiles.is_dir():
-            data, source = tiles, "magnetic tile train/good (real grayscale tiles, sizes vary)"
-        elif data is None:
-            data, source = h.synthetic_images(work / "frames", max(numbers)), "synthetic 256x256 RGB PNGs"
-        runs = []
-        for count in numbers:
-            h.log(f"fit on {count} images ({backbone}) in a fresh process ...")
-            args = [backbone, str(data), str(count), str(batch_size)]
-            proc = subprocess.run(
-                [sys.executable, __file__, "fit-child", *args], capture_output=True, text=True, env=env
+    numbers, tiles, runs = parse_int_list(counts, name="--counts"), h.TILES / "train" / "good", []
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(h.ROOT), os.environ.get("PYTHONPATH")))),
+    }
+    source = str(data)
+    if data is None and tiles.is_dir():
+        data, source = tiles, "magnetic tile train/good (real grayscale tiles, sizes vary)"
+    elif data is None:
+        data, source = h.synthetic_images(work / "frames", max(numbers)), "synthetic 256x256 RGB PNGs"
+    for count in numbers:
+        h.log(f"fit on {count} images ({backbone}) in a fresh process ...")
+        command = [sys.executable, __file__, "fit-child", backbone, str(data), str(count), str(batch_size)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
+        if proc.returncode != 0 or not lines:
+            raise click.ClickException(
+                f"fit on {count} images failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
             )
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-            if proc.returncode != 0 or not lines:
-                raise click.ClickException(
-                    f"fit on {count} images failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
-                )
-            runs.append(json.loads(lines[-1][len(MARKER) :]))
+        runs.append(json.loads(lines[-1][len(MARKER) :]))
     difference = (runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]) / runs[0]["peak_rss_mb"]
-    result = stamp.stamp({"backbone": backbone, "batch_size": batch_size, "data": source, "runs": runs})
-    result.update(difference=difference, passed=abs(difference) < MAX_FIT_GROWTH)
-    h.write_results(output, "fit_memory", result, render_fit_memory(result))
+    return {"backbone": backbone, "batch_size": batch_size, "data": source, "runs": runs,
+            "difference": difference, "passed": abs(difference) < MAX_FIT_GROWTH}  # fmt: skip
 
 
 if __name__ == "__main__":
