@@ -1,12 +1,10 @@
-"""Accuracy suite: what INT8 / FP16 variants cost in AUROC, on three data sets with different statistics.
+"""Accuracy suite: what INT8 / FP16 variants cost in AUROC (docs/results.md has the method and results).
 
-MobileNetV2 (ImageNet weights, resize 256, crop 224) fitted on each set's ``train/good`` (harness.SETS),
-variants by ``padim_edge.calibration.calibrate``, scored through the runtime with padim-eval's code
-(image / pixel AUROC, PRO, Spearman of the test scores against float32). Commands: ``int8`` (PaDiM,
-``int8_accuracy.*``), ``patchcore-int8`` (``patchcore_int8.*``), ``reduction`` (random subset vs
-semi-orthogonal projection, ``reduction[_<set>].*``). Models and calibration records in ``--workdir``
-are reused (the folders fidelity_verdicts.py reads). Smoke run: ``int8 --sets demo --max-test 40
---calibration-images 20``; docs/results.md has the method and the results.
+MobileNetV2 (ImageNet weights) fitted on each of harness.SETS, variants by padim-calibrate, scored with
+padim-eval's code: ``int8`` (PaDiM) -> ``int8_accuracy.*``, ``patchcore-int8`` -> ``patchcore_int8.*``,
+``reduction`` (random subset vs orthogonal projection) -> ``reduction[_<set>].*``. ``--workdir`` keeps
+models and calibration records (fidelity_verdicts.py reads them). Smoke run: ``int8 --sets demo --max-test
+40 --calibration-images 20``.
 """
 
 from __future__ import annotations

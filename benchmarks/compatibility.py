@@ -1,13 +1,10 @@
-"""Compatibility suite: old onnxruntime releases, and the TensorRT-target graph against the default one.
+"""Compatibility suite (docs/edge-targets.md has the method and the results).
 
-* ``old-onnxruntime``: every variant of one small model (R18 random-init, dims 24, 72 / 64; PaDiM,
-  PatchCore, ``--reduction orthogonal``, the TensorRT target, each with its padim-calibrate variants)
-  scored here, then by ``padim_edge.runtime`` from this checkout in a throwaway venv per old runtime
-  (``~/.cache/padim-edge/venvs``). Pass: max |d score| <= 1e-4 x the largest reference score; exits 1
-  otherwise. Writes ``old_onnxruntime.{json,md}``.
-* ``tensorrt-profile``: MobileNetV2 (ImageNet weights) fitted on the magnetic tile, exported as the
-  default graph and the TensorRT target (``--input-size 480x640``); every test image resized to 480x640
-  scored by both: score / map difference, image and pixel AUROC. Writes ``tensorrt_profile.{json,md}``.
+* ``old-onnxruntime``: every variant of one small model scored here and by ``padim_edge.runtime`` in a
+  throwaway venv per old onnxruntime (``~/.cache/padim-edge/venvs``); pass: max |d score| <= 1e-4 x
+  the largest score, else exit 1. Writes ``old_onnxruntime.{json,md}``.
+* ``tensorrt-profile``: the default graph vs the TensorRT target (480x640) of one MobileNetV2 fit on the
+  magnetic tile: score / map difference, image and pixel AUROC. Writes ``tensorrt_profile.{json,md}``.
 """
 
 from __future__ import annotations
@@ -52,15 +49,13 @@ HEAD_VARIANTS_BY_TARGET = {
     "patchcore": ("head-fp16", "head-int8", "int8-qoperator"),
     "orthogonal": ("head-int8",),
 }
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"  # JetPack 5's Python
 #: Throwaway environments: name -> (Python, pip requirements).
 ENVS = {
     "ort-1.16.3-py3.11": (sys.executable, ("onnxruntime==1.16.3", "numpy<2")),
     "ort-1.17.3-py3.11": (sys.executable, ("onnxruntime==1.17.3", "numpy<2")),
     "ort-1.18.1-py3.11": (sys.executable, ("onnxruntime==1.18.1", "numpy<2")),
-    "ort-1.16.3-py3.8": (
-        "/root/.pyenv/versions/3.8.18/bin/python3.8",
-        ("onnxruntime==1.16.3", "numpy==1.24.4"),
-    ),
+    "ort-1.16.3-py3.8": (PY38, ("onnxruntime==1.16.3", "numpy==1.24.4")),
 }
 #: Run inside each environment (Python 3.8 syntax): score every model on its frames, print JSON.
 WORKER = r"""

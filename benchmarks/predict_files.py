@@ -1,12 +1,9 @@
 """padim-predict on real files: the pipelined command against the sequential one it replaced.
 
-80 PNGs of 900x900 made from the magnetic tile's ``train/good`` (synthetic frames without ../shared),
-R18-Rd100 (random-init) fitted on 24 others. Rounds interleave full ``padim-predict`` invocations of the
-previous command (``padim_edge/runtime/cli.py`` at ``--previous``, read from git) and the current one,
-with and without overlays, and with onnxruntime's idle threads sleeping; scores.json must agree. Then
-overlay PNG size / time per zlib level and ``padim-bench --files``' stage breakdown.
-
-Usage: ``python benchmarks/predict_files.py [--rounds 5] [--workdir DIR]`` -> ``predict_files.{json,md}``.
+80 900x900 PNGs from the magnetic tile (synthetic without ../shared), R18-Rd100 (random-init); rounds
+interleave full invocations of the previous command (``runtime/cli.py`` at ``--previous``) and the current
+one, with and without overlays and with idle threads sleeping; then overlay PNG size per zlib level and
+``padim-bench --files``' stages. Usage: ``python benchmarks/predict_files.py [--rounds 5] [--workdir DIR]``.
 """
 
 from __future__ import annotations
@@ -14,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,14 @@ import harness as h
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
+
+from padim_edge.bench.files import FilesBench, render_markdown, run_files_bench
+from padim_edge.bench.system import BackgroundLoad, wait_for_idle
+from padim_edge.geometry import Geometry
+from padim_edge.images import load_image
+from padim_edge.runtime import PadimModel, session
+from padim_edge.runtime.cli import main as predict_main
+from padim_edge.visualize import annotated_overlay, colour_scale
 
 SIZE, SET_IMAGES, FIT_IMAGES = 900, 80, 24
 #: name: (command, overlays written, onnxruntime's idle threads spinning)
@@ -71,8 +76,6 @@ def previous_cli(revision: str, workdir: Path) -> Any:
 @contextlib.contextmanager
 def no_spinning() -> Any:
     """Sessions opened in the block get ``session.intra_op.allow_spinning = 0`` (idle threads sleep)."""
-    from padim_edge.runtime import session
-
     real = session.session_options
     session.session_options = lambda threads=None, *, spin=True: real(threads, spin=False)
     try:
@@ -83,11 +86,6 @@ def no_spinning() -> Any:
 
 def png_levels(model_path: Path, files: list[Path], levels=(0, 1, 3, 6, 9)) -> list[dict[str, float]]:
     """Overlay PNG size and encode time per zlib level, on the overlays of ``files``."""
-    from padim_edge.geometry import Geometry
-    from padim_edge.images import load_image
-    from padim_edge.runtime import PadimModel
-    from padim_edge.visualize import annotated_overlay, colour_scale
-
     model = PadimModel(model_path, device="cpu")
     geometry, scale = Geometry(model.info.resize, model.info.crop), colour_scale(model.info)
     pictures = []
@@ -110,8 +108,6 @@ def png_levels(model_path: Path, files: list[Path], levels=(0, 1, 3, 6, 9)) -> l
 
 def render(r: dict[str, Any]) -> str:
     """The report: rates per variant, ratios, PNG levels, the stage breakdown."""
-    from padim_edge.bench.files import render_markdown
-
     med, rates = r["median_img_s"], r["rates_img_s"]
     rows = [
         [name, f"{med[name]:.1f}", ", ".join(f"{v:.1f}" for v in values)] for name, values in rates.items()
@@ -141,56 +137,46 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## padim-bench --files breakdown (one round)",
         "",
-        *render_markdown(r["stage_result"]).splitlines()[2:],
+        *render_markdown(FilesBench(**r["stages"])).splitlines()[2:],
     ]) + "\n"  # fmt: skip
 
 
 @click.command(context_settings=h.CONTEXT)
-@h.output_options
 @click.option("--rounds", type=int, default=5, show_default=True, help="Interleaved rounds.")
 @click.option(
     "--previous", default="229bbb9", show_default=True, help="Git revision of the sequential command."
 )
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option(
-    "--wait-idle", type=float, default=60.0, show_default=True, help="Wait for a quiet CPU per round, s."
-)
-def main(output: Path, workdir: Path | None, rounds: int, previous: str, batch_size: int, wait_idle: float):
+@click.option("--wait-idle", type=float, default=60.0, show_default=True, help="Wait for a quiet CPU, s.")
+@h.measurement("predict_files", render)
+def main(work: Path, rounds: int, previous: str, batch_size: int, wait_idle: float) -> dict[str, Any]:
     """The previous and the pipelined padim-predict on real files (see the module docstring)."""
-    from padim_edge.bench.files import run_files_bench
-    from padim_edge.bench.system import BackgroundLoad, wait_for_idle
-    from padim_edge.runtime.cli import main as predict_main
-
-    stamp, runner = h.Run(), CliRunner()
-    with h.workspace(workdir, "padim-predict-files-") as work, tempfile.TemporaryDirectory() as tmp:
-        images = work / "set900"
-        source = make_images(images, SET_IMAGES, skip=0)
-        make_images(work / "train", FIT_IMAGES, skip=SET_IMAGES)
-        model = h.r18_model(work / "train", work / "r18-rd100.onnx")
-        commands = {"previous": previous_cli(previous, work).main, "pipelined": predict_main}
-        base = [str(model), str(images), "-q", "--batch-size", str(batch_size)]
-        rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        loads, identical = [], True
-        for round_ in range(rounds):
-            wait_for_idle(timeout=wait_idle, log=h.log)
-            load = BackgroundLoad()
-            for name, (which, overlays, spin) in VARIANTS.items():
-                args = [*base, "-o", f"{tmp}/{round_}-{which}"] if overlays else base
-                with contextlib.nullcontext() if spin else no_spinning():
-                    started = time.perf_counter()
-                    done = runner.invoke(commands[which], args)
-                    seconds = time.perf_counter() - started
-                if done.exit_code != 0:
-                    raise click.ClickException(f"{name}: exit {done.exit_code}: {done.output[-2000:]}")
-                rates[name].append(SET_IMAGES / seconds)
-            loads.append(load.fraction())
-            scores = {(Path(tmp) / f"{round_}-{w}" / "scores.json").read_text() for w in commands}
-            identical &= len(scores) == 1
-            h.log(f"round {round_ + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in rates.items()))
-        levels = png_levels(model, sorted(images.glob("*.png"))[:24])
-        stages = run_files_bench(model, images, batch_size=batch_size, rounds=1, log=h.log)
+    images, runner, tmp = work / "set900", CliRunner(), work / "out"
+    source = make_images(images, SET_IMAGES, skip=0)
+    make_images(work / "train", FIT_IMAGES, skip=SET_IMAGES)
+    model = h.r18_model(work / "train", work / "r18-rd100.onnx")
+    commands = {"previous": previous_cli(previous, work).main, "pipelined": predict_main}
+    base = [str(model), str(images), "-q", "--batch-size", str(batch_size)]
+    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    loads, identical = [], True
+    for round_ in range(rounds):
+        wait_for_idle(timeout=wait_idle, log=h.log)
+        load = BackgroundLoad()
+        for name, (which, overlays, spin) in VARIANTS.items():
+            args = [*base, "-o", str(tmp / f"{round_}-{which}")] if overlays else base
+            with contextlib.nullcontext() if spin else no_spinning():
+                started = time.perf_counter()
+                done = runner.invoke(commands[which], args)
+                seconds = time.perf_counter() - started
+            if done.exit_code != 0:
+                raise click.ClickException(f"{name}: exit {done.exit_code}: {done.output[-2000:]}")
+            rates[name].append(SET_IMAGES / seconds)
+        loads.append(load.fraction())
+        identical &= len({(tmp / f"{round_}-{w}" / "scores.json").read_text() for w in commands}) == 1
+        h.log(f"round {round_ + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in rates.items()))
+    shutil.rmtree(tmp)
     median = {name: round(statistics.median(values), 2) for name, values in rates.items()}
-    result = stamp.stamp({
+    return {
         "set": {"images": SET_IMAGES, "size": f"{SIZE}x{SIZE}", "source": source},
         "model": "R18-Rd100 fp32 (random-init backbone), resize 256, crop 224",
         "batch_size": batch_size, "threads": "onnxruntime default (all cores)", "previous": previous,
@@ -198,10 +184,10 @@ def main(output: Path, workdir: Path | None, rounds: int, previous: str, batch_s
         "median_img_s": median,
         "speedup_pipelined_vs_previous": round(median["pipelined"] / median["previous"], 3),
         "overlays_vs_none_pipelined": round(median["pipelined + overlays"] / median["pipelined"], 3),
-        "scores_identical": identical, "background_cpu_per_round": loads, "png_levels": levels,
-        "stages": stages.to_dict(),
-    })  # fmt: skip
-    h.write_results(output, "predict_files", result, render({**result, "stage_result": stages}))
+        "scores_identical": identical, "background_cpu_per_round": loads,
+        "png_levels": png_levels(model, sorted(images.glob("*.png"))[:24]),
+        "stages": run_files_bench(model, images, batch_size=batch_size, rounds=1, log=h.log).to_dict(),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

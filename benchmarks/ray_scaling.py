@@ -1,12 +1,9 @@
-"""Ray suite: the distributed fit and batch scoring on one machine, and PatchCore fitted in shards.
+"""Ray suite (docs/ray.md has the method and the results).
 
-* ``scaling``: a local Ray instance, PaDiM R18-Rd100 (random-init), 1 thread per worker / actor: the
-  fit (``distributed.fit.fit_statistics``) and scoring (``distributed.scoring.score``) with 1 and 2
-  workers / actors, interleaved, beside the local fit and runtime; the magnetic tile's ``train/good``
-  when present. Writes ``ray_scaling.*``.
+* ``scaling``: PaDiM R18-Rd100 (random-init) fit and scoring on a local Ray instance with 1 and 2 workers
+  / actors (1 thread each), interleaved, beside the local fit and runtime. Writes ``ray_scaling.*``.
 * ``shards``: PatchCore fitted in 2 and 4 shards with the distributed fit's own steps (no cluster) vs one
-  pass, each bank exported and scored on the magnetic tile (MobileNetV2, coreset 0.1). Writes
-  ``patchcore_shards.*``. docs/ray.md has the method and the results.
+  pass, scored on the magnetic tile (MobileNetV2, coreset 0.1). Writes ``patchcore_shards.*``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """padim-serve on loopback against in-process ``PadimModel.predict``: requests/s, p50 / p99 latency.
 
-R18-Rd100 (random-init), one 480x640 frame a request (``/v2`` binary tensor, ``/v1/predict`` PNG);
-closed-loop client threads in this process; rounds alternate in-process and server rows, and the
-concurrency-1 overhead is also timed A/B call by call. Method and goals: docs/serve.md.
-
-Usage: ``python benchmarks/serve.py [--rounds 3] [--seconds 6] [--workdir DIR]``; writes ``serve.{json,md}``.
+R18-Rd100 (random-init), one 480x640 frame a request (``/v2`` binary tensor, ``/v1/predict`` PNG), closed-
+loop clients in this process, rounds alternating in-process and server rows, the concurrency-1 overhead also
+timed A/B call by call (docs/serve.md). Usage: ``python benchmarks/serve.py [--rounds 3] [--workdir DIR]``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""padim-predict --video over a 10,000-frame video: throughput, latency, drops, and flat memory.
-
-Two runs of :func:`padim_edge.runtime.video.run_video` on one generated MJPG AVI, in one torch-free
-process: ``file`` (every frame scored) and ``live`` (the frames paced at ``--live-rate`` x the file
-run's rate: the bounded buffer drops and counts frames). An RSS sampler (every 0.2 s) judges memory flat
-when the last tenth of the frames is within ``MAX_GROWTH_MB`` of the first. Model: ``--model PATH`` or a
-small random-init PaDiM (R18 taps, 24 dims, 72 resize / 64 crop; needs the ``export`` extra).
-
-Usage: ``nice -n 10 python benchmarks/video.py [--frames 2000] [--model model.onnx]`` -> ``video.{json,md}``.
+"""padim-predict --video over a 10,000-frame MJPG video, in one torch-free process: ``file`` (every frame
+scored) and ``live`` (paced at ``--live-rate`` x the file rate: the bounded buffer drops and counts), with
+an RSS sampler (flat: the last tenth within ``MAX_GROWTH_MB`` of the first). Model: ``--model`` or a small
+random-init PaDiM. Usage: ``nice -n 10 python benchmarks/video.py [--frames 2000]`` -> ``video.{json,md}``.
 """
 
 from __future__ import annotations
