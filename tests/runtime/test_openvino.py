@@ -358,8 +358,9 @@ def test_a_warm_cache_imports_the_blobs_without_reading_the_model(
     """The second load reads neither the ONNX file nor the IR, and scores exactly as the first."""
     cache = tmp_path / "cache"
     first = _open(small_onnx, "openvino", cache)
-    cold = first.predict(textured, batch_size=2)
     assert first.openvino.loader._model is not None  # the cold load read the graph
+    cold = first.predict(textured, batch_size=2)
+    assert first.openvino.loader._model is None  # let go once compiled: the cache has its IR
     second = _open(small_onnx, "openvino", cache)
     warm = second.predict(textured, batch_size=2)
     assert second.openvino.loader._model is None  # names, shapes and blobs all came from the cache

@@ -243,7 +243,11 @@ class ModelLoader:
         return model
 
     def _compiled(self, shape: tuple[int, ...], build: Callable[[], Any]) -> Any:
-        """The shape's compiled model: imported from the cache, else ``build()`` compiled and saved."""
+        """The shape's compiled model: imported from the cache, else ``build()`` compiled and saved.
+
+        Once compiled, the read graph is let go when the cache holds its IR (a new shape reads that
+        again, mapped from disk): a model read from ONNX holds a copy of every weight.
+        """
         if self.cache:
             compiled = self.cache.load(self.core, shape, self.config)
             if compiled is not None:
@@ -251,6 +255,8 @@ class ModelLoader:
         compiled = self.core.compile_model(build(), PLUGIN, self.config)
         if self.cache:
             self.cache.save(shape, self.config, compiled)
+            if self.cache.ir() is not None:
+                self._model = None
         return compiled
 
     def compile_any_size(self, batch: int) -> Any:
