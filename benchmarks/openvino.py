@@ -1,12 +1,12 @@
 """OpenVINO (``--device openvino``) beside onnxruntime's CPU EP: latency, start-up, AUROC.
 
-* ``latency``: R18-Rd100 (random-init, resize 256 / crop 224, fitted on synthetic frames) on 480x640
-  frames, batch 1 and 8, 2 threads: ORT fp32, ORT INT8 QOperator and QDQ, OpenVINO fp32, OpenVINO
-  running the INT8 QDQ model, OpenVINO bf16 where the CPU has it. Every model is opened once in this
-  process; blocks of calls are timed A/B interleaved in rotating order, medians of the per-call means of
-  the blocks. Each OpenVINO row also gives its score difference from ORT on the same model.
-* ``startup``: model load + first call in fresh processes, ORT session vs OpenVINO with a warm
-  compiled-model cache (and a cold one, no cache), interleaved.
+* ``latency``: R18-Rd100 (random-init, resize 256 / crop 224) on 480x640 frames, batch 1 and 8, 2
+  threads: ORT fp32, INT8 QOperator and QDQ; OpenVINO fp32, INT8 QDQ, and bf16 where the CPU has it.
+  Every model is opened once in this process; blocks of calls are timed A/B interleaved in rotating
+  order, medians of the blocks' per-call means; each row gives its score difference from ORT's.
+* ``models``: the same for WR50-Rd550 and PatchCore (:data:`MODELS`): ORT and OpenVINO, fp32 and INT8 QDQ.
+* ``startup``: import, load and first call in fresh processes, ORT session vs OpenVINO with a warm
+  cache (and, with ``--before``, an older source tree's OpenVINO backend), in rotating order; one cold.
 * ``eval``: ``padim-eval``'s image / pixel AUROC of a MobileNetV2 PaDiM on the magnetic tile (../shared),
   ORT vs OpenVINO (goal: within 0.001).
 
@@ -17,6 +17,7 @@ section keeps the others from the results file.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import os
 import statistics
@@ -33,47 +34,41 @@ import numpy as np
 # openvino`` finds the package and ``import harness`` still finds the suite's helpers.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from harness import (  # noqa: E402  (after the path fix above)
-    CROP,
-    RESIZE,
-    ROOT,
-    TILES,
-    WEIGHTS,
-    Run,
-    header,
-    log,
-    num,
-    output_options,
-    synthetic_images,
-    table,
-    workspace,
-    write_results,
-)
+from harness import CROP, RESIZE, ROOT, TILES, WEIGHTS, Run, header, ints, log, num  # noqa: E402
+
+# isort: split
+from harness import output_options, synthetic_images, table, workspace, write_results  # noqa: E402
 
 STEM = "openvino"
 THREADS = 2
 FRAME = (480, 640)
-SECTIONS = ("latency", "startup", "eval")
+SECTIONS = ("latency", "models", "startup", "eval")
+#: The ``models`` section: name -> export arguments (random-init; the fit images only shape the head).
+MODELS = {
+    "WR50-Rd550": {"backbone": "wr50", "dims": 550},
+    "PatchCore R18 d256 coreset 0.1": {"method": "patchcore", "backbone": "r18", "coreset": 0.1},
+}
 
 
-def _r18(work: Path) -> dict[str, Path]:
-    """R18-Rd100 fp32 and its INT8 QDQ / QOperator variants (made once per work folder)."""
+def _export(work: Path, stem: str, fit_images: int, variants: tuple[str, ...], **export: Any) -> dict:
+    """An fp32 export (random-init) and its padim-calibrate variants, made once per work folder."""
     from padim_edge.calibration.pipeline import calibrate
     from padim_edge.export.pipeline import run_export
 
-    fit = synthetic_images(work / "fit", 16)
-    paths = {"fp32": work / "r18.onnx", "qdq": work / "r18-qdq.onnx", "qoperator": work / "r18-qop.onnx"}
+    fit = synthetic_images(work / f"fit{fit_images}", fit_images)
+    paths = {"fp32": work / f"{stem}.onnx"}
     if not paths["fp32"].exists():
-        log("exporting R18-Rd100 (random-init)")
+        log(f"exporting {stem} (random-init) {export}")
         run_export(
-            fit, paths["fp32"], backbone="r18", dims=100, resize=RESIZE, crop=CROP, random_init=True,
-            device="cpu", parity_images=0, progress=False,
+            fit, paths["fp32"], resize=RESIZE, crop=CROP, random_init=True, device="cpu", parity_images=0,
+            progress=False, **export,
         )  # fmt: skip
-    for name, variant in (("qdq", "int8-qdq"), ("qoperator", "int8-qoperator")):
-        if not paths[name].exists():
-            log(f"calibrating {variant}")
+    for variant in variants:
+        paths[variant] = work / f"{stem}-{variant}.onnx"
+        if not paths[variant].exists():
+            log(f"calibrating {stem} {variant}")
             calibrate(
-                paths["fp32"], paths[name], variant=variant, data=fit, calibration_images=8, progress=False
+                paths["fp32"], paths[variant], variant=variant, data=fit, calibration_images=8, progress=False
             )
     return paths
 
@@ -82,57 +77,52 @@ def _frames(batch: int) -> np.ndarray:
     """Smooth random uint8 frames of :data:`FRAME` (like camera images, not white noise)."""
     from PIL import Image
 
-    rng = np.random.default_rng(batch)
-    out = []
-    for _ in range(batch):
-        coarse = rng.integers(0, 256, (FRAME[0] // 16, FRAME[1] // 16, 3), dtype=np.uint8)
-        out.append(np.asarray(Image.fromarray(coarse).resize(FRAME[::-1], Image.Resampling.BILINEAR)))
-    return np.stack(out)
+    shape = (batch, FRAME[0] // 16, FRAME[1] // 16, 3)
+    coarse = np.random.default_rng(batch).integers(0, 256, shape, np.uint8)
+    smooth = [Image.fromarray(c).resize(FRAME[::-1], Image.Resampling.BILINEAR) for c in coarse]
+    return np.stack([np.asarray(image) for image in smooth])
 
 
-def _configs(paths: dict[str, Path]) -> tuple[list[tuple[str, Path, str, str]], list[str]]:
-    """``(label, model, device, reference label)`` rows, and notes on rows left out."""
+Config = tuple[str, Path, str, str]
+
+
+def _configs(paths: dict[str, Path], extra: bool = True) -> tuple[list[Config], list[str]]:
+    """``(label, model, device, reference)`` rows (``extra``: QOperator, bf16), and notes on rows left out."""
     from padim_edge.runtime.providers import cpu_has_bf16
 
-    rows = [
-        ("ORT fp32", paths["fp32"], "cpu", "ORT fp32"),
-        ("ORT INT8 QOperator", paths["qoperator"], "cpu", "ORT INT8 QOperator"),
-        ("ORT INT8 QDQ", paths["qdq"], "cpu", "ORT INT8 QDQ"),
+    rows = [("ORT fp32", paths["fp32"], "cpu", "ORT fp32")]
+    rows += [("ORT INT8 QOperator", paths["int8-qoperator"], "cpu", "ORT INT8 QOperator")] if extra else []
+    rows += [
+        ("ORT INT8 QDQ", paths["int8-qdq"], "cpu", "ORT INT8 QDQ"),
         ("OpenVINO fp32", paths["fp32"], "openvino", "ORT fp32"),
-        ("OpenVINO INT8 QDQ", paths["qdq"], "openvino", "ORT INT8 QDQ"),
+        ("OpenVINO INT8 QDQ", paths["int8-qdq"], "openvino", "ORT INT8 QDQ"),
     ]
-    notes = []
-    if cpu_has_bf16():
-        rows.append(("OpenVINO bf16", paths["fp32"], "openvino-bf16", "ORT fp32"))
-    else:
-        notes.append("OpenVINO bf16: not run, this CPU has no bf16 arithmetic (AVX512-BF16 / AMX)")
-    return rows, notes
+    if extra and cpu_has_bf16():
+        return [*rows, ("OpenVINO bf16", paths["fp32"], "openvino-bf16", "ORT fp32")], []
+    return rows, [
+        "OpenVINO bf16: not run, this CPU has no bf16 arithmetic (AVX512-BF16 / AMX)"
+    ] if extra else []
 
 
-def latency(work: Path, rounds: int) -> dict[str, Any]:
-    """The interleaved latency table (see the module docstring)."""
+def _interleaved(configs: list[Config], work: Path, rounds: int, batches: tuple) -> list[dict[str, Any]]:
+    """Per batch size, every config opened (one compiled shape each); blocks of calls timed interleaved."""
     from padim_edge.runtime import PadimModel
 
-    paths = _r18(work)
-    configs, notes = _configs(paths)
-    cache = work / "ov-cache"
-    models = {}
-    for label, path, device, _ in configs:
-        extra = {"ov_cache_dir": cache} if "openvino" in device else {}
-        models[label] = PadimModel(path, device=device, threads=THREADS, **extra)
     rows = []
-    for batch in (1, 8):
+    for batch in batches:
+        models = {}
+        for label, path, device, _ in configs:
+            extra = {"ov_cache_dir": work / "ov-cache"} if "openvino" in device else {}
+            models[label] = PadimModel(path, device=device, threads=THREADS, **extra)
         frames = _frames(batch)
         scores = {
             label: np.array([p.score for p in m.predict(frames, batch_size=batch)])
             for label, m in models.items()
         }
         for model in models.values():  # warm-up: compile / first calls
-            for _ in range(2):
-                model.run(frames)
-        calls = 5 if batch == 1 else 1
+            model.run(frames)
         blocks: dict[str, list[float]] = {label: [] for label in models}
-        order = list(models)
+        order, calls = list(models), 5 if batch == 1 else 1
         log(f"batch {batch}: {rounds} rounds of {len(order)} configurations, {calls} call(s) per block")
         for r in range(rounds):
             for label in order[r % len(order) :] + order[: r % len(order)]:
@@ -143,24 +133,41 @@ def latency(work: Path, rounds: int) -> dict[str, Any]:
         base = statistics.median(blocks["ORT fp32"])
         for label, _path, device, reference in configs:
             median = statistics.median(blocks[label])
-            top = float(np.abs(scores[reference]).max())
             rows.append(
                 {
-                    "config": label,
-                    "device": device,
-                    "batch": batch,
-                    "median_ms": median * 1e3,
+                    "config": label, "device": device, "batch": batch, "median_ms": median * 1e3,
                     "p10_ms": float(np.percentile(blocks[label], 10)) * 1e3,
                     "p90_ms": float(np.percentile(blocks[label], 90)) * 1e3,
-                    "per_image_ms": median * 1e3 / batch,
-                    "time_vs_ort_fp32": median / base,
-                    "speedup_vs_ort_fp32": base / median,
-                    "reference": reference,
-                    "score_diff_vs_reference": float(np.abs(scores[label] - scores[reference]).max()) / top,
+                    "per_image_ms": median * 1e3 / batch, "time_vs_ort_fp32": median / base,
+                    "speedup_vs_ort_fp32": base / median, "reference": reference,
+                    "score_diff_vs_reference": float(np.abs(scores[label] - scores[reference]).max())
+                    / float(np.abs(scores[reference]).max()),
                     "blocks": len(blocks[label]),
                 }
-            )
+            )  # fmt: skip
+        del models
+        gc.collect()
+    return rows
+
+
+def latency(work: Path, rounds: int) -> dict[str, Any]:
+    """R18-Rd100: every runtime and precision, batch 1 and 8 (see the module docstring)."""
+    paths = _export(work, "r18", 16, ("int8-qdq", "int8-qoperator"), backbone="r18", dims=100)
+    configs, notes = _configs(paths)
+    rows = _interleaved(configs, work, rounds, (1, 8))
     return {"threads": THREADS, "frame": list(FRAME), "rounds": rounds, "rows": rows, "notes": notes}
+
+
+def models(work: Path, rounds: int, batches: tuple[int, ...]) -> dict[str, Any]:
+    """:data:`MODELS` on ORT and OpenVINO, fp32 and INT8 QDQ: one model and batch size open at a time."""
+    out = {}
+    for name, export in MODELS.items():
+        stem = name.split()[0].lower()
+        paths = _export(work, stem, 64 if "coreset" in export else 16, ("int8-qdq",), **export)
+        configs, _ = _configs(paths, extra=False)
+        log(f"{name}: {', '.join(c[0] for c in configs)}")
+        out[name] = _interleaved(configs, work, rounds, batches)
+    return {"threads": THREADS, "frame": list(FRAME), "rounds": rounds, "models": out}
 
 
 _PROBE = """
@@ -177,47 +184,45 @@ model.predict(np.full((480, 640, 3), 128, np.uint8))
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_call_s": t3 - t2}))
 """
+PARTS = ("import_s", "load_s", "first_call_s")
 
 
-def _probe(path: Path, device: str, cache: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(path), device, cache],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
+def _probe(path: Path, device: str, cache: str, source: Path = ROOT) -> dict[str, float]:
+    """One fresh process importing padim_edge from ``source``: its import, load and first call."""
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    command = [sys.executable, "-c", _PROBE, str(path), device, cache]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=source, env=env, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def startup(work: Path, repeats: int) -> dict[str, Any]:
-    """Load + first call in fresh processes: ORT vs OpenVINO warm cache (interleaved), and cold."""
-    path = _r18(work)["fp32"]
-    cache = work / "ov-startup-cache"
-    _probe(path, "openvino", str(cache))  # fills the cache for batch 1 at 480x640
-    runs: dict[str, list[dict[str, float]]] = {
-        "ORT session": [],
-        "OpenVINO, warm cache": [],
-        "OpenVINO, no cache": [],
+def startup(work: Path, repeats: int, before: Path | None) -> dict[str, Any]:
+    """Load + first call in fresh processes, in rotating order: ORT vs OpenVINO's warm cache, and cold."""
+    path = _export(work, "r18", 16, (), backbone="r18", dims=100)["fp32"]
+    arms = {
+        "ORT session": ("cpu", "", ROOT),
+        "OpenVINO, warm cache": ("openvino", str(work / "ov-warm"), ROOT),
     }
-    for _ in range(repeats):
-        runs["ORT session"].append(_probe(path, "cpu", ""))
-        runs["OpenVINO, warm cache"].append(_probe(path, "openvino", str(cache)))
-    runs["OpenVINO, no cache"].append(_probe(path, "openvino", ""))
+    if before is not None:
+        arms[f"OpenVINO, warm cache, {before.name}"] = ("openvino", str(work / "ov-before"), before)
+    for device, cache, source in arms.values():
+        if device == "openvino":
+            _probe(path, device, cache, source)  # fills the cache for batch 1 at 480x640
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in arms}
+    order = list(arms)
+    for r in range(repeats):
+        for label in order[r % len(order) :] + order[: r % len(order)]:
+            runs[label].append(_probe(path, *arms[label]))
+    runs["OpenVINO, no cache"] = [_probe(path, "openvino", "")]
     rows = []
     for label, probes in runs.items():
-        rows.append(
-            {
-                "config": label,
-                "runs": len(probes),
-                **{
-                    k: statistics.median(p[k] for p in probes) * 1e3
-                    for k in ("import_s", "load_s", "first_call_s")
-                },
-                "load_plus_first_ms": statistics.median(p["load_s"] + p["first_call_s"] for p in probes)
-                * 1e3,
-            }
-        )
+        row: dict[str, Any] = {"config": label, "runs": len(probes)}
+        for key in PARTS:
+            row[key] = statistics.median(p[key] for p in probes) * 1e3
+        for key, parts in (("load_plus_first", PARTS[1:]), ("total", PARTS)):
+            values = [sum(p[k] for k in parts) * 1e3 for p in probes]
+            row[f"{key}_ms"] = statistics.median(values)
+            row[f"{key}_p10_p90_ms"] = [float(np.percentile(values, 10)), float(np.percentile(values, 90))]
+        rows.append(row)
     return {"model": "R18-Rd100 fp32, default graph, one 480x640 frame, 2 threads", "rows": rows}
 
 
@@ -230,16 +235,13 @@ def _auroc(model_path: Path, device: str) -> dict[str, Any]:
     started = time.perf_counter()
     model = PadimModel(model_path, device=device, threads=THREADS)
     predictions = predict_category(model, load_category(TILES), batch_size=8)
+    masks = predictions.masks
     return {
-        "device": device,
-        "image_auroc": float(image_auroc(predictions.scores, predictions.labels)),
-        "pixel_auroc": None
-        if predictions.masks is None
-        else float(pixel_auroc(predictions.maps, predictions.masks)),
-        "test_images": int(predictions.labels.size),
-        "seconds": time.perf_counter() - started,
+        "device": device, "image_auroc": float(image_auroc(predictions.scores, predictions.labels)),
+        "pixel_auroc": None if masks is None else float(pixel_auroc(predictions.maps, masks)),
+        "test_images": int(predictions.labels.size), "seconds": time.perf_counter() - started,
         "scores": predictions.scores,
-    }
+    }  # fmt: skip
 
 
 def evaluate(work: Path) -> dict[str, Any]:
@@ -263,15 +265,12 @@ def evaluate(work: Path) -> dict[str, Any]:
     score_diff = float(np.abs(ov["scores"] - ort["scores"]).max() / np.abs(ort["scores"]).max())
     for row in rows:
         row.pop("scores")
+    pixel = None if ort["pixel_auroc"] is None else abs(ov["pixel_auroc"] - ort["pixel_auroc"])
     return {
-        "model": "MobileNetV2 PaDiM dims 100, resize 256 / crop 224, fitted on train/good",
-        "rows": rows,
+        "model": "MobileNetV2 PaDiM dims 100, resize 256 / crop 224, fitted on train/good", "rows": rows,
         "image_auroc_diff": abs(ov["image_auroc"] - ort["image_auroc"]),
-        "pixel_auroc_diff": None
-        if ort["pixel_auroc"] is None
-        else abs(ov["pixel_auroc"] - ort["pixel_auroc"]),
-        "max_score_diff": score_diff,
-    }
+        "pixel_auroc_diff": pixel, "max_score_diff": score_diff,
+    }  # fmt: skip
 
 
 def _provenance(section: dict[str, Any]) -> str:
@@ -280,115 +279,105 @@ def _provenance(section: dict[str, Any]) -> str:
     return f"`{where.get('command', '?')}` (finished {where.get('finished', '?')}, load average {loads}).\n"
 
 
+def _latency(title: str, section: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    frames = f"{section['frame'][0]}x{section['frame'][1]} frames, {section['threads']} threads"
+    head = ["config", "batch", "median ms", "p10-p90 ms", "time vs ORT fp32", "speed-up", "score diff (vs)"]
+    body = [
+        [
+            r["config"], str(r["batch"]), num(r["median_ms"], ".1f"), f"{r['p10_ms']:.1f}-{r['p90_ms']:.1f}",
+            num(r["time_vs_ort_fp32"], ".2f"), num(r["speedup_vs_ort_fp32"], ".2f") + "x",
+            f"{r['score_diff_vs_reference']:.1e} ({r['reference']})",
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return [
+        f"## Latency: {title}, {frames}", "", _provenance(section),
+        f"A/B interleaved in one process, {section['rounds']} rounds; median of the blocks' per-call means. "
+        "Score diff: largest |score - reference's| over the batch, / the reference's max score.",
+        "", *table(head, body), "",
+    ]  # fmt: skip
+
+
+def _spread(row: dict[str, Any], key: str) -> str:
+    return "{:.0f} ({:.0f}-{:.0f})".format(row.get(f"{key}_ms", 0), *row.get(f"{key}_p10_p90_ms", [0, 0]))
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = header(result, "OpenVINO vs onnxruntime (CPU)")
     lat = result.get("latency")
     if lat:
-        lines += [
-            f"## Latency: R18-Rd100, {lat['frame'][0]}x{lat['frame'][1]} frames, {lat['threads']} threads",
-            "",
-            _provenance(lat),
-            f"A/B interleaved in one process, {lat['rounds']} rounds; median of the blocks' per-call means. "
-            "Score diff: largest |score - reference's| over the batch, / the reference's max score.",
-            "",
-            *table(
-                [
-                    "config",
-                    "batch",
-                    "median ms",
-                    "p10-p90 ms",
-                    "time vs ORT fp32",
-                    "speed-up",
-                    "score diff (vs)",
-                ],
-                [
-                    [
-                        r["config"],
-                        str(r["batch"]),
-                        num(r["median_ms"], ".1f"),
-                        f"{r['p10_ms']:.1f}-{r['p90_ms']:.1f}",
-                        num(r["time_vs_ort_fp32"], ".2f"),
-                        num(r["speedup_vs_ort_fp32"], ".2f") + "x",
-                        f"{r['score_diff_vs_reference']:.1e} ({r['reference']})",
-                    ]
-                    for r in lat["rows"]
-                ],
-            ),
-            "",
-            *[f"- {note}" for note in lat["notes"]],
-            "",
-        ]
+        lines += [*_latency("R18-Rd100", lat, lat["rows"]), *[f"- {note}" for note in lat["notes"]], ""]
+    for name, rows in result.get("models", {}).get("models", {}).items():
+        lines += _latency(f"{name} (random-init)", result["models"], rows)
     up = result.get("startup")
     if up:
         lines += [
-            f"## Start-up: {up['model']}",
-            "",
-            _provenance(up),
-            "Fresh processes, medians; load = PadimModel(...), first call = one predict.",
-            "",
+            f"## Start-up: {up['model']}", "", _provenance(up),
+            "Fresh processes in rotating order, warm page cache; medians (p10-p90 over the runs). import = "
+            "numpy + padim_edge.runtime (which imports onnxruntime); load = PadimModel(...) (for OpenVINO "
+            "this imports openvino); 1st call = one predict; total = all three.", "",
             *table(
-                ["config", "runs", "import ms", "load ms", "first call ms", "load + first call ms"],
+                ["config", "runs", "import ms", "load ms", "1st call ms", "load + 1st call ms", "total ms"],
                 [
-                    [
-                        r["config"],
-                        str(r["runs"]),
-                        num(r["import_s"], ".0f"),
-                        num(r["load_s"], ".0f"),
-                        num(r["first_call_s"], ".0f"),
-                        num(r["load_plus_first_ms"], ".0f"),
-                    ]
+                    [r["config"], str(r["runs"]), num(r["import_s"], ".0f"), num(r["load_s"], ".0f"),
+                     num(r["first_call_s"], ".0f"), _spread(r, "load_plus_first"), _spread(r, "total")]
                     for r in up["rows"]
                 ],
             ),
             "",
-        ]
+        ]  # fmt: skip
     ev = result.get("eval")
     if ev:
         lines += ["## padim-eval AUROC on the magnetic tile", ""]
-        if "skipped" in ev:
-            lines += [f"Skipped: {ev['skipped']}", ""]
-        else:
-            lines += [
-                _provenance(ev),
-                ev["model"] + ".",
-                "",
-                *table(
-                    ["device", "image AUROC", "pixel AUROC", "test images", "seconds"],
-                    [
-                        [
-                            r["device"],
-                            num(r["image_auroc"]),
-                            num(r["pixel_auroc"]),
-                            str(r["test_images"]),
-                            num(r["seconds"], ".0f"),
-                        ]
-                        for r in ev["rows"]
-                    ],
-                ),
-                "",
-                f"|diff| image AUROC {ev['image_auroc_diff']:.5f}, pixel AUROC "
-                f"{num(ev['pixel_auroc_diff'], '.5f')} (goal: <= 0.001); largest score difference "
-                f"{ev['max_score_diff']:.1e} of the max score.",
-                "",
-            ]
+    if ev and "skipped" in ev:
+        lines += [f"Skipped: {ev['skipped']}", ""]
+    elif ev:
+        lines += [_provenance(ev), ev["model"] + ".", ""]
+        lines += table(
+            ["device", "image AUROC", "pixel AUROC", "test images", "seconds"],
+            [
+                [r["device"], num(r["image_auroc"]), num(r["pixel_auroc"]), str(r["test_images"]),
+                 num(r["seconds"], ".0f")]
+                for r in ev["rows"]
+            ],
+        )  # fmt: skip
+        lines += [
+            "", f"|diff| image AUROC {ev['image_auroc_diff']:.5f}, pixel AUROC "
+            f"{num(ev['pixel_auroc_diff'], '.5f')} (goal: <= 0.001); largest score difference "
+            f"{ev['max_score_diff']:.1e} of the max score.", "",
+        ]  # fmt: skip
     return "\n".join(lines)
 
 
 @click.command()
 @click.argument("sections", nargs=-1, type=click.Choice([*SECTIONS, "all"]))
-@click.option("--rounds", type=int, default=30, show_default=True, help="Latency: interleaved rounds.")
 @click.option(
-    "--repeats", type=int, default=3, show_default=True, help="Start-up: fresh processes per config."
+    "--rounds", type=int, default=30, show_default=True, help="Latency, models: interleaved rounds."
 )
+@click.option(
+    "--repeats", type=int, default=15, show_default=True, help="Start-up: fresh processes per config."
+)
+@click.option("--batches", default="1,8", show_default=True, help="Models: batch sizes.")
+@click.option(
+    "--before", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Start-up: also time the padim_edge in this folder (e.g. an older commit's), named by the folder.",
+)  # fmt: skip
 @output_options
-def main(sections: tuple[str, ...], rounds: int, repeats: int, output: Path, workdir: Path | None) -> None:
-    """Measure SECTIONS (latency, startup, eval; default all) into <output>/openvino.{json,md}."""
+def main(
+    sections: tuple[str, ...], rounds: int, repeats: int, batches: str, before: Path | None, output: Path,
+    workdir: Path | None,
+) -> None:  # fmt: skip
+    """Measure SECTIONS (latency, models, startup, eval; default all) into <output>/openvino.{json,md}."""
     chosen = SECTIONS if not sections or "all" in sections else sections
     run = Run()
     previous = output / f"{STEM}.json"
     result: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
-    measure = {"latency": lambda work: latency(work, rounds), "startup": lambda work: startup(work, repeats)}
-    measure["eval"] = evaluate
+    measure = {
+        "latency": lambda work: latency(work, rounds),
+        "models": lambda work: models(work, rounds, ints(batches)),
+        "startup": lambda work: startup(work, repeats, before),
+        "eval": evaluate,
+    }
     with workspace(workdir, "padim-ov-") as work:
         for section in chosen:
             load = os.getloadavg()[0]
