@@ -285,8 +285,9 @@ def render(method: Method, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(method: Method, work: Path, sets: str, settings: dict[str, Any]) -> dict[str, Any]:
+def run(method: Method, work: Path, sets: str, max_train, max_test, calibration_images, coreset=None) -> dict:
     """Measure every set: ``<method.stem>.{json,md}``."""
+    settings = dict(max_train=max_train, max_test=max_test, calibration=calibration_images, coreset=coreset)
     names = h.comma_list(sets, h.SETS, "--sets")
     h.require_shared(h.WEIGHTS)
     measured = {name: measure_set(method, name, work, settings) for name in names}
@@ -302,9 +303,7 @@ def run(method: Method, work: Path, sets: str, settings: dict[str, Any]) -> dict
 REDUCTIONS = ("select", "orthogonal")
 
 
-def measure_reduction(
-    name: str, work: Path, dims_list: tuple[int, ...], seeds: tuple[int, ...]
-) -> dict[str, Any]:
+def measure_reduction(name: str, work: Path, dims_list: tuple[int, ...], seeds: tuple[int, ...]) -> dict:
     """Every (dims, seed, reduction) model of one set, fitted, exported and scored."""
     ready, description = h.prepare_fit(name, work, folder=f"reduction-{name}", max_train=None)
     if ready is None:
@@ -317,9 +316,8 @@ def measure_reduction(
                 path = export_mnv2(fit_dir, here / f"mnv2-d{dims}-{reduction}-s{seed}.onnx", dims=dims,
                                    reduction=reduction, seed=seed)  # fmt: skip
                 row = evaluate(path, root, None)["row"]
-                rows.append(
-                    {"dims": dims, "reduction": reduction, "seed": seed, **{m: row[m] for m in METRICS}}
-                )
+                scores = {m: row[m] for m in METRICS}
+                rows.append({"dims": dims, "reduction": reduction, "seed": seed, **scores})
     return {"description": description, "train_images": train_images, "rows": rows}
 
 
@@ -338,10 +336,8 @@ def render_reduction(result: dict[str, Any]) -> str:
             chosen = [r for r in result["rows"] if r["dims"] == dims and r["reduction"] == reduction]
             values = {m: [r[m] for r in chosen if r[m] is not None] for m in METRICS}
             means[reduction] = {m: sum(v) / len(v) if v else None for m, v in values.items()}
-            cells = [
-                f"{h.num(means[reduction][m])} [{min(v):.4f}-{max(v):.4f}]" if v else "-"
-                for m, v in values.items()
-            ]
+            mean = means[reduction]
+            cells = [f"{h.num(mean[m])} [{min(v):.4f}-{max(v):.4f}]" if v else "-" for m, v in values.items()]
             body.append([str(dims), reduction, str(len(chosen)), *cells])
         pairs = [(means["orthogonal"][m], means["select"][m]) for m in METRICS]
         delta = [None if None in pair else pair[0] - pair[1] for pair in pairs]
@@ -370,30 +366,18 @@ def set_options(max_train: int | None) -> Any:
 @main.command("int8")
 @set_options(max_train=200)
 @h.measurement(PADIM.stem, lambda result: render(PADIM, result))
-def int8(work, sets, max_train, max_test, calibration_images) -> dict[str, Any]:
+def int8(work: Path, **options: Any) -> dict[str, Any]:
     """PaDiM: INT8 QOperator / QDQ (plain, default, 2 float convs) and FP16 on three sets."""
-    settings = {
-        "max_train": max_train,
-        "max_test": max_test,
-        "calibration": calibration_images,
-        "coreset": None,
-    }
-    return run(PADIM, work, sets, settings)
+    return run(PADIM, work, **options)
 
 
 @main.command("patchcore-int8")
 @set_options(max_train=None)
 @click.option("--coreset", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.1, show_default=True)
 @h.measurement(PATCHCORE.stem, lambda result: render(PATCHCORE, result))
-def patchcore_int8(work, sets, max_train, max_test, calibration_images, coreset) -> dict[str, Any]:
+def patchcore_int8(work: Path, **options: Any) -> dict[str, Any]:
     """PatchCore: INT8 QOperator / QDQ with the bank kept or reselected, on three sets."""
-    settings = {
-        "max_train": max_train,
-        "max_test": max_test,
-        "calibration": calibration_images,
-        "coreset": coreset,
-    }
-    return run(PATCHCORE, work, sets, settings)
+    return run(PATCHCORE, work, **options)
 
 
 @main.command("reduction")
