@@ -203,9 +203,8 @@ def measure_set(method: Method, name: str, workdir: Path, settings: dict[str, An
             a, b = row[key], rows["fp32"][key]
             row[f"{key}_delta"] = None if a is None or b is None else a - b
         row["test_score_spearman"] = h.finite(spearman(reference["scores"], result["scores"]))
-        h.log(
-            f"{name}: {label}: Δ image / pixel " + " / ".join(h.num(row[f"{k}_delta"]) for k in METRICS[:2])
-        )
+        d = [h.num(row[f"{k}_delta"]) for k in METRICS[:2]]
+        h.log(f"{name}: {label}: Δ image {d[0]}, pixel {d[1]}")
     counts = {k: reference["row"][k] for k in ("test_images", "defect_images")}
     return {"description": description, "train_images": train_images, **counts, "rows": rows,
             "seconds": time.perf_counter() - started}  # fmt: skip
@@ -239,15 +238,7 @@ def render(method: Method, result: dict[str, Any]) -> str:
         "INT8 variant.",
         "",
     ]
-    headers = [
-        "variant",
-        "image AUROC (Δ)",
-        "pixel AUROC (Δ)",
-        "PRO@0.3 (Δ)",
-        "Spearman",
-        "fidelity",
-        "calibration s",
-    ]
+    headers = ["variant", "image AUROC (Δ)", "pixel AUROC (Δ)", "PRO@0.3 (Δ)", "Spearman", "fidelity"]
     for name, section in result["sets"].items():
         lines += [f"## {name}", ""]
         if "skipped" in section:
@@ -261,24 +252,16 @@ def render(method: Method, result: dict[str, Any]) -> str:
             if "error" in row:
                 body.append([label, f"failed: {row['error']}", *[""] * 6])
                 continue
-            deltas = [row.get(f"{k}_delta") for k in METRICS]
-            cells = [
-                h.num(row.get(k)) + ("" if d is None else f" ({d:+.4f})")
-                for k, d in zip(METRICS, deltas, strict=True)
-            ]
-            cells += [
+            deltas = {k: row.get(f"{k}_delta") for k in METRICS}
+            cells = [h.num(row.get(k)) + ("" if d is None else f" ({d:+.4f})") for k, d in deltas.items()]
+            verdict = (row.get("fidelity") or {}).get("verdict") or "-"
+            extra = [
                 h.num(row.get("test_score_spearman"), ".3f"),
-                (row.get("fidelity") or {}).get("verdict") or "-",
+                verdict,
+                h.num(row.get("calibration_seconds"), ".0f"),
             ]
-            body.append(
-                [
-                    label,
-                    *cells,
-                    h.num(row.get("calibration_seconds"), ".0f"),
-                    str(row.get("bank_size") or "-"),
-                ]
-            )
-        lines += [*h.table([*headers, "bank"], body), ""]
+            body.append([label, *cells, *extra, row.get("bank_size") or "-"])
+        lines += [*h.table([*headers, "calibration s", "bank"], body), ""]
     body = [[g["set"], g["variant"], " / ".join(h.num(d, "+.4f") for d in g["deltas"]), g["result"]]
             for g in result["goals"]]  # fmt: skip
     lines += ["## Goals", "", *h.table(["set", "variant", "Δ image / pixel AUROC", "result"], body)]
