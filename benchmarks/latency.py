@@ -113,10 +113,8 @@ def patchcore(output, workdir, device, fit_frames, **timing):
                         head_precisions=["fp32", "int8"], backbone=False, **shared)
             for coreset in (0.1, 0.01)
         ]  # fmt: skip
-        notes = [
-            f"PatchCore banks: coreset of {fit_frames} synthetic frames' patch vectors (a category's size)"
-        ]
-        bench(plans, output, "patchcore_latency", "PatchCore beside PaDiM: latency", notes)
+        note = f"PatchCore banks: coreset of {fit_frames} synthetic frames' patch vectors (a category's size)"
+        bench(plans, output, "patchcore_latency", "PatchCore beside PaDiM: latency", [note])
 
 
 @main.command("fit-child", hidden=True)
@@ -178,10 +176,8 @@ def render_fit_memory(result: dict[str, Any]) -> str:
 def fit_memory(work, backbone, counts, batch_size, data) -> dict[str, Any]:
     """Peak RSS of PaDiM fits on a few vs many images, each in a fresh process."""
     numbers, tiles, runs = parse_int_list(counts, name="--counts"), h.TILES / "train" / "good", []
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, (str(h.ROOT), os.environ.get("PYTHONPATH")))),
-    }
+    pythonpath = os.pathsep.join(filter(None, (str(h.ROOT), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     source = str(data)
     if data is None and tiles.is_dir():
         data, source = tiles, "magnetic tile train/good (real grayscale tiles, sizes vary)"
@@ -194,7 +190,7 @@ def fit_memory(work, backbone, counts, batch_size, data) -> dict[str, Any]:
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
         if proc.returncode != 0 or not lines:
             raise click.ClickException(
-                f"fit on {count} images failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
+                f"fit on {count} images: exit {proc.returncode}: {proc.stderr[-2000:]}"
             )
         runs.append(json.loads(lines[-1][len(MARKER) :]))
     difference = (runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]) / runs[0]["peak_rss_mb"]

@@ -134,18 +134,16 @@ def render_scaling(result: dict[str, Any]) -> str:
         rows.append(
             ["local, no Ray (1 thread)", f"{local['images_per_s']:.2f}", f"{local['seconds']:.1f}", ""]
         )
-        title = (
-            f"Fit ({fit['images']} images, batch {fit['batch_size']})"
-            if part is fit
-            else (f"Scoring ({sc['images']} images, batch {sc['batch_size']}, shards of {sc['shard_size']})")
-        )
+        title = f"Fit ({fit['images']} images, batch {fit['batch_size']})"
+        if part is sc:
+            title = f"Scoring ({sc['images']} images, batch {sc['batch_size']}, shards of {sc['shard_size']})"
         speed = part[key]["2"]["images_per_s"] / part[key]["1"]["images_per_s"]
         lines += [f"## {title}", "", *h.table([name, "img/s", "seconds (median)", "min-max s"], rows), "",
                   f"2 {key} vs 1: x{speed:.2f}.", ""]  # fmt: skip
-    merge = (
-        f"One merge of two partials ({fit['partial_mb']:.0f} MB each, same node): {fit['one_merge_s']:.2f} s."
+    lines.append(
+        f"One merge of two partials ({fit['partial_mb']:.0f} MB each, same node): "
+        f"{fit['one_merge_s']:.2f} s. Scoring includes the actors' start and model load."
     )
-    lines.append(merge + " Scoring includes starting the actors and loading the model in each.")
     return "\n".join(lines) + "\n"
 
 
@@ -186,7 +184,7 @@ def fit_bank(module: Any, vectors: Any, paths: list[Path], shards: int) -> dict[
             part = bank_of(vectors[row : row + len(shard) * module.patches]).partial(reduce=True)
             row += len(shard) * module.patches
             partials.append(
-                CoresetPartial(vectors=[part.vectors], seen=part.seen, chunks=part.chunks, count=len(shard))
+                CoresetPartial([part.vectors], seen=part.seen, chunks=part.chunks, count=len(shard))
             )
         merged = tree_reduce(partials, lambda a, b: a.merge(b))
         held = sum(len(v) for v in merged.vectors)
