@@ -149,14 +149,9 @@ def header(result: dict[str, Any], title: str) -> list[str]:
     loads = " -> ".join(
         f"{result[k][0]:.1f}" if result.get(k) else "?" for k in ("load_before", "load_after")
     )
-    return [
-        f"# {title}",
-        "",
-        f"**Machine:** {machine_line(result['machine'])}.",
-        f"**Command:** `{result['command']}` (finished {result['finished']}, {result['seconds']:.0f} s; "
-        f"load average {loads}).",
-        "",
-    ]
+    return [f"# {title}", "", f"**Machine:** {machine_line(result['machine'])}.",
+            f"**Command:** `{result['command']}` (finished {result['finished']}, {result['seconds']:.0f} s; "
+            f"load average {loads}).", ""]  # fmt: skip
 
 
 def write_results(output: Path, stem: str, result: dict[str, Any], markdown: str) -> None:
@@ -208,9 +203,8 @@ def paired(a: Callable[[], Any], b: Callable[[], Any], pairs: int, *, warmup: in
     """A/B interleaved call by call (a drifting background load hits both alike): each one's p50 and
     ``b - a`` per pair (p25 / p50 / p75), in ms."""
     times = np.array([[clock(a), clock(b)] for _ in range(pairs + warmup)])[warmup:]
-    diffs = {
-        f"overhead_{k}": v for k, v in percentiles(list(times[:, 1] - times[:, 0]), (25, 50, 75)).items()
-    }
+    overhead = percentiles(list(times[:, 1] - times[:, 0]), (25, 50, 75))
+    diffs = {f"overhead_{k}": v for k, v in overhead.items()}
     a_p50, b_p50 = (percentiles(list(times[:, i]), (50,))["p50_ms"] for i in (0, 1))
     return {"pairs": pairs, "a_p50_ms": a_p50, "b_p50_ms": b_p50, **diffs}
 

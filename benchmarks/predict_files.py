@@ -96,10 +96,9 @@ def png_levels(model_path: Path, files: list[Path], levels=(0, 1, 3, 6, 9)) -> l
     rows = []
     for level in levels:
         buffers = [io.BytesIO() for _ in pictures]
-        seconds = [
-            h.clock(lambda p=p, b=b, z=level: Image.fromarray(p).save(b, format="PNG", compress_level=z))
-            for p, b in zip(pictures, buffers, strict=True)
-        ]
+        save = [lambda p=p, b=b, z=level: Image.fromarray(p).save(b, format="PNG", compress_level=z)
+                for p, b in zip(pictures, buffers, strict=True)]  # fmt: skip
+        seconds = [h.clock(call) for call in save]
         kb = round(float(np.mean([len(b.getvalue()) for b in buffers])) / 1e3, 1)
         ms = round(1e3 * statistics.median(seconds), 2)
         rows.append({"level": level, "kb_per_overlay": kb, "ms_per_overlay": ms})
@@ -143,9 +142,7 @@ def render(r: dict[str, Any]) -> str:
 
 @click.command(context_settings=h.CONTEXT)
 @click.option("--rounds", type=int, default=5, show_default=True, help="Interleaved rounds.")
-@click.option(
-    "--previous", default="229bbb9", show_default=True, help="Git revision of the sequential command."
-)
+@click.option("--previous", default="229bbb9", show_default=True, help="Git revision of the old command.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--wait-idle", type=float, default=60.0, show_default=True, help="Wait for a quiet CPU, s.")
 @h.measurement("predict_files", render)
