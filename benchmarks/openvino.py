@@ -1,9 +1,9 @@
 """OpenVINO (``--device openvino``) beside onnxruntime's CPU EP: latency, start-up, AUROC.
 
 * ``latency``: R18-Rd100 (random-init, resize 256 / crop 224) on 480x640 frames, batch 1 and 8, 2
-  threads: ORT fp32, INT8 QOperator and QDQ; OpenVINO fp32, INT8 QDQ, and bf16 where the CPU has it.
-  Every model is opened once in this process; blocks of calls are timed A/B interleaved in rotating
-  order, medians of the blocks' per-call means; each row gives its score difference from ORT's.
+  threads: ORT fp32, INT8 QOperator and QDQ; OpenVINO fp32, INT8 QDQ, bf16 where the CPU has it, and
+  ``--anomalib`` IR. Models opened once per batch size in this process; blocks of calls timed A/B
+  interleaved in rotating order, medians of the blocks' per-call means; score differences vs ORT's.
 * ``models``: the same for WR50-Rd550 and PatchCore (:data:`MODELS`): ORT and OpenVINO, fp32 and INT8 QDQ.
 * ``startup``: import, load and first call in fresh processes, ORT session vs OpenVINO with a warm
   cache (and, with ``--before``, an older source tree's OpenVINO backend), in rotating order; one cold.
@@ -34,19 +34,17 @@ import numpy as np
 # openvino`` finds the package and ``import harness`` still finds the suite's helpers.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from harness import CROP, RESIZE, ROOT, TILES, WEIGHTS, Run, header, ints, log, num  # noqa: E402
-
-# isort: split
-from harness import output_options, synthetic_images, table, workspace, write_results  # noqa: E402
+import harness  # noqa: E402
+from harness import CROP, RESIZE, ROOT, TILES, WEIGHTS, Run, comma_list, header, ints, log, num  # noqa: E402
 
 STEM = "openvino"
 THREADS = 2
 FRAME = (480, 640)
 SECTIONS = ("latency", "models", "startup", "eval")
-#: The ``models`` section: name -> export arguments (random-init; the fit images only shape the head).
+#: The ``models`` section: name -> (title, export arguments); random-init, default backbone r18.
 MODELS = {
-    "WR50-Rd550": {"backbone": "wr50", "dims": 550},
-    "PatchCore R18 d256 coreset 0.1": {"method": "patchcore", "backbone": "r18", "coreset": 0.1},
+    "wr50-rd550": ("WR50-Rd550", {"backbone": "wr50", "dims": 550}),
+    "patchcore-r18": ("PatchCore R18 d256 coreset 0.1", {"method": "patchcore", "coreset": 0.1}),
 }
 
 
@@ -55,7 +53,7 @@ def _export(work: Path, stem: str, fit_images: int, variants: tuple[str, ...], *
     from padim_edge.calibration.pipeline import calibrate
     from padim_edge.export.pipeline import run_export
 
-    fit = synthetic_images(work / f"fit{fit_images}", fit_images)
+    fit = harness.synthetic_images(work / f"fit{fit_images}", fit_images)
     paths = {"fp32": work / f"{stem}.onnx"}
     if not paths["fp32"].exists():
         log(f"exporting {stem} (random-init) {export}")
@@ -83,10 +81,7 @@ def _frames(batch: int) -> np.ndarray:
     return np.stack([np.asarray(image) for image in smooth])
 
 
-Config = tuple[str, Path, str, str]
-
-
-def _configs(paths: dict[str, Path], extra: bool = True) -> tuple[list[Config], list[str]]:
+def _configs(paths: dict[str, Path], extra: bool = True) -> tuple[list[tuple], list[str]]:
     """``(label, model, device, reference)`` rows (``extra``: QOperator, bf16), and notes on rows left out."""
     from padim_edge.runtime.providers import cpu_has_bf16
 
@@ -99,12 +94,11 @@ def _configs(paths: dict[str, Path], extra: bool = True) -> tuple[list[Config], 
     ]
     if extra and cpu_has_bf16():
         return [*rows, ("OpenVINO bf16", paths["fp32"], "openvino-bf16", "ORT fp32")], []
-    return rows, [
-        "OpenVINO bf16: not run, this CPU has no bf16 arithmetic (AVX512-BF16 / AMX)"
-    ] if extra else []
+    note = "OpenVINO bf16: not run, this CPU has no bf16 arithmetic (AVX512-BF16 / AMX)"
+    return rows, [note] if extra else []
 
 
-def _interleaved(configs: list[Config], work: Path, rounds: int, batches: tuple) -> list[dict[str, Any]]:
+def _interleaved(configs: list[tuple], work: Path, rounds: int, batches: tuple) -> list[dict[str, Any]]:
     """Per batch size, every config opened (one compiled shape each); blocks of calls timed interleaved."""
     from padim_edge.runtime import PadimModel
 
@@ -113,12 +107,10 @@ def _interleaved(configs: list[Config], work: Path, rounds: int, batches: tuple)
         models = {}
         for label, path, device, _ in configs:
             extra = {"ov_cache_dir": work / "ov-cache"} if "openvino" in device else {}
-            models[label] = PadimModel(path, device=device, threads=THREADS, **extra)
+            own = _Anomalib(path, batch) if device == "anomalib" else None
+            models[label] = own or PadimModel(path, device=device, threads=THREADS, **extra)
         frames = _frames(batch)
-        scores = {
-            label: np.array([p.score for p in m.predict(frames, batch_size=batch)])
-            for label, m in models.items()
-        }
+        scores = {label: np.asarray(m.run(frames)["score"]).ravel() for label, m in models.items()}
         for model in models.values():  # warm-up: compile / first calls
             model.run(frames)
         blocks: dict[str, list[float]] = {label: [] for label in models}
@@ -150,40 +142,49 @@ def _interleaved(configs: list[Config], work: Path, rounds: int, batches: tuple)
     return rows
 
 
-def latency(work: Path, rounds: int) -> dict[str, Any]:
+class _Anomalib:
+    """anomalib's exported OpenVINO IR run as its OpenVINOInferencer does: default compile settings (the
+    CPU's: f32 here, LATENCY, all cores), float NCHW frames in [0, 1] (the graph resizes and normalises)."""
+
+    def __init__(self, xml: Path, batch: int) -> None:
+        import openvino
+
+        core = openvino.Core()
+        model = core.read_model(str(xml))
+        model.reshape([batch, 3, *FRAME])  # static, as the other rows
+        self.request = core.compile_model(model, "CPU").create_infer_request()
+
+    def run(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
+        return {"score": self.request.infer({0: x})["pred_score"].ravel()}
+
+
+def latency(work: Path, rounds: int, anomalib: Path | None = None) -> dict[str, Any]:
     """R18-Rd100: every runtime and precision, batch 1 and 8 (see the module docstring)."""
     paths = _export(work, "r18", 16, ("int8-qdq", "int8-qoperator"), backbone="r18", dims=100)
     configs, notes = _configs(paths)
+    label = "anomalib PaDiM R18, its OpenVINO IR"
+    configs += [(label, anomalib, "anomalib", label)] if anomalib else []
     rows = _interleaved(configs, work, rounds, (1, 8))
     return {"threads": THREADS, "frame": list(FRAME), "rounds": rounds, "rows": rows, "notes": notes}
 
 
-def models(work: Path, rounds: int, batches: tuple[int, ...]) -> dict[str, Any]:
+def models(work: Path, rounds: int, batches: tuple[int, ...], stems: str) -> dict[str, Any]:
     """:data:`MODELS` on ORT and OpenVINO, fp32 and INT8 QDQ: one model and batch size open at a time."""
     out = {}
-    for name, export in MODELS.items():
-        stem = name.split()[0].lower()
+    for stem in comma_list(stems, tuple(MODELS), "--models"):
+        name, export = MODELS[stem]
         paths = _export(work, stem, 64 if "coreset" in export else 16, ("int8-qdq",), **export)
         configs, _ = _configs(paths, extra=False)
-        log(f"{name}: {', '.join(c[0] for c in configs)}")
         out[name] = _interleaved(configs, work, rounds, batches)
     return {"threads": THREADS, "frame": list(FRAME), "rounds": rounds, "models": out}
 
 
-_PROBE = """
-import json, sys, time
-t0 = time.perf_counter()
-import numpy as np
-from padim_edge.runtime import PadimModel
-t1 = time.perf_counter()
-path, device, cache = sys.argv[1:4]
-extra = {"ov_cache_dir": cache} if device == "openvino" else {}
-model = PadimModel(path, device=device, threads=2, **extra)
-t2 = time.perf_counter()
-model.predict(np.full((480, 640, 3), 128, np.uint8))
-t3 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_call_s": t3 - t2}))
-"""
+_PROBE = """import json, sys, time; t0 = time.perf_counter(); import numpy as np
+from padim_edge.runtime import PadimModel; t1 = time.perf_counter(); path, dev, cache = sys.argv[1:4]
+model = PadimModel(path, device=dev, threads=2, **({"ov_cache_dir": cache} if dev == "openvino" else {}))
+t2 = time.perf_counter(); model.predict(np.full((480, 640, 3), 128, np.uint8)); t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_call_s": t3 - t2}))"""
 PARTS = ("import_s", "load_s", "first_call_s")
 
 
@@ -204,9 +205,8 @@ def startup(work: Path, repeats: int, before: Path | None) -> dict[str, Any]:
     }
     if before is not None:
         arms[f"OpenVINO, warm cache, {before.name}"] = ("openvino", str(work / "ov-before"), before)
-    for device, cache, source in arms.values():
-        if device == "openvino":
-            _probe(path, device, cache, source)  # fills the cache for batch 1 at 480x640
+    for arm in (a for a in arms.values() if a[0] == "openvino"):
+        _probe(path, *arm)  # fills the cache for batch 1 at 480x640
     runs: dict[str, list[dict[str, float]]] = {label: [] for label in arms}
     order = list(arms)
     for r in range(repeats):
@@ -232,6 +232,7 @@ def _auroc(model_path: Path, device: str) -> dict[str, Any]:
     from padim_edge.evaluation.predictions import predict_category
     from padim_edge.runtime import PadimModel
 
+    log(f"scoring the magnetic tile on {device}")
     started = time.perf_counter()
     model = PadimModel(model_path, device=device, threads=THREADS)
     predictions = predict_category(model, load_category(TILES), batch_size=8)
@@ -257,10 +258,7 @@ def evaluate(work: Path) -> dict[str, Any]:
             TILES / "train" / "good", path, backbone="mnv2", dims=100, resize=RESIZE, crop=CROP,
             weights_file=WEIGHTS, device="cpu", parity_images=0, progress=False,
         )  # fmt: skip
-    rows = []
-    for device in ("cpu", "openvino"):
-        log(f"scoring the magnetic tile on {device}")
-        rows.append(_auroc(path, device))
+    rows = [_auroc(path, device) for device in ("cpu", "openvino")]
     ort, ov = rows
     score_diff = float(np.abs(ov["scores"] - ort["scores"]).max() / np.abs(ort["scores"]).max())
     for row in rows:
@@ -294,7 +292,7 @@ def _latency(title: str, section: dict[str, Any], rows: list[dict[str, Any]]) ->
         f"## Latency: {title}, {frames}", "", _provenance(section),
         f"A/B interleaved in one process, {section['rounds']} rounds; median of the blocks' per-call means. "
         "Score diff: largest |score - reference's| over the batch, / the reference's max score.",
-        "", *table(head, body), "",
+        "", *harness.table(head, body), "",
     ]  # fmt: skip
 
 
@@ -316,7 +314,7 @@ def markdown(result: dict[str, Any]) -> str:
             "Fresh processes in rotating order, warm page cache; medians (p10-p90 over the runs). import = "
             "numpy + padim_edge.runtime (which imports onnxruntime); load = PadimModel(...) (for OpenVINO "
             "this imports openvino); 1st call = one predict; total = all three.", "",
-            *table(
+            *harness.table(
                 ["config", "runs", "import ms", "load ms", "1st call ms", "load + 1st call ms", "total ms"],
                 [
                     [r["config"], str(r["runs"]), num(r["import_s"], ".0f"), num(r["load_s"], ".0f"),
@@ -333,7 +331,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"Skipped: {ev['skipped']}", ""]
     elif ev:
         lines += [_provenance(ev), ev["model"] + ".", ""]
-        lines += table(
+        lines += harness.table(
             ["device", "image AUROC", "pixel AUROC", "test images", "seconds"],
             [
                 [r["device"], num(r["image_auroc"]), num(r["pixel_auroc"]), str(r["test_images"]),
@@ -359,13 +357,17 @@ def markdown(result: dict[str, Any]) -> str:
 )
 @click.option("--batches", default="1,8", show_default=True, help="Models: batch sizes.")
 @click.option(
+    "--anomalib", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Latency: + this IR."
+)
+@click.option("--models", "stems", default=",".join(MODELS), show_default=True, help="Models: which ones.")
+@click.option(
     "--before", type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Start-up: also time the padim_edge in this folder (e.g. an older commit's), named by the folder.",
 )  # fmt: skip
-@output_options
+@harness.output_options
 def main(
-    sections: tuple[str, ...], rounds: int, repeats: int, batches: str, before: Path | None, output: Path,
-    workdir: Path | None,
+    sections: tuple[str, ...], rounds: int, repeats: int, batches: str, anomalib: Path | None, stems: str,
+    before: Path | None, output: Path, workdir: Path | None,
 ) -> None:  # fmt: skip
     """Measure SECTIONS (latency, models, startup, eval; default all) into <output>/openvino.{json,md}."""
     chosen = SECTIONS if not sections or "all" in sections else sections
@@ -373,26 +375,25 @@ def main(
     previous = output / f"{STEM}.json"
     result: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
     measure = {
-        "latency": lambda work: latency(work, rounds),
-        "models": lambda work: models(work, rounds, ints(batches)),
+        "latency": lambda work: latency(work, rounds, anomalib),
+        "models": lambda work: models(work, rounds, ints(batches), stems),
         "startup": lambda work: startup(work, repeats, before),
         "eval": evaluate,
     }
-    with workspace(workdir, "padim-ov-") as work:
+    with harness.workspace(workdir, "padim-ov-") as work:
         for section in chosen:
             load = os.getloadavg()[0]
             result[section] = measure[section](work)
             # each section keeps its own provenance (a later run of another section keeps this one)
+            finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             result[section]["provenance"] = {
-                "command": run.command,
-                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "load_average": [load, os.getloadavg()[0]],
-            }
+                "command": run.command, "finished": finished, "load_average": [load, os.getloadavg()[0]]
+            }  # fmt: skip
     import openvino
 
     result["openvino"] = openvino.get_version()
     run.stamp(result)
-    write_results(output, STEM, result, markdown(result))
+    harness.write_results(output, STEM, result, markdown(result))
 
 
 if __name__ == "__main__":
