@@ -216,6 +216,11 @@ def test_bf16_is_refused_for_patchcore_and_fp32_is_the_default() -> None:
     assert refusal({"padim_edge.method": "patchcore"}) is None
     assert "bf16 breaks PatchCore's distance head" in refusal({"padim_edge.method": "patchcore"}, "bf16")
     assert refusal({"padim_edge.method": "padim"}, "bf16") is None
+    qdq = {"padim_edge.method": "patchcore", "padim_edge.quant_format": "qdq"}
+    assert refusal(qdq).startswith(
+        "a PatchCore INT8 QDQ model, which OpenVINO's CPU plugin scores about 10x off"
+    )
+    assert refusal({"padim_edge.method": "padim", "padim_edge.quant_format": "qdq"}) is None
     options = CompileOptions(threads=2, cache_dir="/c")
     assert options.config() == {
         "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": "2",
