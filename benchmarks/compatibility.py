@@ -50,12 +50,12 @@ HEAD_VARIANTS_BY_TARGET = {
     "orthogonal": ("head-int8",),
 }
 PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"  # JetPack 5's Python
-#: Throwaway environments: name -> (Python, pip requirements).
+#: Throwaway environments: name -> (Python, pip requirements: an old onnxruntime, numpy, the core's Pillow).
 ENVS = {
-    "ort-1.16.3-py3.11": (sys.executable, ("onnxruntime==1.16.3", "numpy<2")),
-    "ort-1.17.3-py3.11": (sys.executable, ("onnxruntime==1.17.3", "numpy<2")),
-    "ort-1.18.1-py3.11": (sys.executable, ("onnxruntime==1.18.1", "numpy<2")),
-    "ort-1.16.3-py3.8": (PY38, ("onnxruntime==1.16.3", "numpy==1.24.4")),
+    "ort-1.16.3-py3.11": (sys.executable, ("onnxruntime==1.16.3", "numpy<2", "pillow")),
+    "ort-1.17.3-py3.11": (sys.executable, ("onnxruntime==1.17.3", "numpy<2", "pillow")),
+    "ort-1.18.1-py3.11": (sys.executable, ("onnxruntime==1.18.1", "numpy<2", "pillow")),
+    "ort-1.16.3-py3.8": (PY38, ("onnxruntime==1.16.3", "numpy==1.24.4", "pillow")),
 }
 #: Run inside each environment (Python 3.8 syntax): score every model on its frames, print JSON.
 WORKER = r"""
