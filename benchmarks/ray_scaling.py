@@ -1,31 +1,22 @@
-"""Ray suite (docs/ray.md has the method and the results).
-
-* ``scaling``: PaDiM R18-Rd100 (random-init) fit and scoring on a local Ray instance with 1 and 2 workers
-  / actors (1 thread each), interleaved, beside the local fit and runtime. Writes ``ray_scaling.*``.
-* ``shards``: PatchCore fitted in 2 and 4 shards with the distributed fit's own steps (no cluster) vs one
-  pass, scored on the magnetic tile (MobileNetV2, coreset 0.1). Writes ``patchcore_shards.*``.
+"""Ray suite (docs/ray.md has the method and the results): ``scaling``, PaDiM R18-Rd100 (random-init)
+fit and scoring on a local Ray instance with 1 and 2 workers / actors (1 thread each), interleaved, beside
+the local fit and runtime. Writes ``ray_scaling.{json,md}``.
 """
 
 from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 import harness as h
-import numpy as np
 
 from padim_edge.bench.system import usable_cpus
-from padim_edge.datasets import load_category
-from padim_edge.evaluation.predictions import predict_category
-from padim_edge.images import iter_batches, list_images, load_image
+from padim_edge.images import iter_batches, list_images
 from padim_edge.runtime import PadimModel
 
-#: Images per forward pass in the shards comparison, the distributed fit's default (``--batch-size``).
-BATCH = 16
 main = h.group("Ray benchmarks (see the module docstring).")
 
 
@@ -147,103 +138,6 @@ def render_scaling(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def embed_all(module: Any, paths: list[Path]) -> np.ndarray:
-    """Every training patch vector ``[images * patches, dims]`` (float32), in image order."""
-    import torch
-
-    from padim_edge.export.patchcore.fit import patch_vectors
-
-    out, row = np.empty((len(paths) * module.patches, module.config.dims), dtype=np.float32), 0
-    with torch.inference_mode():
-        for batch in iter_batches(paths, BATCH):
-            vectors = patch_vectors(module.embed([image for _, image in batch]))
-            out[row : row + len(vectors)], row = vectors, row + len(vectors)
-    return out
-
-
-def fit_bank(module: Any, vectors: Any, paths: list[Path], shards: int) -> dict[str, Any]:
-    """Install into ``module`` the bank a fit with ``shards`` Ray workers (1: the local fit) selects."""
-    from padim_edge.distributed.fit import split, tree_reduce
-    from padim_edge.distributed.methods import CoresetPartial, plan_for
-    from padim_edge.export.patchcore import fit as patchcore_fit
-
-    def bank_of(rows: np.ndarray) -> Any:  # what PatchCorePlan.partial_fit does on a worker
-        bank, step = patchcore_fit.make_bank(module), BATCH * module.patches
-        for lo in range(0, len(rows), step):
-            bank.add(rows[lo : lo + step])
-        return bank
-
-    start = time.perf_counter()
-    if shards == 1:
-        bank = bank_of(vectors)
-        patchcore_fit.install(module, bank)
-        held = len(bank.partial().vectors)
-    else:
-        partials, row = [], 0
-        for shard in split(paths, shards, batch_size=BATCH):
-            part = bank_of(vectors[row : row + len(shard) * module.patches]).partial(reduce=True)
-            row += len(shard) * module.patches
-            partials.append(
-                CoresetPartial([part.vectors], seen=part.seen, chunks=part.chunks, count=len(shard))
-            )
-        merged = tree_reduce(partials, lambda a, b: a.merge(b))
-        held = sum(len(v) for v in merged.vectors)
-        plan_for(module).install(module, merged)
-    return {"selection_s": time.perf_counter() - start, "vectors_held_for_final_pass": held}
-
-
-def run_shards(workdir: Path, *, shard_counts: tuple[int, ...], coreset: float) -> dict[str, Any]:
-    """Every row of the comparison (magnetic tile, MobileNetV2)."""
-    from padim_edge.evaluation.metrics import evaluate_category
-    from padim_edge.export.pipeline import build_module, export
-
-    paths = list_images(h.TILES / "train" / "good")
-    module, weight_id = build_module("mnv2", method="patchcore", weights_file=h.WEIGHTS, coreset=coreset)
-    vectors, sample = embed_all(module, paths), [load_image(p) for p in paths[:2]]
-    result: dict[str, Any] = {
-        "data": str(h.TILES), "weights": weight_id, "train_images": len(paths),
-        "test_images": len(load_category(h.TILES).samples), "patches_per_image": module.patches,
-        "dims": module.config.dims, "coreset": coreset, "batch_size": BATCH, "rows": [],
-    }  # fmt: skip
-    for shards in shard_counts:
-        model, _ = build_module("mnv2", method="patchcore", weights_file=h.WEIGHTS, coreset=coreset)
-        row: dict[str, Any] = {"shards": shards, **fit_bank(model, vectors, paths, shards)}
-        path = workdir / f"shards{shards}.onnx"
-        export(model, path, weights=weight_id, train_images=len(paths), parity_images=sample)
-        row["bank_size"] = int(model.scorer.bank.shape[0])
-        h.log(f"{shards} shard(s): scoring the test split")
-        predictions = predict_category(PadimModel(path, device="cpu"), load_category(h.TILES), batch_size=8)
-        row["overall"] = evaluate_category(predictions).overall.to_dict()
-        result["rows"].append(row)
-        path.unlink()
-    return result
-
-
-def render_shards(result: dict[str, Any]) -> str:
-    """The Markdown table: each shard count's metrics and its difference from the single pass."""
-    keys = ("image_auroc", "pixel_auroc", "pro")
-    base = next((r["overall"] for r in result["rows"] if r["shards"] == 1), None)
-    body = []
-    for r in result["rows"]:
-        o = r["overall"]
-        diff = [f"{o[k] - base[k]:+.4f}" if base and r["shards"] != 1 else "" for k in keys]
-        name = "local single pass (streaming bank)" if r["shards"] == 1 else f"Ray fit, {r['shards']} shards"
-        body.append(
-            [name, r["bank_size"], r["vectors_held_for_final_pass"], *(f"{o[k]:.4f}" for k in keys), *diff]
-        )
-    headers = ["Fit", "Bank", "Vectors into the final pass", "Image AUROC", "Pixel AUROC", "PRO@0.3"]
-    return "\n".join([
-        *h.header(result, "PatchCore on Ray: per-shard coresets vs one pass (magnetic tile, MobileNetV2)"),
-        f"Fit on {result['train_images']} training images ({result['patches_per_image']} patch vectors "
-        f"each, dims {result['dims']}), coreset {result['coreset']:g}, batches of {result['batch_size']}. "
-        "Shards: the distributed fit's own split, per-shard banks and final greedy pass "
-        "(`padim_edge.distributed`), in one process. Metrics: padim-eval on the exported graph (CPU EP), "
-        f"test split of {result['test_images']} images.",
-        "",
-        *h.table([*headers, "d image", "d pixel", "d PRO"], body),
-    ]) + "\n"  # fmt: skip
-
-
 @main.command("scaling")
 @click.option("--fit-images", type=int, default=48, show_default=True, help="Images fitted per run.")
 @click.option("--score-images", type=int, default=96, show_default=True, help="Images scored per run.")
@@ -284,16 +178,6 @@ def scaling(work, fit_images, score_images, repeats, batch_size, data) -> dict[s
     ray.shutdown()
     return {"model": paper_name("r18", 100), "ray_cpus": cpus, "ray": ray.__version__, "repeats": repeats,
             "data": source, "fit": fit, "score": sc}  # fmt: skip
-
-
-@main.command("shards")
-@click.option("--shards", "shard_counts", default="1,2,4", show_default=True, help="1 = the local fit.")
-@click.option("--coreset", type=float, default=0.1, show_default=True)
-@h.measurement("patchcore_shards", render_shards)
-def shards(work, shard_counts, coreset) -> dict[str, Any]:
-    """Accuracy of PatchCore's distributed fit against the local one."""
-    h.require_shared(h.TILES, h.WEIGHTS)
-    return run_shards(work, shard_counts=h.ints(shard_counts), coreset=coreset)
 
 
 if __name__ == "__main__":
