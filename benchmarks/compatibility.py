@@ -1,10 +1,7 @@
-"""Compatibility suite (docs/edge-targets.md has the method and the results).
-
-* ``old-onnxruntime``: every variant of one small model scored here and by ``padim_edge.runtime`` in a
-  throwaway venv per old onnxruntime (``~/.cache/padim-edge/venvs``); pass: max |d score| <= 1e-4 x
-  the largest score, else exit 1. Writes ``old_onnxruntime.{json,md}``.
-* ``tensorrt-profile``: the default graph vs the TensorRT target (480x640) of one MobileNetV2 fit on the
-  magnetic tile: score / map difference, image and pixel AUROC. Writes ``tensorrt_profile.{json,md}``.
+"""Compatibility suite (docs/edge-targets.md has the method and the results): ``old-onnxruntime``, every
+variant of one small model scored here and by ``padim_edge.runtime`` in a throwaway venv per old
+onnxruntime (``~/.cache/padim-edge/venvs``); pass: max |d score| <= 1e-4 x the largest score, else exit 1.
+Writes ``old_onnxruntime.{json,md}``.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +19,6 @@ import click
 import harness as h
 import numpy as np
 
-from padim_edge.datasets import load_category
-from padim_edge.geometry import Geometry
-from padim_edge.images import list_images, load_image, resize_frame
 from padim_edge.runtime import PadimModel
 
 main = h.group("Compatibility benchmarks (see the module docstring).")
@@ -33,8 +26,6 @@ VENVS = Path.home() / ".cache" / "padim-edge" / "venvs"
 #: Scores must agree to this fraction of the largest reference score.
 RTOL = 1e-4
 TRT_SIZE = (90, 120)
-#: The frame size of the tensorrt-profile comparison.
-TRT_PROFILE = (480, 640)
 #: padim-calibrate variants built from each base graph: every backbone variant; INT8 QOperator is
 #: CPU-only (padim-check exempts it on TensorRT), so the TensorRT-target graph has the others.
 VARIANTS_BY_TARGET = {
@@ -221,89 +212,6 @@ def old_onnxruntime(output: Path, workdir: Path | None, names: tuple[str, ...]) 
             h.log(f"{name}: " + ", ".join(f"{k} {v['status']}" for k, v in cells.items()))
     h.write_results(output, "old_onnxruntime", stamp.stamp(result), markdown(result))
     sys.exit(1 if any(c["status"] != "ok" for e in result["envs"] for c in e["cells"].values()) else 0)
-
-
-def fit_and_export(work: Path) -> dict[str, Path]:
-    """Fit once, export the default and the TensorRT-target graphs from the same module."""
-    from padim_edge.export.pipeline import build_module, export, fit
-
-    paths = {"default": work / "mnv2.onnx", "tensorrt": work / "mnv2-trt-480x640.onnx"}
-    if all(p.exists() for p in paths.values()):
-        return paths
-    model, weights = build_module("mnv2", dims=100, resize=h.RESIZE, crop=h.CROP, weights_file=h.WEIGHTS)
-    train = list_images(h.TILES / "train" / "good")
-    report = fit(model, train, batch_size=16, device="cpu", progress=True)
-    sample = [load_image(p) for p in train[:4]]
-    for target, out in paths.items():
-        size = TRT_PROFILE if target == "tensorrt" else None
-        export(model, out, weights=weights, train_images=report.images, parity_images=sample, input_size=size)
-    return paths
-
-
-def render_profile(result: dict[str, Any]) -> str:
-    """The tensorrt-profile report."""
-    body = [[f"{t} ({r['file']})", f"{r['opset']} / {r['ir_version']}", f"{r['image_auroc']:.4f}",
-             f"{r['pixel_auroc']:.4f}"] for t, r in result["rows"].items()]  # fmt: skip
-    md = [
-        *h.header(result, "TensorRT-target graph vs default graph (magnetic tile, MobileNetV2)"),
-        f"{result['model']}; {result['frames']}; {result['test_images']} test images "
-        f"({result['defect_images']} defective); CPU EP.",
-        "",
-        *h.table(["graph", "opset / IR", "image AUROC", "pixel AUROC"], body),
-        "",
-        f"max |d score| = {result['max_abs_score']:.3g} ({result['relative_score']:.2e} of the max score "
-        f"{result['max_score']:.3f}); max |d map| = {result['max_abs_map']:.3g}; AUROC change image "
-        f"{result['image_auroc_delta']:+.4f}, pixel {result['pixel_auroc_delta']:+.4f}.",
-    ]
-    return "\n".join(md) + "\n"
-
-
-@main.command("tensorrt-profile")
-@h.measurement("tensorrt_profile", render_profile)
-def tensorrt_profile(work: Path) -> dict[str, Any]:
-    """Fit, export both targets, score the resized test set with both, write the comparison."""
-    from PIL import Image
-    from sklearn.metrics import roc_auc_score
-
-    h.require_shared(h.TILES, h.WEIGHTS)
-    geometry, samples = Geometry(h.RESIZE, h.CROP), load_category(h.TILES).samples
-    height, width = TRT_PROFILE
-    started = time.perf_counter()
-    models = fit_and_export(work)
-    fit_s = time.perf_counter() - started
-    frames = [resize_frame(load_image(s.path), TRT_PROFILE) for s in samples]
-    labels, truth = np.array([s.is_anomalous for s in samples]), []
-    for s in samples:  # each mask resized as its image was, then in the model's view
-        mask = np.zeros(TRT_PROFILE, np.uint8)
-        if s.mask_path is not None:
-            mask = Image.open(s.mask_path).convert("L").resize((width, height), Image.Resampling.NEAREST)
-        truth.append(geometry.mask_view(np.asarray(mask)))
-    truth = np.stack(truth).reshape(-1)
-    rows, outputs = {}, {}
-    for target, path in models.items():
-        runtime, started = PadimModel(path, device="cpu"), time.perf_counter()
-        preds = [p for lo in range(0, len(frames), 8) for p in runtime.predict(frames[lo : lo + 8])]
-        scores = np.array([p.score for p in preds], np.float32)
-        maps = np.stack([p.anomaly_map for p in preds])
-        outputs[target], info = (scores, maps), runtime.info
-        row = rows[target] = {
-            "file": path.name, "opset": info.get("opset"), "ir_version": info.get("ir_version"),
-            "image_auroc": float(roc_auc_score(labels, scores)),
-            "pixel_auroc": float(roc_auc_score(truth, maps.reshape(-1))),
-            "score_seconds": time.perf_counter() - started,
-        }  # fmt: skip
-        h.log(f"{target}: image AUROC {row['image_auroc']:.4f}, pixel {row['pixel_auroc']:.4f}")
-    (a, map_a), (b, map_b) = outputs["default"], outputs["tensorrt"]
-    worst, worst_map = float(np.abs(a - b).max()), float(np.abs(map_a - map_b).max())
-    return {
-        "model": "mnv2 (ImageNet weights), dims 100, resize 256, crop 224, fitted on all of train/good",
-        "frames": f"every test/ image resized to {height}x{width} (Pillow bilinear), both graphs",
-        "test_images": len(samples), "defect_images": int(labels.sum()), "fit_export_seconds": fit_s,
-        "rows": rows, "max_abs_score": worst, "max_score": float(a.max()),
-        "relative_score": worst / float(a.max()), "max_abs_map": worst_map,
-        "image_auroc_delta": rows["tensorrt"]["image_auroc"] - rows["default"]["image_auroc"],
-        "pixel_auroc_delta": rows["tensorrt"]["pixel_auroc"] - rows["default"]["pixel_auroc"],
-    }  # fmt: skip
 
 
 if __name__ == "__main__":
