@@ -1,10 +1,9 @@
 """Accuracy suite: what INT8 / FP16 variants cost in AUROC (docs/results.md has the method and results).
 
 MobileNetV2 (ImageNet weights) fitted on each of harness.SETS, variants by padim-calibrate, scored with
-padim-eval's code: ``int8`` (PaDiM) -> ``int8_accuracy.*``, ``patchcore-int8`` -> ``patchcore_int8.*``,
-``reduction`` (random subset vs orthogonal projection) -> ``reduction[_<set>].*``. ``--workdir`` keeps
-models and calibration records (fidelity_verdicts.py reads them). Smoke run: ``int8 --sets demo --max-test
-40 --calibration-images 20``.
+padim-eval's code: ``int8`` (PaDiM) -> ``int8_accuracy.*``, ``patchcore-int8`` -> ``patchcore_int8.*``.
+``--workdir`` keeps models and calibration records (fidelity_verdicts.py reads them). Smoke run: ``int8
+--sets demo --max-test 40 --calibration-images 20``.
 """
 
 from __future__ import annotations
@@ -283,52 +282,6 @@ def run(method: Method, work: Path, sets: str, max_train, max_test, calibration_
     }  # fmt: skip
 
 
-REDUCTIONS = ("select", "orthogonal")
-
-
-def measure_reduction(name: str, work: Path, dims_list: tuple[int, ...], seeds: tuple[int, ...]) -> dict:
-    """Every (dims, seed, reduction) model of one set, fitted, exported and scored."""
-    ready, description = h.prepare_fit(name, work, folder=f"reduction-{name}", max_train=None)
-    if ready is None:
-        return {"skipped": description}
-    root, here, fit_dir, train_images = ready
-    rows = []
-    for dims in dims_list:
-        for seed in seeds:
-            for reduction in REDUCTIONS:
-                path = export_mnv2(fit_dir, here / f"mnv2-d{dims}-{reduction}-s{seed}.onnx", dims=dims,
-                                   reduction=reduction, seed=seed)  # fmt: skip
-                row = evaluate(path, root, None)["row"]
-                scores = {m: row[m] for m in METRICS}
-                rows.append({"dims": dims, "reduction": reduction, "seed": seed, **scores})
-    return {"description": description, "train_images": train_images, "rows": rows}
-
-
-def render_reduction(result: dict[str, Any]) -> str:
-    """Mean [min-max] over seeds per (dims, reduction), and orthogonal - select."""
-    lines = h.header(result, "Reduction: random index-select vs semi-orthogonal projection")
-    if "skipped" in result:
-        return "\n".join([*lines, f"Skipped: {result['skipped']}", ""])
-    lines += [f"MobileNetV2 (ImageNet weights), {result['description']}, {result['train_images']} training "
-              f"images, resize {h.RESIZE}, crop {h.CROP}; exported graph through the runtime. A seed picks "
-              "both the subset and the projection.", ""]  # fmt: skip
-    body = []
-    for dims in sorted({r["dims"] for r in result["rows"]}, reverse=True):
-        means = {}
-        for reduction in REDUCTIONS:
-            chosen = [r for r in result["rows"] if r["dims"] == dims and r["reduction"] == reduction]
-            values = {m: [r[m] for r in chosen if r[m] is not None] for m in METRICS}
-            means[reduction] = {m: sum(v) / len(v) if v else None for m, v in values.items()}
-            mean = means[reduction]
-            cells = [f"{h.num(mean[m])} [{min(v):.4f}-{max(v):.4f}]" if v else "-" for m, v in values.items()]
-            body.append([str(dims), reduction, str(len(chosen)), *cells])
-        pairs = [(means["orthogonal"][m], means["select"][m]) for m in METRICS]
-        delta = [None if None in pair else pair[0] - pair[1] for pair in pairs]
-        body.append([str(dims), "orthogonal - select", "", *(f"**{h.num(d, '+.4f')}**" for d in delta)])
-    headers = ["dims", "reduction", "seeds", "image AUROC", "pixel AUROC", "PRO@0.3"]
-    return "\n".join([*lines, *h.table(headers, body), ""])
-
-
 def set_options(max_train: int | None) -> Any:
     """The options of the commands that measure every set."""
 
@@ -361,20 +314,6 @@ def int8(work: Path, **options: Any) -> dict[str, Any]:
 def patchcore_int8(work: Path, **options: Any) -> dict[str, Any]:
     """PatchCore: INT8 QOperator / QDQ with the bank kept or reselected, on three sets."""
     return run(PATCHCORE, work, **options)
-
-
-@main.command("reduction")
-@click.option("--set", "set_name", type=click.Choice(h.SETS), default="magnetic_tile", show_default=True)
-@click.option("--dims", "dims_list", default="100,50,25", show_default=True, help="Comma-separated dims.")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the subset / projection.")
-@h.measurement(
-    lambda o: "reduction" + ("" if o["set_name"] == "magnetic_tile" else f"_{o['set_name']}"),
-    render_reduction,
-)
-def reduction(work, set_name, dims_list, seeds) -> dict[str, Any]:
-    """PaDiM's random channel subset vs a semi-orthogonal projection: accuracy on one set."""
-    h.require_shared(h.WEIGHTS)
-    return measure_reduction(set_name, work, h.ints(dims_list), h.ints(seeds))
 
 
 if __name__ == "__main__":

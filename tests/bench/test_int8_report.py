@@ -76,19 +76,6 @@ def test_report_and_results_written(suites, tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["int8_accuracy.json", "int8_accuracy.md"]
 
 
-def test_reduction_report_means_over_seeds(suites) -> None:
-    harness, accuracy = suites
-    rows = [
-        {"dims": 50, "reduction": r, "seed": s, "image_auroc": v, "pixel_auroc": v, "pro": None}
-        for r, values in (("select", (0.80, 0.82)), ("orthogonal", (0.85, 0.87)))
-        for s, v in enumerate(values)
-    ]
-    result = harness.Run().stamp({"description": "set", "train_images": 3, "rows": rows})
-    text = accuracy.render_reduction(result)
-    assert "| 50 | select | 2 | 0.8100 [0.8000-0.8200] | 0.8100 [0.8000-0.8200] | - |" in text
-    assert "| 50 | orthogonal - select |  | **+0.0500** | **+0.0500** | **-** |" in text
-
-
 def test_comma_list_names_the_option(suites) -> None:
     harness, _ = suites
     assert harness.comma_list("demo, dark_texture", harness.SETS, "--sets") == ("demo", "dark_texture")
