@@ -1,7 +1,8 @@
 """Load a padim-edge ONNX model into OpenVINO and compile it for one (batch, frame size).
 
-The loader reads the file once (OpenVINO's ONNX frontend; no onnx package), checks it is something
-OpenVINO computes the same as onnxruntime, and compiles a static-shape copy per ``(N, H, W)``:
+The loader reads the file (OpenVINO's ONNX frontend; no onnx package) unless its cache already knows
+it, checks it is something OpenVINO computes the same as onnxruntime, and compiles a static-shape copy
+per ``(N, H, W)``:
 reshaped, its antialiased resize replaced by the frame size's constant MatMuls
 (:mod:`padim_edge.runtime.openvino.specialise`), and compiled on the CPU plugin with
 
@@ -164,8 +165,8 @@ class ModelLoader:
 
     Raises:
         ProviderError: openvino is missing, or bf16 was asked for on a CPU without it.
-        OpenVinoModelError: A QOperator model, bf16 on PatchCore, or preprocessing the resize rewrite
-            does not know.
+        OpenVinoModelError: A QOperator model, a PatchCore INT8 QDQ model, bf16 on PatchCore, or
+            preprocessing the resize rewrite does not know.
         ValueError: Bad options.
         Exception: Whatever OpenVINO raises for a file it cannot read (callers word it).
     """
