@@ -2,15 +2,13 @@
 
 80 900x900 PNGs from the magnetic tile (synthetic without ../shared), R18-Rd100 (random-init); rounds
 interleave full invocations of the previous command (``runtime/cli.py`` at ``--previous``) and the current
-one, with and without overlays and with idle threads sleeping; then overlay PNG size per zlib level and
-``padim-bench --files``' stages. Usage: ``python benchmarks/predict_files.py [--rounds 5] [--workdir DIR]``.
+one, with and without overlays; then ``padim-bench --files``' stages. Usage: ``python
+benchmarks/predict_files.py [--rounds 5] [--workdir DIR]``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import shutil
 import statistics
 import subprocess
@@ -26,21 +24,15 @@ from PIL import Image
 
 from padim_edge.bench.files import FilesBench, render_markdown, run_files_bench
 from padim_edge.bench.system import BackgroundLoad, wait_for_idle
-from padim_edge.geometry import Geometry
-from padim_edge.images import load_image
-from padim_edge.runtime import PadimModel, session
 from padim_edge.runtime.cli import main as predict_main
-from padim_edge.visualize import annotated_overlay, colour_scale
 
 SIZE, SET_IMAGES, FIT_IMAGES = 900, 80, 24
-#: name: (command, overlays written, onnxruntime's idle threads spinning)
+#: name: (command, overlays written)
 VARIANTS = {
-    "previous": ("previous", False, True),
-    "pipelined": ("pipelined", False, True),
-    "previous + overlays": ("previous", True, True),
-    "pipelined + overlays": ("pipelined", True, True),
-    "previous, no spinning": ("previous", False, False),
-    "pipelined, no spinning": ("pipelined", False, False),
+    "previous": ("previous", False),
+    "pipelined": ("pipelined", False),
+    "previous + overlays": ("previous", True),
+    "pipelined + overlays": ("pipelined", True),
 }
 
 
@@ -73,40 +65,8 @@ def previous_cli(revision: str, workdir: Path) -> Any:
     return module
 
 
-@contextlib.contextmanager
-def no_spinning() -> Any:
-    """Sessions opened in the block get ``session.intra_op.allow_spinning = 0`` (idle threads sleep)."""
-    real = session.session_options
-    session.session_options = lambda threads=None, *, spin=True: real(threads, spin=False)
-    try:
-        yield
-    finally:
-        session.session_options = real
-
-
-def png_levels(model_path: Path, files: list[Path], levels=(0, 1, 3, 6, 9)) -> list[dict[str, float]]:
-    """Overlay PNG size and encode time per zlib level, on the overlays of ``files``."""
-    model = PadimModel(model_path, device="cpu")
-    geometry, scale = Geometry(model.info.resize, model.info.crop), colour_scale(model.info)
-    pictures = []
-    for image in map(load_image, files):
-        pred = model.predict(image)[0]
-        view = geometry.image_view(image)
-        pictures.append(annotated_overlay(view, pred.anomaly_map, scale, score=pred.score))
-    rows = []
-    for level in levels:
-        buffers = [io.BytesIO() for _ in pictures]
-        save = [lambda p=p, b=b, z=level: Image.fromarray(p).save(b, format="PNG", compress_level=z)
-                for p, b in zip(pictures, buffers, strict=True)]  # fmt: skip
-        seconds = [h.clock(call) for call in save]
-        kb = round(float(np.mean([len(b.getvalue()) for b in buffers])) / 1e3, 1)
-        ms = round(1e3 * statistics.median(seconds), 2)
-        rows.append({"level": level, "kb_per_overlay": kb, "ms_per_overlay": ms})
-    return rows
-
-
 def render(r: dict[str, Any]) -> str:
-    """The report: rates per variant, ratios, PNG levels, the stage breakdown."""
+    """The report: rates per variant, ratios, the stage breakdown."""
     med, rates = r["median_img_s"], r["rates_img_s"]
     rows = [
         [name, f"{med[name]:.1f}", ", ".join(f"{v:.1f}" for v in values)] for name, values in rates.items()
@@ -125,14 +85,6 @@ def render(r: dict[str, Any]) -> str:
         f"- pipelined with overlays / without: **{r['overlays_vs_none_pipelined']:.2f}x** (goal >= 0.85x)",
         f"- previous with overlays / without: {med['previous + overlays'] / med['previous']:.2f}x",
         f"- scores.json identical in every round (previous and pipelined): {r['scores_identical']}",
-        "- with onnxruntime's idle threads sleeping (`session.intra_op.allow_spinning = 0`, padim-predict's "
-        f"setting while it decodes): pipelined / previous "
-        f"{med['pipelined, no spinning'] / med['previous, no spinning']:.2f}x, pipelined vs the default "
-        f"previous {med['pipelined, no spinning'] / med['previous']:.2f}x",
-        "",
-        "## Overlay PNG compression level (24 overlays of 292x224)",
-        "",
-        *h.table(["zlib level", "KB / overlay", "ms / overlay"], [[*x.values()] for x in r["png_levels"]]),
         "",
         "## padim-bench --files breakdown (one round)",
         "",
@@ -159,12 +111,11 @@ def main(work: Path, rounds: int, previous: str, batch_size: int, wait_idle: flo
     for round_ in range(rounds):
         wait_for_idle(timeout=wait_idle, log=h.log)
         load = BackgroundLoad()
-        for name, (which, overlays, spin) in VARIANTS.items():
+        for name, (which, overlays) in VARIANTS.items():
             args = [*base, "-o", str(tmp / f"{round_}-{which}")] if overlays else base
-            with contextlib.nullcontext() if spin else no_spinning():
-                started = time.perf_counter()
-                done = runner.invoke(commands[which], args)
-                seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            done = runner.invoke(commands[which], args)
+            seconds = time.perf_counter() - started
             if done.exit_code != 0:
                 raise click.ClickException(f"{name}: exit {done.exit_code}: {done.output[-2000:]}")
             rates[name].append(SET_IMAGES / seconds)
@@ -182,7 +133,6 @@ def main(work: Path, rounds: int, previous: str, batch_size: int, wait_idle: flo
         "speedup_pipelined_vs_previous": round(median["pipelined"] / median["previous"], 3),
         "overlays_vs_none_pipelined": round(median["pipelined + overlays"] / median["pipelined"], 3),
         "scores_identical": identical, "background_cpu_per_round": loads,
-        "png_levels": png_levels(model, sorted(images.glob("*.png"))[:24]),
         "stages": run_files_bench(model, images, batch_size=batch_size, rounds=1, log=h.log).to_dict(),
     }  # fmt: skip
 

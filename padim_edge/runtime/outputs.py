@@ -31,8 +31,9 @@ TEMP_NAME_EXTRA = 14
 OVERLAY_NAME_MAX = NAME_MAX - TEMP_NAME_EXTRA
 #: ``--overlays``: none, only images labelled anomalous (calibrated models), or every image.
 OVERLAY_MODES = ("none", "anomalous", "all")
-#: zlib level of overlay PNGs: on R18 overlays of 900x900 frames, level 1 writes files about 20 % larger
-#: than Pillow's default 6 in a quarter of its time (benchmarks/results/predict_files.md).
+#: zlib level of overlay PNGs: on R18 overlays of 900x900 frames, level 1 writes files 23 % larger than
+#: Pillow's default 6 in 40 % of its time (45.6 vs 37.0 KB, 5.0 vs 12.7 ms an overlay; measured:
+#: benchmarks/results/predict_files.md at commit a5d9d66, the zlib level table).
 PNG_COMPRESS_LEVEL = 1
 #: The result files, in the order they are written.
 RESULT_FILES = ("scores.json", "labels.json", "failed.json", "overlays.json")

@@ -22,8 +22,9 @@ def session_options(threads: int | None = None, *, spin: bool = True) -> ort.Ses
     """Session options: full graph optimisation, quiet logs, ``threads`` intra-op threads (``None``: all).
 
     ``spin=False`` lets idle intra-op threads sleep instead of spinning, which leaves the CPU to other
-    work in the same process between calls (padim-predict's decoding threads: 1.27x instead of 1.22x the
-    sequential command on a 2-core machine, ``benchmarks/results/predict_files.md``).
+    work in the same process between calls (padim-predict's decoding threads: 1.31x instead of 1.25x the
+    sequential command on a 2-core machine; measured: ``benchmarks/results/predict_files.md`` at commit
+    a5d9d66, the no-spinning rows).
 
     Raises:
         ValueError: ``threads`` below 1.
