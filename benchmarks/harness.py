@@ -33,6 +33,8 @@ SETS = ("magnetic_tile", "demo", "dark_texture")
 RESIZE, CROP, DIMS = 256, 224, 100
 #: Sizes of the two generated sets (the dark texture set's defaults; the demo set made as large).
 GENERATED = {"train": 200, "test_good": 60, "test_defect_per_type": 40}
+#: What :func:`prepare_fit` returns for a set it can fit: root, its work folder, fit images folder, count.
+Fit = tuple[Path, Path, Path, int]
 #: Every suite's click context.
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -91,18 +93,17 @@ def output_options(command: Any) -> Any:
     return click.option("--output", "-o", type=folder, default=RESULTS, show_default=True)(command)
 
 
-def measurement(stem: str | Callable[[dict], str], render: Callable[[dict], str]) -> Any:
-    """A command measuring into ``<output>/<stem>.{json,md}`` (``stem(options)`` when callable): the
-    function gets its options and ``work`` (``--workdir`` or a temporary folder) and returns the result,
-    which is stamped (:class:`Run`), rendered and written."""
+def measurement(stem: str, render: Callable[[dict], str]) -> Any:
+    """A command measuring into ``<output>/<stem>.{json,md}``: the function gets its options and ``work``
+    (``--workdir`` or a temporary folder) and returns the result, which is stamped, rendered and written."""
 
     def decorate(function: Callable[..., dict]) -> Any:
         @functools.wraps(function)
         def command(output: Path, workdir: Path | None, **options: Any) -> None:
-            run, name = Run(), stem(options) if callable(stem) else stem
-            with workspace(workdir, f"padim-{name}-") as work:
+            run = Run()
+            with workspace(workdir, f"padim-{stem}-") as work:
                 result = run.stamp(function(work=work, **options))
-            write_results(output, name, result, render(result))
+            write_results(output, stem, result, render(result))
 
         return output_options(command)
 
@@ -116,11 +117,8 @@ def workspace(workdir: Path | None, prefix: str) -> Iterator[Path]:
         workdir.mkdir(parents=True, exist_ok=True)
         yield workdir
         return
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as folder:
+        yield Path(folder)
 
 
 class Run:
@@ -146,9 +144,8 @@ def header(result: dict[str, Any], title: str) -> list[str]:
     """The report's title, machine, command and load lines (from :meth:`Run.stamp`)."""
     from padim_edge.bench.markdown import machine_line
 
-    loads = " -> ".join(
-        f"{result[k][0]:.1f}" if result.get(k) else "?" for k in ("load_before", "load_after")
-    )
+    loads = " -> ".join(f"{result[k][0]:.1f}" if result.get(k) else "?"
+                        for k in ("load_before", "load_after"))  # fmt: skip
     return [f"# {title}", "", f"**Machine:** {machine_line(result['machine'])}.",
             f"**Command:** `{result['command']}` (finished {result['finished']}, {result['seconds']:.0f} s; "
             f"load average {loads}).", ""]  # fmt: skip
@@ -209,15 +206,11 @@ def paired(a: Callable[[], Any], b: Callable[[], Any], pairs: int, *, warmup: in
     return {"pairs": pairs, "a_p50_ms": a_p50, "b_p50_ms": b_p50, **diffs}
 
 
-def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The per-key median over rounds of (nested) dicts of numbers."""
-    first = rounds[0]
-    return {
-        key: median_of([r[key] for r in rounds])
-        if isinstance(first[key], dict)
-        else round(float(statistics.median(r[key] for r in rounds)), 2)
-        for key in first
-    }
+def median_of(rounds: list[Any]) -> Any:
+    """The per-key median over rounds of (nested) dicts of numbers; of numbers, their median."""
+    if not isinstance(rounds[0], dict):
+        return round(float(statistics.median(rounds)), 2)
+    return {key: median_of([r[key] for r in rounds]) for key in rounds[0]}
 
 
 def textured_frame(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -289,9 +282,7 @@ def fit_folder(train: Path, out: Path, limit: int | None) -> tuple[Path, int]:
     return out, len(chosen)
 
 
-def prepare_fit(
-    name: str, workdir: Path, *, folder: str, max_train: int | None
-) -> tuple[tuple[Path, Path, Path, int] | None, str]:
+def prepare_fit(name: str, workdir: Path, *, folder: str, max_train: int | None) -> tuple[Fit | None, str]:
     """``((root, workdir / folder, fit images folder, count), description)``, or ``(None, why)`` (logged)."""
     root, description = prepare_set(name, workdir)
     if root is None:

@@ -38,6 +38,8 @@ HEIGHT, WIDTH = 480, 640
 CONCURRENCY = (1, 4, 16)
 SERVER_OPTIONS = ["--device", "cpu", "--max-batch", "8", "--max-queue", "256", "--no-access-log"]
 Request = tuple[str, bytes, dict[str, str]]
+#: The HTTP stack: uvicorn and the HTTP parser / event loop it picks (httptools and uvloop when installed).
+HTTP_PACKAGES = ("uvicorn", "starlette", "httptools", "uvloop")
 KINDS = {"v2": "server /v2 infer, binary tensor", "v1": "server /v1/predict, PNG"}
 
 
@@ -89,8 +91,7 @@ def requests_for(frame: np.ndarray, encoded: bytes) -> dict[str, Request]:
 
 
 def poster(port: int, request: Request, failed: list[int]) -> tuple[Any, http.client.HTTPConnection]:
-    """``(post, connection)``: ``post()`` sends ``request`` on a keep-alive connection (a non-200 status
-    is appended to ``failed``)."""
+    """``(post, conn)``: ``post()`` sends ``request`` on keep-alive ``conn``; a non-200 joins ``failed``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def post() -> None:
@@ -105,8 +106,7 @@ def poster(port: int, request: Request, failed: list[int]) -> tuple[Any, http.cl
 
 def load(port: int, request: Request, clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` closed-loop threads for ``seconds`` (after one warm-up request each)."""
-    latencies: list[float] = []
-    failed: list[int] = []
+    latencies, failed = [], []
     barrier, stop_at = threading.Barrier(clients + 1), [float("inf")]
 
     def client() -> None:
@@ -147,12 +147,6 @@ def measure_round(model: Any, port: int, frame: np.ndarray, png: bytes, seconds:
         row["paired_c1"][kind] = h.paired(call, post, pairs)
         conn.close()
     return row
-
-
-def http_stack() -> str:
-    """uvicorn and the HTTP parser / event loop it picks (httptools and uvloop when installed)."""
-    names = ("uvicorn", "starlette", "httptools", "uvloop")
-    return ", ".join(f"{n} {version(n)}" if version(n) else f"no {n}" for n in names)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -241,7 +235,8 @@ def main(work: Path, rounds: int, seconds: float, pairs: int, idle_timeout: floa
                 wall = os.cpu_count() * (time.perf_counter() - meter.wall)
                 background.append(max(0.0, share - (sum(server.cpu_times()[:2]) - server_cpu) / wall))
     return {
-        "http_stack": http_stack(), "model": "R18-Rd100, resize 256, crop 224, random-init",
+        "http_stack": ", ".join(f"{n} {version(n)}" if version(n) else f"no {n}" for n in HTTP_PACKAGES),
+        "model": "R18-Rd100, resize 256, crop 224, random-init",
         "server_command": "padim-serve m=r18-rd100.onnx " + " ".join(SERVER_OPTIONS), "rounds": rounds,
         "row_seconds": seconds, **summary(per_round, background), "per_round": per_round,
     }  # fmt: skip
