@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,7 @@ def markdown(result: dict[str, Any]) -> str:
     """The report: every row, then the goals."""
     ip, sv, g = result["in_process"], result["server"], result["goals"]
 
-    def cells(row: dict[str, Any]) -> list[Any]:
-        return [row["rps"], row["p50_ms"], row["p99_ms"]]
-
+    cells = itemgetter("rps", "p50_ms", "p99_ms")
     body = [
         ["in-process predict(frame)", 1, *cells(ip["predict"])],
         ["in-process PNG decode + predict", 1, *cells(ip["decode_predict"])],
