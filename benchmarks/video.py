@@ -38,9 +38,7 @@ def export_small(tmp: Path) -> Path:
     for i in range(12):
         noise = rng.normal(128, 30, (96, 96, 3)).clip(0, 255).astype(np.uint8)
         Image.fromarray(noise).save(tmp / "train" / f"{i:02d}.png")
-    code = (
-        "import sys; from padim_edge.export.pipeline import run_export; run_export(sys.argv[1], sys.argv[2], "
-    )
+    code = "import sys; from padim_edge.export.pipeline import run_export; run_export(*sys.argv[1:3], "
     code += f"device='cpu', parity_images=0, progress=False, **{SMALL!r})"
     subprocess.run([sys.executable, "-c", code, str(tmp / "train"), str(tmp / "small.onnx")], check=True)
     return tmp / "small.onnx"
@@ -124,10 +122,8 @@ def measure(model: Any, source: Any, frames: int, batch_size: int, out: Path) ->
 
 def markdown(result: dict[str, Any]) -> str:
     """The report: one row per run, then the memory verdict."""
-    cfg, keys = (
-        result["config"],
-        ("scored", "dropped", "frames_per_s", "p50_ms", "p99_ms", "buffer_high_water"),
-    )
+    cfg = result["config"]
+    keys = ("scored", "dropped", "frames_per_s", "p50_ms", "p99_ms", "buffer_high_water")
     body = [
         [name, run["frames_in_source"], *(run["summary"][k] for k in keys),
          *(run[k] for k in ("rss_first_tenth_mb", "rss_last_tenth_mb", "rss_growth_mb"))]
@@ -171,11 +167,8 @@ def main(work, frames, size, model_path, batch_size, threads, live_rate) -> dict
     runs["live"]["paced_fps"] = round(rate, 1)
     config = {"model": label, "frames": frames, "size": [height, width], "batch_size": batch_size}
     config.update(threads=threads, live_rate=live_rate, opencv=load_cv2().__version__)
-    return {
-        "config": config,
-        "runs": runs,
-        "flat": all(r["rss_growth_mb"] < MAX_GROWTH_MB for r in runs.values()),
-    }
+    flat = all(r["rss_growth_mb"] < MAX_GROWTH_MB for r in runs.values())
+    return {"config": config, "runs": runs, "flat": flat}
 
 
 if __name__ == "__main__":
