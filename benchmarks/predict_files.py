@@ -29,11 +29,9 @@ from padim_edge.runtime.cli import main as predict_main
 SIZE, SET_IMAGES, FIT_IMAGES = 900, 80, 24
 #: name: (command, overlays written)
 VARIANTS = {
-    "previous": ("previous", False),
-    "pipelined": ("pipelined", False),
-    "previous + overlays": ("previous", True),
-    "pipelined + overlays": ("pipelined", True),
-}
+    "previous": ("previous", False), "pipelined": ("pipelined", False),
+    "previous + overlays": ("previous", True), "pipelined + overlays": ("pipelined", True),
+}  # fmt: skip
 
 
 def make_images(folder: Path, count: int, *, skip: int) -> str:
@@ -68,9 +66,7 @@ def previous_cli(revision: str, workdir: Path) -> Any:
 def render(r: dict[str, Any]) -> str:
     """The report: rates per variant, ratios, the stage breakdown."""
     med, rates = r["median_img_s"], r["rates_img_s"]
-    rows = [
-        [name, f"{med[name]:.1f}", ", ".join(f"{v:.1f}" for v in values)] for name, values in rates.items()
-    ]
+    rows = [[name, f"{med[name]:.1f}", ", ".join(f"{v:.1f}" for v in runs)] for name, runs in rates.items()]
     background = ", ".join("?" if v is None else f"{v:.0%}" for v in r["background_cpu_per_round"])
     return "\n".join([
         *h.header(r, "padim-predict on real files: pipelined vs the previous sequential command"),
@@ -129,10 +125,9 @@ def main(work: Path, rounds: int, previous: str, batch_size: int, wait_idle: flo
         "model": "R18-Rd100 fp32 (random-init backbone), resize 256, crop 224",
         "batch_size": batch_size, "threads": "onnxruntime default (all cores)", "previous": previous,
         "rates_img_s": {name: [round(v, 2) for v in values] for name, values in rates.items()},
-        "median_img_s": median,
         "speedup_pipelined_vs_previous": round(median["pipelined"] / median["previous"], 3),
         "overlays_vs_none_pipelined": round(median["pipelined + overlays"] / median["pipelined"], 3),
-        "scores_identical": identical, "background_cpu_per_round": loads,
+        "median_img_s": median, "scores_identical": identical, "background_cpu_per_round": loads,
         "stages": run_files_bench(model, images, batch_size=batch_size, rounds=1, log=h.log).to_dict(),
     }  # fmt: skip
 
