@@ -32,17 +32,12 @@ main = h.group("Latency and memory benchmarks (see the module docstring).")
 def bench(plans: list[BenchConfig], output: Path, stem: str, title: str, notes: list[str]) -> None:
     """Run ``plans`` into one report ``<output>/<stem>.{json,md,png}``; exit 1 when a row failed."""
     start = time.perf_counter()
-    result: BenchResult | None = None
-    for plan in plans:
-        part = run_benchmark(plan)
-        result = part if result is None else result.merge(part)
-    assert result is not None
+    result = functools.reduce(BenchResult.merge, map(run_benchmark, plans))  # run one after another
     result.notes.extend(notes)
     paths = report.write_all(result, output, stem=stem, title=title)
     click.echo("\n".join(report.summary_lines(result)), err=True)
     click.echo(f"{len(result.rows)} rows in {time.perf_counter() - start:.0f} s", err=True)
-    for path in paths.values():
-        click.echo(str(path))
+    click.echo("\n".join(map(str, paths.values())))
     if result.failures:
         sys.exit(1)
 
@@ -91,11 +86,9 @@ def table7(output, workdir, device, no_wr50, **timing):
 def compact_head(output, workdir, device, no_wr50, **timing):
     """Float32 vs int8 head: R18-Rd100 and WR50-Rd550, 2 threads, batch 1."""
     with h.workspace(workdir, "padim-compact-head-") as models:
-        plan = BenchConfig(
-            backbones=["r18"] if no_wr50 else ["r18", "wr50"], head_precisions=["fp32", "int8"],
-            batch_sizes=[1], threads=["2"], devices=parse_devices(device or "cpu"), eager=False,
-            **common(models, **timing),
-        )  # fmt: skip
+        plan = BenchConfig(backbones=["r18"] if no_wr50 else ["r18", "wr50"], batch_sizes=[1], threads=["2"],
+                           head_precisions=["fp32", "int8"], devices=parse_devices(device or "cpu"),
+                           eager=False, **common(models, **timing))  # fmt: skip
         notes = ["Goals of the int8 head: fused / backbone alone <= 1.15x (R18-Rd100), <= 1.3x (WR50-Rd550)."]
         bench([plan], output, "compact_head_latency", "Compact head: float32 vs int8 Sigma^-1", notes)
 
