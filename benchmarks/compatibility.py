@@ -25,7 +25,6 @@ main = h.group("Compatibility benchmarks (see the module docstring).")
 VENVS = Path.home() / ".cache" / "padim-edge" / "venvs"
 #: Scores must agree to this fraction of the largest reference score.
 RTOL = 1e-4
-TRT_SIZE = (90, 120)
 #: padim-calibrate variants built from each base graph: every backbone variant; INT8 QOperator is
 #: CPU-only (padim-check exempts it on TensorRT), so the TensorRT-target graph has the others.
 VARIANTS_BY_TARGET = {
@@ -43,11 +42,10 @@ HEAD_VARIANTS_BY_TARGET = {
 PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"  # JetPack 5's Python
 #: Throwaway environments: name -> (Python, pip requirements: an old onnxruntime, numpy, the core's Pillow).
 ENVS = {
-    "ort-1.16.3-py3.11": (sys.executable, ("onnxruntime==1.16.3", "numpy<2", "pillow")),
-    "ort-1.17.3-py3.11": (sys.executable, ("onnxruntime==1.17.3", "numpy<2", "pillow")),
-    "ort-1.18.1-py3.11": (sys.executable, ("onnxruntime==1.18.1", "numpy<2", "pillow")),
-    "ort-1.16.3-py3.8": (PY38, ("onnxruntime==1.16.3", "numpy==1.24.4", "pillow")),
+    f"ort-{v}-py3.11": (sys.executable, (f"onnxruntime=={v}", "numpy<2", "pillow"))
+    for v in ("1.16.3", "1.17.3", "1.18.1")
 }
+ENVS["ort-1.16.3-py3.8"] = (PY38, ("onnxruntime==1.16.3", "numpy==1.24.4", "pillow"))
 #: Run inside each environment (Python 3.8 syntax): score every model on its frames, print JSON.
 WORKER = r"""
 import json, platform, sys
@@ -100,8 +98,7 @@ def compare(reference: list[float], got: dict[str, object], rtol: float = RTOL) 
 
 def ensure_env(name: str) -> Path:
     """The environment's python, creating the venv (once) outside the repository."""
-    base, requirements = ENVS[name]
-    folder = VENVS / name
+    (base, requirements), folder = ENVS[name], VENVS / name
     python, marker = folder / "bin" / "python", folder / ".padim-ready"
     if marker.is_file() and marker.read_text() == "\n".join(requirements):
         return python
@@ -128,7 +125,7 @@ def build_variants(work: Path) -> dict[str, dict[str, str]]:
     """Export and calibrate every variant; returns ``name -> {model, frames}``."""
     from padim_edge.calibration.pipeline import calibrate
     from padim_edge.export.pipeline import run_export
-    from tests.conftest import SMALL, write_images
+    from tests.conftest import SMALL, TRT_SIZE, write_images
 
     train, held = work / "train", work / "held"
     write_images(train, 12, sizes=[(80, 96), (64, 64), (100, 90)])
