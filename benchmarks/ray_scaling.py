@@ -80,18 +80,10 @@ def bench_score(
     from padim_edge.distributed.scoring import score
 
     runs, options = itertools.count(), {"threads": 1, "device": "cpu", "info": info, "progress": False}
+    options.update(batch_size=batch_size, shard_size=4 * batch_size)
 
     def run(actors: int) -> None:
-        out = tmp / f"score-{next(runs)}"
-        done = score(
-            model_path,
-            [folder],
-            out,
-            actors=actors,
-            batch_size=batch_size,
-            shard_size=4 * batch_size,
-            **options,
-        )
+        done = score(model_path, [folder], tmp / f"score-{next(runs)}", actors=actors, **options)
         assert done.scored == count and not done.torch_in_workers, done
 
     h.log("score: warm-up (Ray Data, actor processes)")
@@ -155,9 +147,8 @@ def scaling(work, fit_images, score_images, repeats, batch_size, data) -> dict[s
     from padim_edge.export.pipeline import build_module, export
 
     cpus, count = usable_cpus(), max(fit_images, score_images)
-    ray.init(
-        address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
-    )
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")  # fmt: skip
     info, data = connect("local"), data or (h.TILES / "train" / "good" if h.TILES.is_dir() else None)
     if data is not None and len(list_images(data)) >= count:
         source = {"source": str(data), "description": "real images (magnetic tiles: grayscale, sizes vary)"}
@@ -167,14 +158,13 @@ def scaling(work, fit_images, score_images, repeats, batch_size, data) -> dict[s
         files = list_images(h.synthetic_images(work / "synthetic", count))
     paths = sorted(linked(work / "images", files).iterdir())
     model, weights = build_module("r18", random_init=True)
-    partial, fit = bench_fit(model, paths[:fit_images], repeats=repeats, batch_size=batch_size, info=info)
+    timing = {"repeats": repeats, "batch_size": batch_size, "info": info}
+    partial, fit = bench_fit(model, paths[:fit_images], **timing)
     h.log("exporting the model for the scoring runs")
     install(model, partial)
     export(model, work / "r18.onnx", weights=weights, train_images=partial.count)
     folder = linked(work / "score-images", paths[:score_images])
-    sc = bench_score(
-        work / "r18.onnx", folder, score_images, repeats=repeats, batch_size=batch_size, info=info, tmp=work
-    )
+    sc = bench_score(work / "r18.onnx", folder, score_images, tmp=work, **timing)
     ray.shutdown()
     return {"model": paper_name("r18", 100), "ray_cpus": cpus, "ray": ray.__version__, "repeats": repeats,
             "data": source, "fit": fit, "score": sc}  # fmt: skip
