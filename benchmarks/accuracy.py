@@ -9,6 +9,7 @@ padim-eval's code: ``int8`` (PaDiM) -> ``int8_accuracy.*``, ``patchcore-int8`` -
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import time
@@ -174,14 +175,13 @@ def export_mnv2(fit_dir: Path, out: Path, **options: Any) -> Path:
 
 def measure_set(method: Method, name: str, workdir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """One set: fit and export, every variant made and scored beside the float32 model."""
-    started, keys = time.perf_counter(), ("max_train", "max_test", "calibration")
-    max_train, max_test, cal = (settings[k] for k in keys)
-    folder = method.folder(name, max_train, cal, settings["coreset"])
+    started, keys = time.perf_counter(), ("max_train", "max_test", "calibration", "coreset")
+    max_train, max_test, cal, coreset = (settings[k] for k in keys)
+    folder = method.folder(name, max_train, cal, coreset)
     ready, description = h.prepare_fit(name, workdir, folder=folder, max_train=max_train)
     if ready is None:
         return {"skipped": description}
     root, here, fit_dir, train_images = ready
-    coreset = settings["coreset"]
     extra = {"dims": h.DIMS} if method.name == "padim" else {"method": "patchcore", "coreset": coreset}
     fp32 = export_mnv2(fit_dir, here / f"{method.file('fp32')}.onnx", **extra)
     reference = evaluate(fp32, root, max_test)
@@ -254,12 +254,9 @@ def render(method: Method, result: dict[str, Any]) -> str:
             deltas = {k: row.get(f"{k}_delta") for k in METRICS}
             cells = [h.num(row.get(k)) + ("" if d is None else f" ({d:+.4f})") for k, d in deltas.items()]
             verdict = (row.get("fidelity") or {}).get("verdict") or "-"
-            extra = [
-                h.num(row.get("test_score_spearman"), ".3f"),
-                verdict,
-                h.num(row.get("calibration_seconds"), ".0f"),
-            ]
-            body.append([label, *cells, *extra, row.get("bank_size") or "-"])
+            seconds = h.num(row.get("calibration_seconds"), ".0f")
+            body.append([label, *cells, h.num(row.get("test_score_spearman"), ".3f"), verdict, seconds,
+                         row.get("bank_size") or "-"])  # fmt: skip
         lines += [*h.table([*headers, "calibration s", "bank"], body), ""]
     body = [[g["set"], g["variant"], " / ".join(h.num(d, "+.4f") for d in g["deltas"]), g["result"]]
             for g in result["goals"]]  # fmt: skip
@@ -283,20 +280,15 @@ def run(method: Method, work: Path, sets: str, max_train, max_test, calibration_
 
 
 def set_options(max_train: int | None) -> Any:
-    """The options of the commands that measure every set."""
-
-    def decorate(command: Any) -> Any:
-        for option in (
-            click.option("--calibration-images", type=click.IntRange(min=1), default=100, show_default=True),
-            click.option("--max-test", type=click.IntRange(min=2), help="Test images (default: all)."),
-            click.option("--max-train", type=click.IntRange(min=2), default=max_train, show_default=True,
-                         help="Fit images, an even spread (default: all)."),
-            click.option("--sets", default=",".join(h.SETS), show_default=True, help="Comma-separated sets."),
-        ):  # fmt: skip
-            command = option(command)
-        return command
-
-    return decorate
+    """The options of the commands that measure every set (listed by --help last to first)."""
+    options = (
+        click.option("--calibration-images", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--max-test", type=click.IntRange(min=2), help="Test images (default: all)."),
+        click.option("--max-train", type=click.IntRange(min=2), default=max_train, show_default=True,
+                     help="Fit images, an even spread (default: all)."),
+        click.option("--sets", default=",".join(h.SETS), show_default=True, help="Comma-separated sets."),
+    )  # fmt: skip
+    return lambda command: functools.reduce(lambda decorated, option: option(decorated), options, command)
 
 
 @main.command("int8")
