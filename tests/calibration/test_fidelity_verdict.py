@@ -188,13 +188,34 @@ def test_collapse_is_low_however_little_the_maps_moved() -> None:
         "synthetic-defect pixel AUROC 0.9324 -> 0.6112",
     ]
     assert "lost at least 41% of the input model's margin over chance" in blank.problems[0]
-    # a drop beyond doubt but under a third of the margin, maps moved little: no verdict, and no warning
-    # (the demo set's plain INT8 QDQ row: no real loss)
+    # a pixel drop beyond doubt but under a third of the margin, maps moved little: no verdict, and no
+    # warning (the demo set's plain INT8 QDQ row: no real loss)
     partial = fidelity.Fidelity.from_record(
-        {**_figures((0.7572, 0.6232), (0.0616, 0.2118), (0.8691, 0.7552), (0.0771, 0.1548), 0.462),
+        {**_figures((0.7572, 0.7264), (-0.024, 0.089), (0.8691, 0.8328), (0.0179, 0.0574), 0.2),
          "synthetic_reference_low": [0.6788, 0.8112]}
     )  # fmt: skip
     assert partial.verdict == fidelity.UNSURE and partial.warnings("int8-qdq") == []
     line = partial.verdict_line()
-    assert line.startswith("not enough evidence: synthetic-defect image AUROC 0.7572 -> 0.6232 (drop 0.1340")
+    assert line.startswith("not enough evidence: synthetic-defect pixel AUROC 0.8691 -> 0.8328 (drop 0.0363")
     assert line.endswith("labelled images (--labeled ROOT, or padim-eval) before deploying it")
+
+
+def test_drops_beyond_doubt_on_image_and_pixel_are_low_however_little_the_maps_moved() -> None:
+    # the magnetic tile's PatchCore int8-qoperator variant with the bank kept (real loss 0.016 / 0.025)
+    kept = fidelity.Fidelity.from_record(
+        {**_figures((0.9024, 0.848), (0.012, 0.1016), (0.9654, 0.9457), (0.0077, 0.0373), 0.149),
+         "synthetic_reference_low": [0.84, 0.95]}
+    )  # fmt: skip
+    assert kept.separation < settings.MIN_LOW_SEPARATION and not kept._collapses()
+    assert kept.verdict == fidelity.LOW
+    assert [p.split(" (")[0] for p in kept.problems] == [
+        "synthetic-defect image AUROC 0.9024 -> 0.8480",
+        "synthetic-defect pixel AUROC 0.9654 -> 0.9457",
+    ]
+    # the pixel drop alone beyond doubt, the maps moved as little: the demo set's bank-kept row, no real loss
+    one = fidelity.Fidelity.from_record(
+        {**_figures((0.7686, 0.7264), (-0.0138, 0.0936), (0.8761, 0.8376), (0.0148, 0.0664), 0.151),
+         "synthetic_reference_low": [0.69, 0.82]}
+    )  # fmt: skip
+    assert one.verdict == fidelity.UNSURE
+    assert one.problems[-1].startswith("yet the maps moved only 0.15 of the input model's gap")

@@ -26,7 +26,8 @@ The ``verdict`` (:attr:`Fidelity.verdict`) is one of:
 
 * ``low fidelity`` (``LOW FIDELITY``): a labelled AUROC lost more than :data:`MAX_AUROC_DROP`, or the
   whole interval of a synthetic drop lies above :data:`MAX_SYNTHETIC_AUROC_DROP` (a loss beyond doubt)
-  and the maps moved at least :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap, or a
+  on both the image and the pixel AUROC, or on one of them and the maps moved at least
+  :data:`MIN_LOW_SEPARATION` of the reference's defect-to-normal gap, or a
   synthetic drop beyond doubt is more than :data:`MAX_SKILL_LOSS` of the reference's margin over chance
   (a collapse, however little the maps moved), or NaN / inf scores;
 * ``ok``: the labelled AUROCs held, or every synthetic check with power rules out a drop past

@@ -203,11 +203,11 @@ class Fidelity:
         found = []
         if self.nonfinite_frames:
             found.append(f"NaN / inf scores or maps on {self.nonfinite_frames} of {self.frames} frames")
-        collapses = self._collapses()
+        collapses, synthetic = self._collapses(), self._synthetic_losses()
         if collapses:
             found += collapses
-        elif not self._small_change():
-            found += self._synthetic_losses()
+        elif len(synthetic) == 2 or not self._small_change():  # both beyond doubt: no map change excuses it
+            found += synthetic
         for name, pair, limit in (
             ("image AUROC", self.image_auroc, MAX_AUROC_DROP),
             ("pixel AUROC", self.pixel_auroc, MAX_PIXEL_AUROC_DROP),
