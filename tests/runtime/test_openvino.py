@@ -313,8 +313,11 @@ def test_padim_check_openvino(variant_path) -> None:
     assert _check(variant_path("fixed-size")) == (0, {"bf16-default": "note"})
     code, findings = _check(variant_path("int8-qoperator"))
     assert code == 1 and findings["qoperator"] == "fails"
-    assert _check(variant_path("int8-qdq"))[1]["int8-without-vnni"] == "note"
+    assert _check(variant_path("int8-qdq"))[1]["int8-qdq"] == "note"
     assert _check(variant_path("fp16"))[1]["fp16-arithmetic"] == "note"
+    code, findings = _check(variant_path("patchcore-int8-qdq"))  # compiles, scores 10x off: refused
+    assert code == 1 and findings["patchcore-int8-qdq"] == "fails" and findings["int8-qdq"] == "note"
+    assert "patchcore-int8-qdq" not in _check(variant_path("patchcore"))[1]
 
 
 def test_bench_plans_openvino_rows_beside_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
