@@ -70,10 +70,11 @@ MAX_SEPARATION = 0.05
 #: A synthetic drop beyond doubt on ONE of the image and pixel AUROC is LOW FIDELITY only when the variant
 #: also moves the anomaly maps by at least this share of the reference's defect-to-normal gap (else NOT
 #: ENOUGH EVIDENCE: on the demo set the plain INT8 and PatchCore bank-kept variants lost pixel AUROC on
-#: pasted defects beyond doubt with maps moved 0.15-0.20 of the gap, and no real AUROC). A drop beyond
-#: doubt on BOTH is LOW whatever the map change (the magnetic tile's PatchCore bank-kept variants: maps
-#: moved 0.15, real loss 0.016-0.026). Set on those rows (benchmarks/results/fidelity_verdicts.md).
-MIN_LOW_SEPARATION = 0.5
+#: pasted defects beyond doubt with maps moved 0.15-0.20 of the gap, and no real AUROC; the dark texture's
+#: plain INT8 variants, real pixel loss 0.010-0.020, moved them 0.42-0.45). A drop beyond doubt on BOTH
+#: is LOW whatever the map change (the magnetic tile's PatchCore bank-kept variants: maps moved 0.15, real
+#: loss 0.016-0.026). Set on those rows (benchmarks/results/fidelity_verdicts.md).
+MIN_LOW_SEPARATION = 0.4
 #: LOW FIDELITY whatever the map change when a synthetic drop beyond doubt (the lower end of its 95 %
 #: interval) exceeds this share of the reference's own skill above chance (its AUROC - 0.5): the
 #: variant lost a third of what the input model tells apart, a collapse no map geometry explains

@@ -219,3 +219,13 @@ def test_drops_beyond_doubt_on_image_and_pixel_are_low_however_little_the_maps_m
     )  # fmt: skip
     assert one.verdict == fidelity.UNSURE
     assert one.problems[-1].startswith("yet the maps moved only 0.15 of the input model's gap")
+    # the pixel drop alone, maps moved 0.45 of the gap: the dark texture's plain INT8 QDQ row (real loss 0.02)
+    moved = fidelity.Fidelity.from_record(
+        {**_figures((0.6596, 0.655), (-0.0374, 0.045), (0.7119, 0.6764), (0.0078, 0.0653), 0.448),
+         "synthetic_reference_low": [0.5804, 0.6108]}
+    )  # fmt: skip
+    assert moved.verdict == fidelity.LOW and moved.separation >= settings.MIN_LOW_SEPARATION
+    assert moved.problems == [
+        "synthetic-defect pixel AUROC 0.7119 -> 0.6764 (drop 0.0355, 95 % interval 0.0078 to 0.0653, all of "
+        "it above 0.005)"
+    ]
