@@ -29,6 +29,7 @@ def imports_of(module: str) -> set[str]:
     "chain",
     [
         ["graph_head", "compact_head", "panel_nodes"],
+        ["graph_head", "compact_head", "low_rank", "panel_quantize"],
         ["coreset", "fast_greedy", "lazy_greedy", "canonical_distances"],
     ],
 )

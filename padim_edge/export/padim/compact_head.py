@@ -22,18 +22,19 @@ activation with full-range int8 weights returned sums off by 97 %). The per-tens
 ``DynamicQuantizeLinear`` (asymmetric uint8 0..255), then needs 7-bit weights and is about twice
 less accurate on PaDiM Gaussians (``activation="tensor"``, kept for ``benchmarks/compact_head.py``).
 
-**int8, split** (:func:`low_rank_split`, :func:`quantize_off_diagonal`): before quantising, each patch's
-``Sigma^-1 = U diag(mu) U^T + R`` with ``U`` the ``k`` eigenvectors of largest variance, kept in float32
-(two float MatMuls: ``p = x U``, ``r = x - p U^T``, and ``sum_i mu_i p_i^2``), and only the remainder ``R``
-in int8, applied to the residual ``r`` (the formulas above with ``x := r``, ``W := R``), its diagonal in
-float32. ``k`` (:func:`low_rank_size`) is the fewest largest-variance directions that bring the predicted
-int8 error under :data:`SPLIT_ERROR`: 0 for well-conditioned Gaussians (the compact form, about a quarter
-of the float32 head), up to the data's span when the images are fewer than the dims (a training
-embedding's residual is then about zero), else up to ``ceil(d / 4)``. Quantising all of ``Sigma^-1``
-fails on ill-conditioned fits: ``1 / 0.01`` eigenvalues set the int8 scales while normal embeddings are
-long along the data's largest variances, where ``Sigma^-1`` is small (24 images: parity 1.73 against a
-tolerance of 0.14 on MobileNetV2-Rd152; with the split 5e-6). The split costs ``8 d k`` bytes a patch
-(the basis and its transpose), so an ill-conditioned fit's int8 head is larger than a quarter.
+**int8, split** (:func:`~.low_rank.low_rank_split`, :func:`~.panel_quantize.quantize_off_diagonal`): before
+quantising, each patch's ``Sigma^-1 = U diag(mu) U^T + R`` with ``U`` the ``k`` eigenvectors of largest
+variance, kept in float32 (two float MatMuls: ``p = x U``, ``r = x - p U^T``, and ``sum_i mu_i p_i^2``), and
+only the remainder ``R`` in int8, applied to the residual ``r`` (the formulas above with ``x := r``,
+``W := R``), its diagonal in float32. ``k`` (:func:`~.low_rank.low_rank_size`) is the fewest largest-variance
+directions that bring the predicted int8 error under :data:`~.low_rank.SPLIT_ERROR`: 0 for well-conditioned
+Gaussians (the compact form, about a quarter of the float32 head), up to the data's span when the images are
+fewer than the dims (a training embedding's residual is then about zero), else up to ``ceil(d / 4)``.
+Quantising all of ``Sigma^-1`` fails on ill-conditioned fits: ``1 / 0.01`` eigenvalues set the int8 scales
+while normal embeddings are long along the data's largest variances, where ``Sigma^-1`` is small (24 images:
+parity 1.73 against a tolerance of 0.14 on MobileNetV2-Rd152; with the split 5e-6). The split costs
+``8 d k`` bytes a patch (the basis and its transpose), so an ill-conditioned fit's int8 head is larger than a
+quarter.
 
 Error bound (int8, per patch, exact integer MatMul, float32 rounding aside; ``x`` the residual and ``W``
 the remainder's panel without its diagonal): with ``s_c = c_c``
@@ -55,6 +56,9 @@ it accumulates in float32 as the x86 CPU EP does after converting the panels bac
     |err| <= (3 + k) u * sum_c |x_c| * sum_r |x_r W_rc|    (to first order in u)
 
 About 1e-4 relative on PaDiM Gaussians.
+
+This module builds the run-time nodes; the numpy storage of the panels is in
+:mod:`.panel_quantize` and the low-rank split in :mod:`.low_rank` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -64,11 +68,60 @@ from collections.abc import Iterable
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from padim_edge.export.padim.panel_nodes import HEAD_PREFIX, iter_bounded, panel_slices, unpack_panels
-from padim_edge.gaussian import EPSILON
+from padim_edge.export.padim.low_rank import (
+    DATA_GAP,
+    EIGEN_CHUNK,
+    LOW_RANK_BASIS,
+    LOW_RANK_BASIS_T,
+    LOW_RANK_DIVISOR,
+    LOW_RANK_WEIGHT,
+    SPLIT_ERROR,
+    low_rank_cap,
+    low_rank_panel,
+    low_rank_size,
+    low_rank_split,
+    residual_panels,
+)
+from padim_edge.export.padim.low_rank import low_rank_nodes as _low_rank_nodes
+from padim_edge.export.padim.panel_nodes import HEAD_PREFIX, iter_bounded, panel_slices
+from padim_edge.export.padim.panel_quantize import (
+    CHUNK,
+    WEIGHT_LEVELS,
+    dequantize_panel,
+    quantize_off_diagonal,
+    quantize_panel,
+)
 
-#: Largest magnitude of an int8 Sigma^-1 entry (full signed range, symmetric).
-WEIGHT_LEVELS = 127
+__all__ = [
+    "ACTIVATIONS",
+    "ACTIVATION_LEVELS",
+    "ACTIVATION_ZERO_POINT",
+    "CHUNK",
+    "COLUMN_SCALE",
+    "DATA_GAP",
+    "DIAGONAL",
+    "EIGEN_CHUNK",
+    "LOW_RANK_BASIS",
+    "LOW_RANK_BASIS_T",
+    "LOW_RANK_DIVISOR",
+    "LOW_RANK_WEIGHT",
+    "PANEL_SUFFIX",
+    "SPLIT_ERROR",
+    "TENSOR_MODE_WEIGHT_LEVELS",
+    "TINY",
+    "WEIGHT_LEVELS",
+    "activation_nodes",
+    "dequantize_panel",
+    "low_rank_cap",
+    "low_rank_panel",
+    "low_rank_size",
+    "low_rank_split",
+    "quantize_off_diagonal",
+    "quantize_panel",
+    "residual_panels",
+    "scaled_squared",
+]
+
 #: Largest magnitude of a quantised activation: 7 bits, so uint8 x int8 pair sums fit int16 (see above).
 ACTIVATION_LEVELS = 63
 #: Zero point of the uint8 activations (``a + 64`` is in ``1..127``).
@@ -79,186 +132,16 @@ TENSOR_MODE_WEIGHT_LEVELS = 63
 ACTIVATIONS = ("row", "tensor")
 #: Row maxima below this are treated as this (an all-zero row would divide by zero).
 TINY = 1e-30
-#: Patches quantised at a time (bounds the float32 temporaries of a WR50-Rd550 panel).
-CHUNK = 256
 #: Initializer name suffix of each precision's panels.
 PANEL_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
 #: The ``[P, 1, d]`` float32 column scales of the compact heads.
 COLUMN_SCALE = HEAD_PREFIX + "column_scale"
 #: The int8 head's ``[P, 1, d]`` float32 diagonal of the quantised remainder, applied exactly.
 DIAGONAL = HEAD_PREFIX + "diagonal"
-#: The int8 head's float32 low-rank part: ``[P, d, k]`` orthonormal directions (the training data's
-#: ``k`` largest variances) and ``[P, 1, k]`` their Sigma^-1 eigenvalues ``1 / (lambda + 0.01)``.
-LOW_RANK_BASIS = HEAD_PREFIX + "low_rank_basis"
-LOW_RANK_WEIGHT = HEAD_PREFIX + "low_rank_weight"
-LOW_RANK_BASIS_T = HEAD_PREFIX + "low_rank_basis_t"
-#: At most ``ceil(d / LOW_RANK_DIVISOR)`` directions in float32 when the data spans every direction.
-LOW_RANK_DIVISOR = 4
-#: The predicted relative int8 error (:func:`low_rank_size`) the float32 split brings the head to; the
-#: parity tolerance is 3e-2 of the largest score.
-SPLIT_ERROR = 0.05
-#: Patches decomposed at a time (float64 eigendecompositions).
-EIGEN_CHUNK = 64
-
-
-#: An eigenvalue of Sigma^-1 below ``(1 - DATA_GAP) / EPSILON`` belongs to a direction the data spans.
-DATA_GAP = 1e-3
-
-
-def low_rank_cap(dims: int, spanned: int) -> int:
-    """The most directions the int8 head keeps in float32: the data's span when the data leaves some
-    out (fewer images than dims), else ``ceil(dims / 4)``."""
-    return spanned if 0 < spanned < dims else -(-dims // LOW_RANK_DIVISOR)
-
-
-def low_rank_size(variances: np.ndarray, cap: int) -> int:
-    """The fewest largest-variance directions to keep in float32 so the int8 remainder holds parity.
-
-    Quantising ``Sigma^-1`` whole costs about ``(1 / 0.01) / 127`` per unit of an embedding's squared
-    length, and normal embeddings are long along the largest variances ``lambda``; the predicted
-    relative error after keeping ``k`` directions is ``sum_{j > k} lambda_j / (127 * 0.01 * d)``
-    (measured: the parity error stayed below 0.3 of it). ``k`` is the smallest that brings it to
-    :data:`SPLIT_ERROR` on every patch, at most ``cap``; 0 (the compact form, about a quarter of the
-    float32 head) when the data is well conditioned.
-
-    Args:
-        variances: ``[P, d]`` per-patch variances, largest first.
-        cap: The most directions to keep.
-    """
-    dims = variances.shape[-1]
-    tails = np.cumsum(variances[:, ::-1], axis=1)[:, ::-1]  # tails[:, k] = sum_{j >= k} lambda_j
-    predicted = np.concatenate([tails, np.zeros((len(tails), 1))], axis=1) / (WEIGHT_LEVELS * EPSILON * dims)
-    needed = int((predicted > SPLIT_ERROR).sum(axis=1).max())  # predicted is non-increasing in k
-    return min(needed, cap)
-
-
-def low_rank_split(panels: list[np.ndarray], rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The directions of largest variance of each patch's Gaussian, from its packed panels.
-
-    Per patch, ``Sigma^-1 = V diag(mu) V^T`` (float64, :data:`EIGEN_CHUNK` patches at a time); the
-    smallest ``mu = 1 / (lambda + 0.01)`` belong to the largest variances ``lambda``.
-
-    Args:
-        panels: The packed float32 panels of Sigma^-1.
-        rank: Directions kept (default :func:`low_rank_size`, from the spectra).
-
-    Returns:
-        ``U`` ``[P, d, k]`` (float32, orthonormal columns) and ``mu`` ``[P, 1, k]`` (float32); ``k`` may be 0.
-    """
-    patches = panels[0].shape[0]
-    dims = sum(p.shape[-1] for p in panels)
-    mus, vectors, variances = [], [], []
-    spanned = 0
-    keep = dims if rank is None else rank
-    for start in range(0, patches, EIGEN_CHUNK):
-        full = unpack_panels(panels, slice(start, start + EIGEN_CHUNK)).astype(np.float64)
-        mu, v = np.linalg.eigh(full)
-        # a direction the data leaves out has mu = 1 / 0.01 exactly (up to float32 rounding)
-        spanned = max(spanned, int((mu < (1 - DATA_GAP) / EPSILON).sum(axis=1).max()))
-        variances.append(np.maximum(1.0 / mu - EPSILON, 0.0))
-        mus.append(mu[:, :keep].astype(np.float32))
-        vectors.append(v[:, :, : max(keep // 2, 1) if rank is None else keep].astype(np.float32))
-    if rank is None:
-        rank = low_rank_size(np.concatenate(variances), low_rank_cap(dims, spanned))
-        if rank > vectors[0].shape[-1]:  # kept half the directions above; rare: decompose again
-            return low_rank_split(panels, rank)
-    basis = np.concatenate([v[:, :, :rank] for v in vectors])
-    weight = np.concatenate([m[:, None, :rank] for m in mus])
-    return basis, weight
-
-
-def low_rank_panel(basis: np.ndarray, weight: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Packed panel ``[:, lo:, lo:hi]`` of ``U diag(mu) U^T`` (rows below the diagonal block doubled)."""
-    panel = (basis[:, lo:, :] * weight) @ basis[:, lo:hi, :].transpose(0, 2, 1)
-    panel[:, hi - lo :, :] *= 2.0
-    return panel
-
-
-def residual_panels(panels: list[np.ndarray], basis: np.ndarray, weight: np.ndarray) -> list[np.ndarray]:
-    """The packed panels of ``Sigma^-1 - U diag(mu) U^T`` (what the int8 head quantises)."""
-    out = []
-    lo = 0
-    for panel in panels:
-        hi = lo + panel.shape[-1]
-        out.append(panel - low_rank_panel(basis, weight, lo, hi))
-        lo = hi
-    return out
 
 
 def _name(name: str) -> str:
     return HEAD_PREFIX + name
-
-
-def quantize_panel(
-    panel: np.ndarray, precision: str, *, levels: int = WEIGHT_LEVELS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Store a float32 panel ``[P, rows, cols]`` as ``(Q, c)`` with ``panel ~ Q * c``.
-
-    ``c`` ``[P, 1, cols]`` is the column's largest magnitude divided by ``levels`` (int8) or by 1
-    (float16); an all-zero column gets ``c = 1``. Works on :data:`CHUNK` patches at a time.
-
-    Args:
-        panel: A packed panel.
-        precision: ``int8`` or ``fp16``.
-        levels: int8 only: largest ``|Q|``.
-    """
-    stored, scales, _ = _quantize(panel, precision, levels=levels, split_diagonal=False)
-    return stored, scales
-
-
-def quantize_off_diagonal(
-    panel: np.ndarray, *, levels: int = WEIGHT_LEVELS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split a float32 panel into its diagonal, kept exact, and the rest, stored in int8.
-
-    The panel's diagonal is that of its diagonal block (``panel[:, j, j]``, ``j < cols``). The int8
-    head computes ``sum_c g_c x_c^2`` in float32 and quantises only the off-diagonal entries, whose
-    column scales are then set by the data's correlations, not by ``1 / epsilon``: with fewer images
-    than dims, ``Sigma^-1`` has ``d - n + 1`` eigenvalues ``1 / 0.01 = 100`` and a diagonal near 100,
-    while the scores live in the directions of the small eigenvalues.
-
-    Returns:
-        ``(Q, c, g)``: int8 ``Q`` (zero diagonal) and float32 column scales ``c`` ``[P, 1, cols]`` with
-        ``panel - diag(g) ~ Q * c``, and the float32 diagonal ``g`` ``[P, 1, cols]``.
-    """
-    stored, scales, diagonal = _quantize(panel, "int8", levels=levels, split_diagonal=True)
-    assert diagonal is not None
-    return stored, scales, diagonal
-
-
-def _quantize(
-    panel: np.ndarray, precision: str, *, levels: int, split_diagonal: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    patches, _, cols = panel.shape
-    dtype = np.int8 if precision == "int8" else np.float16
-    divisor = float(levels) if precision == "int8" else 1.0
-    out = np.empty(panel.shape, dtype=dtype)
-    scales = np.empty((patches, 1, cols), dtype=np.float32)
-    diagonal = np.empty((patches, 1, cols), dtype=np.float32) if split_diagonal else None
-    index = np.arange(cols)
-    for start in range(0, patches, CHUNK):
-        block = np.array(panel[start : start + CHUNK], dtype=np.float32, copy=split_diagonal)
-        if diagonal is not None:
-            diagonal[start : start + CHUNK, 0] = block[:, index, index]
-            block[:, index, index] = 0.0
-        scale = np.abs(block).max(axis=1, keepdims=True) / np.float32(divisor)
-        scale[scale == 0] = 1.0
-        scaled = block / scale
-        out[start : start + CHUNK] = np.rint(scaled) if precision == "int8" else scaled
-        scales[start : start + CHUNK] = scale
-    return out, scales, diagonal
-
-
-def dequantize_panel(
-    stored: np.ndarray, scales: np.ndarray, diagonal: np.ndarray | None = None
-) -> np.ndarray:
-    """float32 ``stored * scales`` (the panel a compact head computes with), plus ``diag(diagonal)``
-    where the int8 head keeps the diagonal apart (:func:`quantize_off_diagonal`)."""
-    panel = stored.astype(np.float32) * scales
-    if diagonal is not None:
-        index = np.arange(panel.shape[-1])
-        panel[:, index, index] += diagonal[:, 0, :]
-    return panel
 
 
 def _row_scale_nodes(delta: str, precision: str) -> tuple[list[NodeProto], list[TensorProto], str]:
@@ -455,33 +338,3 @@ def _total(split: bool) -> NodeProto:
             "Add", [n("low_rank"), n("squared_residual")], [n("squared")], name=n("squared")
         )
     return helper.make_node("Identity", [n("squared_residual")], [n("squared")], name=n("squared"))
-
-
-def _low_rank_nodes(
-    delta: str, basis: np.ndarray, weight: np.ndarray
-) -> tuple[list[NodeProto], list[TensorProto]]:
-    """float32 ``low_rank = sum_i mu_i (u_i . x)^2`` ``[P, N]`` and ``residual = x - U U^T x`` ``[P, N, d]``.
-
-    ``U``'s directions are eigenvectors of Sigma^-1, so ``x^T Sigma^-1 x`` is exactly ``low_rank`` plus
-    the remainder's quadratic form of the residual, which the int8 MatMul then computes. Normal
-    embeddings are large along the directions of large variance, where Sigma^-1 is small: taking those
-    out first leaves the int8 part a small residual, whatever the number of training images.
-    """
-    n = _name
-    inits = [
-        numpy_helper.from_array(basis, LOW_RANK_BASIS),
-        numpy_helper.from_array(weight, LOW_RANK_WEIGHT),
-        # stored, not a Transpose node: backbone quantisation tools re-sort graphs with one badly
-        numpy_helper.from_array(np.ascontiguousarray(basis.transpose(0, 2, 1)), LOW_RANK_BASIS_T),
-    ]
-    nodes = [
-        helper.make_node("MatMul", [delta, LOW_RANK_BASIS], [n("projection")], name=n("project")),
-        helper.make_node("MatMul", [n("projection"), LOW_RANK_BASIS_T], [n("back")], name=n("back")),
-        helper.make_node("Sub", [delta, n("back")], [n("residual")], name=n("residual")),
-        helper.make_node("Mul", [n("projection"), n("projection")], [n("projection_sq")], name=n("proj_sq")),
-        helper.make_node("Mul", [n("projection_sq"), LOW_RANK_WEIGHT], [n("low_rank_terms")], name=n("lr_w")),
-        helper.make_node(
-            "ReduceSum", [n("low_rank_terms"), n("axis2")], [n("low_rank")], keepdims=0, name=n("low_rank")
-        ),
-    ]
-    return nodes, inits
