@@ -16,7 +16,8 @@ import pytest
 
 from padim_edge.geometry import Geometry
 from padim_edge.runtime.openvino.resize import resize_crop_matrices
-from tests.conftest import TRT_SIZE, write_images
+from tests.conftest import TRT_SIZE
+from tests.runtime.conftest import SIZES
 
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(
@@ -24,8 +25,6 @@ needs_openvino = pytest.mark.skipif(
 )
 #: Largest |OpenVINO - onnxruntime| allowed, as a fraction of the frames' max score.
 TOLERANCE = 1e-5
-#: Frame sizes (H, W): above the small model's 72 resize (downscale, antialias matters) and below it.
-SIZES = [(80, 96), (60, 50)]
 
 
 @pytest.mark.parametrize(
@@ -42,62 +41,6 @@ def test_resize_matrices_equal_the_exports(resize: int, crop: int, height: int, 
     for want, have in zip(expected, got, strict=True):
         assert have.shape == want.shape
         np.testing.assert_allclose(have, want, rtol=0, atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ov_held")
-    write_images(folder, 8, seed=5, sizes=[(80, 96), (70, 70)])
-    return folder
-
-
-@pytest.fixture(scope="module")
-def textured(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
-    """Two textured frames of each size in :data:`SIZES` (the images the fits see, not noise)."""
-    from padim_edge.images import load_image
-
-    folder = tmp_path_factory.mktemp("ov_frames")
-    return [load_image(p) for p in write_images(folder, 4, seed=9, sizes=SIZES)]
-
-
-@pytest.fixture(scope="module")
-def patchcore_onnx(train_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from padim_edge.export.pipeline import run_export
-    from tests.export.patchcore.test_pipeline import SMALL as PATCHCORE
-
-    out = tmp_path_factory.mktemp("ov_pc") / "pc.onnx"
-    run_export(
-        train_dir, out, method="patchcore", coreset=0.25, batch_size=6, parity_images=0, progress=False,
-        **PATCHCORE,
-    )  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def variant_path(request: pytest.FixtureRequest, held_out: Path):
-    """``name -> .onnx``: the exports, and padim-calibrate's variants of them (each made on first use)."""
-    from padim_edge.calibration.pipeline import calibrate
-
-    exports = {"default": "small_onnx", "fixed-size": "small_trt_onnx", "patchcore": "patchcore_onnx"}
-    made: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name in exports:
-            return request.getfixturevalue(exports[name])
-        if name not in made:
-            pc = name.startswith("patchcore-")
-            source, variant = (
-                get("patchcore") if pc else get("default"),
-                name[len("patchcore-") :] if pc else name,
-            )
-            out = source.with_name(f"{source.stem}-ov-{variant}.onnx")
-            extra = {"target_fpr": 0.2} if variant == "fp32-threshold" else {}
-            data = held_out if not variant.startswith("head-") else None
-            calibrate(source, out, variant=variant, data=data, calibration_images=4, progress=False, **extra)
-            made[name] = out
-        return made[name]
-
-    return get
 
 
 def _open(path: Path, device: str, cache: Path, **kwargs: object):
@@ -239,37 +182,6 @@ def test_openvino_is_no_onnxruntime_session(small_onnx: Path) -> None:
         open_session(small_onnx, device="openvino")
 
 
-@needs_openvino
-def test_compiled_models_are_f32_static_and_cached(
-    small_onnx: Path, textured: list[np.ndarray], tmp_path: Path
-) -> None:
-    """One compile per (batch, frame size), f32 pinned, the blobs written to the cache folder."""
-    import openvino
-
-    cache = tmp_path / "cache"
-    model = _open(small_onnx, "openvino", cache)
-    model.predict(textured, batch_size=2)
-    model.predict(textured[:1])
-    runner = model.openvino
-    assert sorted(runner._shapes) == [(1, 80, 96, 3), (2, 60, 50, 3), (2, 80, 96, 3)]
-    compiled = runner.compiled((1, 80, 96, 3)).compiled
-    assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
-    assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
-    assert [tuple(i.get_shape()) for i in compiled.inputs] == [(1, 80, 96, 3)]
-    assert len([p for p in cache.iterdir() if p.suffix == ".blob"]) == 3
-    (ir,) = cache.glob("*.xml")  # the converted model, read instead of the ONNX file for a new shape
-    assert ir.with_suffix(".bin").stat().st_size > small_onnx.stat().st_size * 0.9  # float32 weights kept
-    assert len(list(cache.glob("*.json"))) == 1
-    if _bf16_capable():
-        return
-    from padim_edge.runtime import ProviderError
-
-    with pytest.raises(ProviderError, match="precision bf16: this CPU has no bf16 arithmetic"):
-        _open(small_onnx, "openvino", cache, precision="bf16")
-    with pytest.raises(ProviderError, match="precision bf16: this CPU has no bf16 arithmetic"):
-        _open(small_onnx, "openvino-bf16", cache)
-
-
 def _bf16_capable() -> bool:
     import openvino
 
@@ -338,81 +250,3 @@ def test_bench_plans_openvino_rows_beside_onnxruntime(monkeypatch: pytest.Monkey
         [],
         ["openvino: skipped, pip install 'padim-edge[openvino]'"],
     )
-
-
-@needs_openvino
-def test_frames_of_many_sizes_share_one_model_with_the_matrices_as_inputs(
-    small_onnx: Path, tmp_path: Path
-) -> None:
-    """Past STATIC_SIZES frame sizes, new sizes run on one any-size model per batch size, as exactly."""
-    from padim_edge.runtime.openvino.runner import STATIC_SIZES
-
-    rng = np.random.default_rng(3)
-    sizes = [(90, 120), (64, 64), (50, 300), (80, 80), (100, 77), (333, 71), (72, 72)]
-    frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in sizes]
-    reference = _open(small_onnx, "cpu", tmp_path).predict(frames)
-    model = _open(small_onnx, "openvino", tmp_path / "cache")
-    got = model.predict(frames)
-    score_error, map_error = _errors(reference, got, max(p.score for p in reference))
-    assert score_error <= TOLERANCE and map_error <= TOLERANCE, (score_error, map_error)
-    shapes = model.openvino._shapes
-    assert sum(not e.any_size for e in shapes.values()) == STATIC_SIZES == 4
-    assert {shapes[(1, *size, 3)].any_size for size in sizes[STATIC_SIZES:]} == {True}
-
-
-@needs_openvino
-def test_a_warm_cache_imports_the_blobs_without_reading_the_model(
-    small_onnx: Path, textured: list[np.ndarray], tmp_path: Path
-) -> None:
-    """The second load reads neither the ONNX file nor the IR, and scores exactly as the first."""
-    cache = tmp_path / "cache"
-    first = _open(small_onnx, "openvino", cache)
-    assert first.openvino.loader._model is not None  # the cold load read the graph
-    cold = first.predict(textured, batch_size=2)
-    assert first.openvino.loader._model is None  # let go once compiled: the cache has its IR
-    second = _open(small_onnx, "openvino", cache)
-    warm = second.predict(textured, batch_size=2)
-    assert second.openvino.loader._model is None  # names, shapes and blobs all came from the cache
-    assert second.openvino.output_shapes == first.openvino.output_shapes
-    assert [p.score for p in warm] == [p.score for p in cold]
-    for a, b in zip(warm, cold, strict=True):
-        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
-    reference = _open(small_onnx, "cpu", cache).predict(textured, batch_size=2)
-    assert _errors(reference, warm, max(p.score for p in reference))[0] <= TOLERANCE
-
-
-@needs_openvino
-def test_a_rewritten_model_file_misses_the_cache(
-    small_onnx: Path, variant_path, textured: list[np.ndarray], tmp_path: Path
-) -> None:
-    """Same path, new content: scored as the new model (not from the old blobs), old entries deleted."""
-    path, cache = tmp_path / "model.onnx", tmp_path / "cache"
-    path.write_bytes(small_onnx.read_bytes())
-    old = [p.score for p in _open(path, "openvino", cache).predict(textured, batch_size=2)]
-    names = {p.name for p in cache.iterdir()}
-    path.write_bytes(variant_path("patchcore").read_bytes())  # in place: same path and inode
-    model = _open(path, "openvino", cache)
-    assert model.openvino.loader._model is not None  # the new file was read
-    new = model.predict(textured, batch_size=2)
-    reference = _open(path, "cpu", cache).predict(textured, batch_size=2)
-    assert _errors(reference, new, max(p.score for p in reference))[0] <= TOLERANCE
-    assert max(abs(a - b.score) for a, b in zip(old, new, strict=True)) > 0.1 * max(old)
-    assert not names & {p.name for p in cache.iterdir()}  # the old file's entries are gone
-
-
-@needs_openvino
-def test_importing_openvino_holds_back_its_conversion_tool_until_used() -> None:
-    """A fresh process: the backend's import skips openvino.tools.ovc; convert_model still works."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from padim_edge.runtime.openvino.loader import import_openvino\n"
-        "ov = import_openvino()\n"
-        "print('openvino.tools.ovc' in sys.modules)\n"
-        "from openvino import convert_model\n"
-        "print(convert_model is ov.convert_model, 'openvino.tools.ovc' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "True", "True"]
