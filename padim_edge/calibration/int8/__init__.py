@@ -216,26 +216,22 @@ def quantize_options(fmt: str, *, frames: int) -> dict[str, object]:
         frames: Calibration frames (the histograms are collected a divisor of it at a time).
     """
     calibration = {"CalibPercentile": PERCENTILE, "CalibStridedMinMax": frames_per_pass(frames)}
+    common = {"weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.Percentile}
     if fmt == QOPERATOR:
         return {
+            **common,
             "quant_format": QuantFormat.QOperator,
             "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-            "calibrate_method": CalibrationMethod.Percentile,
             "extra_options": calibration,
         }
     if fmt == QDQ:
+        symmetric = {"ActivationSymmetric": True, "WeightSymmetric": True}
         return {
+            **common,
             "quant_format": QuantFormat.QDQ,
             "activation_type": QuantType.QInt8,
-            "weight_type": QuantType.QInt8,
-            "calibrate_method": CalibrationMethod.Percentile,
-            "extra_options": {
-                **calibration,
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,  # int32 bias DequantizeLinear: TensorRT refuses it
-            },
+            # int32 bias DequantizeLinear: TensorRT refuses it
+            "extra_options": {**calibration, **symmetric, "QuantizeBias": False},
         }
     raise CalibrationError(f"unknown INT8 format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
