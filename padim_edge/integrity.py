@@ -73,7 +73,7 @@ def _cache_file() -> Path:
     return cache_dir() / "verified-data.json"
 
 
-def _stat_key(path: Path) -> str:
+def stat_key(path: Path) -> str:
     stat = path.stat()
     return (
         f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_dev}|{stat.st_ino}"
@@ -137,7 +137,7 @@ def verify_data_file(
         )
     if mode == "size":
         return
-    key = _stat_key(data_path)
+    key = stat_key(data_path)
     if mode == "once" and _read_cache().get(key) == record["sha256"]:
         return
     digest = sha256([data_path])

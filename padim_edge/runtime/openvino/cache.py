@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from padim_edge.integrity import _stat_key as stat_key
+from padim_edge.atomic import write_bytes
+from padim_edge.integrity import stat_key
 from padim_edge.naming import data_file
 
 #: Bumped when an entry's layout changes (old entries are then never read).
@@ -52,19 +53,6 @@ def file_identity(path: Path, version: str) -> str:
     if data.is_file():
         parts.append(stat_key(data))
     return _digest("|".join([*parts, version, LAYOUT]))
-
-
-def _write(target: Path, data: Any) -> None:
-    """Write ``data`` (bytes-like) to ``target`` through a staged file and a rename."""
-    fd, stage = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(stage, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(stage)
-        raise
 
 
 class ModelCache:
@@ -101,7 +89,7 @@ class ModelCache:
             for old in self.folder.glob(f"{self.prefix}-*"):
                 if not old.name.startswith(self.name):
                     old.unlink()
-            _write(self._file(".json"), json.dumps(value).encode("utf-8"))
+            write_bytes(self._file(".json"), json.dumps(value).encode("utf-8"))
 
     def ir(self) -> Path | None:
         """The saved IR's ``.xml``, or ``None``."""
@@ -145,4 +133,4 @@ class ModelCache:
         """Export ``compiled`` to its blob file."""
         with contextlib.suppress(OSError):
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write(self.blob(shape, config), compiled.export_model().getbuffer())
+            write_bytes(self.blob(shape, config), compiled.export_model().getbuffer())
