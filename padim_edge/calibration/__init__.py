@@ -4,7 +4,8 @@ Needs onnx, onnxruntime and onnxconverter-common (``pip install 'padim-edge[cali
 torch: it runs on the same edge and CI boxes as the runtime.
 
 * :mod:`.cli` / :mod:`.pipeline`: ``padim-calibrate`` and :func:`~padim_edge.calibration.pipeline.calibrate`,
-  what it runs; :mod:`.settings` (stdlib only, for ``--help``) and :mod:`.errors`.
+  what it runs, after :mod:`.request` checked the options; :mod:`.settings` (stdlib only, for
+  ``--help``) and :mod:`.errors`.
 * :mod:`.formats`: the table of variants (the single source of truth for names, suffixes, metadata);
   :mod:`.variant_build`: what a variant's build function takes and returns.
 * :mod:`.threshold` / :mod:`.decision`: choosing a threshold and baking it into the graph.

@@ -7,7 +7,8 @@
 * :mod:`.settings`: the head's precisions, column blocks and panel alignment (stdlib only: the CLIs'
   ``--help`` reads them).
 * :mod:`.graph_head`: the same distance built directly in ONNX against baked constants (no torch),
-  what the exported graph runs; :mod:`.compact_head`: its int8 / float16 Sigma^-1 variants;
+  what the exported graph runs; :mod:`.compact_head`: its int8 / float16 Sigma^-1 variants, with
+  :mod:`.low_rank` (the float32 low-rank split) and :mod:`.panel_quantize` (int8 / float16 panels);
   :mod:`.head_io`: reading a head's constants back out of a graph and rebuilding it (calibration).
 
 Kept thin: importing :mod:`.graph_head` must not import torch (calibration rebuilds heads torch-free).
